@@ -1,0 +1,73 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/falocal/falocal/pipelines"
+)
+
+// handleError writes every error in fal's shapes: {"detail": ...}, with a
+// list of {loc, msg, type} for 422, and error_type where fal has one.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, body := s.errorBody(err, c)
+	if et, ok := body["error_type"].(string); ok {
+		c.Response().Header().Set("X-Fal-Error-Type", et)
+	}
+	if c.Request().Method == http.MethodHead {
+		c.NoContent(status)
+		return
+	}
+	c.JSON(status, body)
+}
+
+func (s *Server) errorBody(err error, c echo.Context) (int, map[string]any) {
+	var ve *pipelines.ValidationError
+	var he *pipelines.HTTPError
+	var ee *echo.HTTPError
+	var mb *http.MaxBytesError
+	switch {
+	case errors.As(err, &ve):
+		return http.StatusUnprocessableEntity, map[string]any{"detail": ve.Errors}
+	case errors.As(err, &he):
+		if he.Status >= 500 {
+			s.log.Error("request failed", "request_id", c.Get(requestIDKey), "err", err)
+		}
+		b := map[string]any{"detail": he.Msg}
+		if he.Type != "" {
+			b["error_type"] = he.Type
+		}
+		return he.Status, b
+	case errors.As(err, &mb):
+		return http.StatusRequestEntityTooLarge, map[string]any{"detail": "Request body is larger than the server's limit", "error_type": "bad_request"}
+	case errors.Is(err, context.DeadlineExceeded):
+		c.Response().Header().Set("X-Fal-Request-Timeout-Type", "user")
+		return http.StatusGatewayTimeout, map[string]any{"detail": "Request timed out", "error_type": "request_timeout"}
+	case errors.Is(err, context.Canceled):
+		return 499, map[string]any{"detail": "Request cancelled by the client.", "error_type": "client_cancelled"}
+	case errors.As(err, &ee):
+		switch ee.Code {
+		case http.StatusNotFound:
+			return http.StatusNotFound, map[string]any{"detail": "Path " + c.Request().URL.Path + " not found"}
+		case http.StatusMethodNotAllowed:
+			return ee.Code, map[string]any{"detail": "Method Not Allowed"}
+		case http.StatusRequestEntityTooLarge:
+			return ee.Code, map[string]any{"detail": "Request body is larger than the server's limit", "error_type": "bad_request"}
+		}
+		if ee.Code < 500 {
+			msg, _ := ee.Message.(string)
+			if msg == "" {
+				msg = http.StatusText(ee.Code)
+			}
+			return ee.Code, map[string]any{"detail": msg}
+		}
+	}
+	s.log.Error("internal error", "request_id", c.Get(requestIDKey), "err", err)
+	return http.StatusInternalServerError, map[string]any{"detail": "Internal Server Error"}
+}

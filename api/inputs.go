@@ -1,0 +1,154 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/falocal/falocal/api/files"
+	"github.com/falocal/falocal/pipelines"
+)
+
+// requestFiles implements pipelines.Files for one request: outputs get URLs
+// on the origin the client used, inputs may be this server's own files or
+// allow-listed URLs — nothing else is fetched.
+type requestFiles struct {
+	s       *Server
+	cdnBase string // e.g. http://127.0.0.1:8080/cdn/files
+	host    string // the Host the client used
+}
+
+func (s *Server) requestFiles(r *http.Request) *requestFiles {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	base := scheme + "://" + r.Host + "/cdn/files"
+	if isFalHost(r.Host) {
+		// Reached through fal's names (TLS proxy): answer with fal's CDN name,
+		// which reaches us the same way.
+		base = scheme + "://v3.fal.media/files"
+	}
+	return &requestFiles{s: s, cdnBase: base, host: r.Host}
+}
+
+func (f *requestFiles) Save(ctx context.Context, data []byte, contentType, name string) (string, error) {
+	m, err := f.s.cfg.Files.Put(data, contentType, name)
+	if err != nil {
+		return "", err
+	}
+	return f.cdnBase + "/" + m.ID + "/" + m.Name, nil
+}
+
+func (f *requestFiles) Open(ctx context.Context, raw string, limit int64) (pipelines.Blob, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return pipelines.Blob{}, fmt.Errorf("value must be a valid URL (http, https or data:)")
+	}
+	if id, ok := f.ownFile(u); ok {
+		m, data, err := f.s.cfg.Files.Read(id, limit)
+		if errors.Is(err, files.ErrNotFound) {
+			return pipelines.Blob{}, fmt.Errorf("file %s not found on this server (it may have expired)", u.Path)
+		}
+		if err != nil {
+			return pipelines.Blob{}, err
+		}
+		return pipelines.Blob{Data: data, ContentType: m.ContentType}, nil
+	}
+	if !f.s.allowed(u.Hostname()) {
+		return pipelines.Blob{}, fmt.Errorf("this server does not fetch URLs from %s; send the file as a data URI, upload it to this server, or allow the host with --allow-fetch", u.Hostname())
+	}
+	return f.s.fetch(ctx, u, limit)
+}
+
+// ownFile recognises URLs of this server's file store, under any of the
+// names a client can reach it by.
+func (f *requestFiles) ownFile(u *url.URL) (string, bool) {
+	p := path.Clean(u.Path)
+	var rest string
+	var ok bool
+	switch {
+	case strings.EqualFold(u.Host, f.host) || isLoopback(u.Hostname()):
+		rest, ok = strings.CutPrefix(p, "/cdn/files/")
+	case isFalHost(u.Host):
+		if prefix, _ := hostPrefix(u.Host); prefix == "/cdn" {
+			rest, ok = strings.CutPrefix(p, "/files/")
+		}
+	}
+	if !ok {
+		return "", false
+	}
+	id, _, _ := strings.Cut(rest, "/")
+	return id, true
+}
+
+func isLoopback(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Server) allowed(host string) bool {
+	for _, a := range s.cfg.AllowFetch {
+		a = strings.ToLower(strings.TrimSpace(a))
+		if a == "" {
+			continue
+		}
+		h := strings.ToLower(host)
+		if h == a || (strings.HasPrefix(a, "*.") && strings.HasSuffix(h, a[1:])) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) fetch(ctx context.Context, u *url.URL, limit int64) (pipelines.Blob, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return pipelines.Blob{}, err
+	}
+	client := *s.cfg.HTTPClient
+	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if !s.allowed(r.URL.Hostname()) {
+			return fmt.Errorf("redirect to %s is not allowed", r.URL.Hostname())
+		}
+		return nil
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return pipelines.Blob{}, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return pipelines.Blob{}, fmt.Errorf("fetch %s: HTTP %s", u.Redacted(), resp.Status)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return pipelines.Blob{}, fmt.Errorf("fetch %s: %w", u.Redacted(), err)
+	}
+	if int64(len(data)) > limit {
+		return pipelines.Blob{}, &pipelines.HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("input file is larger than %d bytes", limit)}
+	}
+	return pipelines.Blob{Data: data, ContentType: resp.Header.Get("Content-Type")}, nil
+}
+
+// serveFile serves stored files (with Range support via http.ServeContent).
+func (s *Server) serveFile(c echo.Context) error {
+	m, p, err := s.cfg.Files.Get(c.Param("id"))
+	if err != nil || files.CleanName(c.Param("name")) != m.Name {
+		return echo.ErrNotFound
+	}
+	c.Response().Header().Set("Content-Type", m.ContentType)
+	c.Response().Header().Set("Cache-Control", "private, max-age=86400")
+	return c.File(p)
+}

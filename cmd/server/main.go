@@ -1,0 +1,87 @@
+// Command falocal is a local inference server with fal's API: it runs
+// open-weight pipelines in process on ONNX Runtime and serves them on fal's
+// endpoint ids.
+//
+//	falocal [serve]            serve the API (default)
+//	falocal setup              fetch the runtime library and the default models
+//	falocal weights list|verify|install|remove|import
+//	falocal version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch cmd {
+	case "serve":
+		err = serveCmd(ctx, args, stderr)
+	case "setup":
+		err = setupCmd(ctx, args, stdout, stderr)
+	case "weights":
+		err = weightsCmd(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "falocal", version)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|version] [flags]; 'falocal CMD -h' lists a command's flags")
+	default:
+		err = fmt.Errorf("unknown command %q (want serve, setup, weights or version)", cmd)
+	}
+	if err == flag.ErrHelp {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "falocal:", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c *Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// parse binds the shared flags plus extra ones and parses args.
+func parse(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*Config, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &Config{}
+	bindFlags(fs, c)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	return c, fs, c.validate()
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/falocal/falocal/weights"
+)
+
+func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("usage: falocal weights list|verify|install|remove|import [flags] [names]")
+	}
+	sub, args := args[0], args[1:]
+	var imp importArgs
+	c, fs, err := parse("weights "+sub, args, stderr, func(fs *flag.FlagSet) {
+		if sub == "import" {
+			imp.bind(fs)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	log := newLogger(c, stderr)
+	store, err := weights.Open(c.DataDir)
+	if err != nil {
+		return err
+	}
+	names := fs.Args()
+	switch sub {
+	case "list":
+		all, err := store.List()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tPIPELINE\tSIZE\tDTYPE\tMEMORY\tSERVES")
+		for _, m := range all {
+			var size int64
+			var dtypes []string
+			for _, f := range m.Files {
+				size += f.Size
+				dtypes = append(dtypes, f.DType)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.1f MB\t%s\t%.1f GB\t%s\n", m.Name, m.Pipeline, float64(size)/1e6,
+				strings.Join(dtypes, ","), float64(m.MemoryBytes)/1e9, strings.Join(m.Serves, "; "))
+		}
+		tw.Flush()
+		fmt.Fprintln(stdout, "\navailable to install:")
+		for _, r := range weights.Catalog() {
+			fmt.Fprintf(stdout, "  %s — %s\n", r.Name, r.Description)
+		}
+		return nil
+	case "verify":
+		if len(names) == 0 {
+			all, err := store.List()
+			if err != nil {
+				return err
+			}
+			for _, m := range all {
+				names = append(names, m.Name)
+			}
+		}
+		bad := 0
+		for _, n := range names {
+			if err := store.Verify(n); err != nil {
+				fmt.Fprintf(stdout, "FAIL %s: %v\n", n, err)
+				bad++
+				continue
+			}
+			fmt.Fprintf(stdout, "ok   %s\n", n)
+		}
+		if bad > 0 {
+			return fmt.Errorf("%d model(s) failed verification", bad)
+		}
+		return nil
+	case "install":
+		if len(names) == 0 {
+			return fmt.Errorf("name the models to install (see 'falocal weights list')")
+		}
+		for _, n := range names {
+			r, ok := weights.Lookup(n)
+			if !ok {
+				return fmt.Errorf("no model %q in the catalog", n)
+			}
+			if err := r.Install(ctx, store, fetcher(c, log)); err != nil {
+				return fmt.Errorf("install %s: %w", n, err)
+			}
+			fmt.Fprintln(stdout, "installed", n)
+		}
+		return nil
+	case "remove":
+		for _, n := range names {
+			if err := store.Remove(n); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, "removed", n)
+		}
+		return nil
+	case "import":
+		m, err := imp.run(store)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "imported %s (%s)\n", m.Name, m.Pipeline)
+		return nil
+	}
+	return fmt.Errorf("unknown weights command %q", sub)
+}
+
+// importArgs records a user's own ONNX file, e.g. a BiRefNet export:
+//
+//	falocal weights import -name birefnet-portrait -pipeline rembg -file BiRefNet-portrait.onnx \
+//	  -serves 'birefnet:Portrait' -param size=1024 -param mean=0.485,0.456,0.406 \
+//	  -param std=0.229,0.224,0.225 -param scale=255 -param activation=sigmoid
+type importArgs struct {
+	name, pipeline, file, dtype string
+	serves, params             multi
+	memory                     int64
+}
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+func (a *importArgs) bind(fs *flag.FlagSet) {
+	fs.StringVar(&a.name, "name", "", "model name in the store")
+	fs.StringVar(&a.pipeline, "pipeline", "rembg", "pipeline that runs it")
+	fs.StringVar(&a.file, "file", "", "ONNX file to import (copied into the store)")
+	fs.StringVar(&a.dtype, "dtype", "fp32", "weight type, for the record")
+	fs.Var(&a.serves, "serves", "what it serves, e.g. 'rembg' or 'birefnet:Portrait' (repeatable)")
+	fs.Var(&a.params, "param", "pipeline setting key=value (repeatable): input, output, size, mean, std, scale, activation")
+	fs.Int64Var(&a.memory, "memory", 0, "resident memory estimate in bytes (default: 4x the file size + 1 GiB)")
+}
+
+func (a *importArgs) run(store *weights.Store) (weights.Manifest, error) {
+	if a.name == "" || a.file == "" {
+		return weights.Manifest{}, fmt.Errorf("import needs -name and -file")
+	}
+	params := map[string]string{"input": "input", "output": "output", "size": "1024",
+		"mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225", "scale": "255", "activation": "sigmoid"}
+	for _, kv := range a.params {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return weights.Manifest{}, fmt.Errorf("-param %q: want key=value", kv)
+		}
+		params[k] = v
+	}
+	tmp, err := store.TempDir()
+	if err != nil {
+		return weights.Manifest{}, err
+	}
+	defer os.RemoveAll(tmp)
+	cp := filepath.Join(tmp, "model.onnx")
+	if err := copyPath(a.file, cp); err != nil {
+		return weights.Manifest{}, err
+	}
+	f, err := store.AddBlob(cp, "model", filepath.Base(a.file), a.dtype, "")
+	if err != nil {
+		return weights.Manifest{}, err
+	}
+	mem := a.memory
+	if mem == 0 {
+		mem = 4*f.Size + 1<<30
+	}
+	m := weights.Manifest{Name: a.name, Pipeline: a.pipeline, Files: []weights.File{f}, MemoryBytes: mem,
+		Serves: a.serves, Params: params, Source: "imported from " + a.file}
+	return m, store.Put(m)
+}
+
+func copyPath(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,208 @@
+// Package pipelines defines what an endpoint is (fal endpoint id → Run), the
+// shared request/response plumbing, the fal-shaped error types, and the
+// registry that the concrete pipelines (rembg, ...) join in init().
+package pipelines
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/weights"
+)
+
+// Blob is the content behind an input URL.
+type Blob struct {
+	Data        []byte
+	ContentType string
+}
+
+// Files resolves input URLs and stores output files. The API implements it;
+// pipelines never fetch URLs themselves.
+type Files interface {
+	// Open returns the bytes behind a data: URI or a URL this server may read
+	// (its own file URLs, allow-listed hosts). limit caps the size.
+	Open(ctx context.Context, url string, limit int64) (Blob, error)
+	// Save stores an output file and returns the URL that clients fetch it by.
+	Save(ctx context.Context, data []byte, contentType, fileName string) (string, error)
+}
+
+// Level is a queue log level as fal spells it.
+type Level string
+
+// Log levels fal clients know.
+const (
+	Info  Level = "INFO"
+	Warn  Level = "WARN"
+	Error Level = "ERROR"
+	Debug Level = "DEBUG"
+)
+
+// Request is one call of an endpoint.
+type Request struct {
+	ID       string
+	Endpoint string
+	Input    json.RawMessage
+	Files    Files
+	// Log records a progress line for the caller (queue logs); may be nil.
+	Log func(level Level, msg string)
+}
+
+// Logf records a progress line.
+func (r *Request) Logf(level Level, format string, args ...any) {
+	if r.Log != nil {
+		r.Log(level, fmt.Sprintf(format, args...))
+	}
+}
+
+// Endpoint is one fal endpoint id served locally.
+type Endpoint interface {
+	ID() string
+	// Run validates the input and computes the output object (JSON-ready).
+	// Bad input returns a *ValidationError or an *HTTPError with a 4xx.
+	Run(ctx context.Context, req *Request) (any, error)
+}
+
+// Config holds the settings every pipeline shares.
+type Config struct {
+	Providers        []engine.Provider
+	IntraOpThreads   int
+	SessionsPerModel int
+	DeviceID         int
+	TensorRTCacheDir string
+	FP16             bool
+	MaxInputBytes    int64 // largest input file
+	MaxPixels        int64 // largest decoded image
+	// Models maps a pipeline's default role to an installed model name, e.g.
+	// "rembg" → "isnet-general-use".
+	Models map[string]string
+}
+
+// SessionSpec builds the engine spec for a model file under this config.
+func (c Config) SessionSpec(path string, inputs, outputs []string) engine.SessionSpec {
+	return engine.SessionSpec{
+		Path: path, Inputs: inputs, Outputs: outputs,
+		Providers: c.Providers, IntraOpThreads: c.IntraOpThreads, DeviceID: c.DeviceID,
+		TensorRTCacheDir: c.TensorRTCacheDir, FP16: c.FP16,
+	}
+}
+
+// Deps is what a pipeline factory gets.
+type Deps struct {
+	Store   *weights.Store
+	Runtime engine.Runtime
+	Ops     engine.Ops
+	Log     *slog.Logger
+	Config  Config
+}
+
+// Factory builds a pipeline's endpoints.
+type Factory func(Deps) ([]Endpoint, error)
+
+var (
+	regMu     sync.Mutex
+	factories = map[string]Factory{}
+)
+
+// Register adds a pipeline factory; pipelines call it from init().
+func Register(name string, f Factory) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := factories[name]; dup {
+		panic("pipelines: duplicate registration of " + name)
+	}
+	factories[name] = f
+}
+
+// Registry maps endpoint ids to endpoints.
+type Registry struct {
+	endpoints map[string]Endpoint
+	closers   []func() error
+}
+
+// Closer is implemented by endpoints that hold loaded models.
+type Closer interface{ Close() error }
+
+// Build runs every registered factory.
+func Build(d Deps) (*Registry, error) {
+	regMu.Lock()
+	names := make([]string, 0, len(factories))
+	for n := range factories {
+		names = append(names, n)
+	}
+	regMu.Unlock()
+	sort.Strings(names)
+	r := &Registry{endpoints: map[string]Endpoint{}}
+	for _, n := range names {
+		eps, err := factories[n](d)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline %s: %w", n, err)
+		}
+		for _, e := range eps {
+			if _, dup := r.endpoints[e.ID()]; dup {
+				return nil, fmt.Errorf("endpoint %s registered twice", e.ID())
+			}
+			r.endpoints[e.ID()] = e
+			if c, ok := e.(Closer); ok {
+				r.closers = append(r.closers, c.Close)
+			}
+		}
+	}
+	return r, nil
+}
+
+// NewRegistry builds a registry from endpoints directly (tests).
+func NewRegistry(eps ...Endpoint) *Registry {
+	r := &Registry{endpoints: map[string]Endpoint{}}
+	for _, e := range eps {
+		r.endpoints[e.ID()] = e
+	}
+	return r
+}
+
+// Lookup finds an endpoint by its fal id.
+func (r *Registry) Lookup(id string) (Endpoint, bool) {
+	e, ok := r.endpoints[id]
+	return e, ok
+}
+
+// IDs lists the served endpoint ids.
+func (r *Registry) IDs() []string {
+	ids := make([]string, 0, len(r.endpoints))
+	for id := range r.endpoints {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Close releases every loaded model.
+func (r *Registry) Close() error {
+	var first error
+	for _, c := range r.closers {
+		if err := c(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Warmer is implemented by endpoints that can load their default model ahead
+// of the first request.
+type Warmer interface{ Warm(ctx context.Context) error }
+
+// Warm loads every endpoint's default model.
+func (r *Registry) Warm(ctx context.Context) error {
+	for _, id := range r.IDs() {
+		if w, ok := r.endpoints[id].(Warmer); ok {
+			if err := w.Warm(ctx); err != nil {
+				return fmt.Errorf("%s: %w", id, err)
+			}
+		}
+	}
+	return nil
+}

