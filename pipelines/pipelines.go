@@ -193,7 +193,9 @@ func (r *Registry) Close() error {
 
 // Warmer is implemented by endpoints that can load their default model ahead
 // of the first request.
-type Warmer interface{ Warm(ctx context.Context) error }
+type Warmer interface {
+	Warm(ctx context.Context) error
+}
 
 // Warm loads every endpoint's default model.
 func (r *Registry) Warm(ctx context.Context) error {

@@ -76,7 +76,9 @@ func (s *Store) Dir() string { return s.dir }
 
 // TempDir returns a scratch directory on the store's file system, so that
 // finished files can be renamed into blobs without copying.
-func (s *Store) TempDir() (string, error) { return os.MkdirTemp(filepath.Join(s.dir, "tmp"), "install-") }
+func (s *Store) TempDir() (string, error) {
+	return os.MkdirTemp(filepath.Join(s.dir, "tmp"), "install-")
+}
 
 func (s *Store) blobPath(sum string) string { return filepath.Join(s.dir, "blobs", "sha256-"+sum) }
 

@@ -121,8 +121,8 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 //	  -param std=0.229,0.224,0.225 -param scale=255 -param activation=sigmoid
 type importArgs struct {
 	name, pipeline, file, dtype string
-	serves, params             multi
-	memory                     int64
+	serves, params              multi
+	memory                      int64
 }
 
 type multi []string
