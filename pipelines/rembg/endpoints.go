@@ -69,7 +69,9 @@ func (e *birefnet) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if md == nil {
 		return nil, notInstalled("model", fmt.Sprintf("BiRefNet model '%s'", variant), served)
 	}
-	if want := fmt.Sprintf("%dx%d", md.size, md.size); res != want {
+	// Without an explicit operating_resolution the model runs at its native
+	// size; only an explicit request for another size is refused.
+	if want := fmt.Sprintf("%dx%d", md.size, md.size); in.OperatingResolution != nil && res != want {
 		return nil, pipelines.Invalid("operating_resolution", fmt.Sprintf(
 			"operating_resolution '%s' is not available on this server: the installed model for '%s' (%s) runs at %s only",
 			res, variant, md.m.Name, want))

@@ -1,0 +1,45 @@
+# falocal: local inference server with fal's API.
+#   make run    fetch what is missing (ONNX Runtime, default models), build, serve on 127.0.0.1:8080
+#   make test   everything, including the tests that run real models
+GO        ?= go
+DATA_DIR  ?= $(HOME)/.local/share/falocal
+CACHE_DIR ?= $(HOME)/.cache/falocal
+BIN       := bin/falocal
+DIRS      := --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
+
+.PHONY: all build setup run test test-assets vet deps-check bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/server
+
+setup: build
+	$(BIN) setup $(DIRS)
+
+run: setup
+	$(BIN) serve $(DIRS)
+
+test-assets: build
+	$(BIN) setup $(DIRS) --test-assets $(CACHE_DIR)/testdata
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+# Only engine/ort may use cgo: the rest must build without it.
+deps-check:
+	CGO_ENABLED=0 $(GO) build ./...
+
+TEST_ENV := FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$(CACHE_DIR)/onnxruntime-1.30.0/libonnxruntime.so.1 \
+	FALOCAL_TEST_DATA_DIR=$(DATA_DIR) FALOCAL_TEST_ASSETS=$(CACHE_DIR)/testdata FALOCAL_TEST_BIN=$(CURDIR)/$(BIN)
+
+test: test-assets vet deps-check
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
+
+# Benchmarks (not timed tests): server overhead vs the bare engine.
+bench: test-assets
+	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./bench/
+
+clean:
+	rm -rf bin
