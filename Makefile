@@ -32,7 +32,7 @@ deps-check:
 	CGO_ENABLED=0 $(GO) build ./...
 
 TEST_ENV := FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$(CACHE_DIR)/onnxruntime-1.30.0/libonnxruntime.so.1 \
-	FALOCAL_TEST_DATA_DIR=$(DATA_DIR) FALOCAL_TEST_ASSETS=$(CACHE_DIR)/testdata FALOCAL_TEST_BIN=$(CURDIR)/$(BIN)
+	FALOCAL_TEST_DATA_DIR=$(DATA_DIR) FALOCAL_TEST_PACKAGES=$(CACHE_DIR)/packages FALOCAL_TEST_ASSETS=$(CACHE_DIR)/testdata FALOCAL_TEST_BIN=$(CURDIR)/$(BIN)
 
 test: test-assets vet deps-check
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...

@@ -34,8 +34,9 @@ func (s *Server) requestFiles(r *http.Request) *requestFiles {
 	base := scheme + "://" + r.Host + "/cdn/files"
 	if isFalHost(r.Host) {
 		// Reached through fal's names (TLS proxy): answer with fal's CDN name,
-		// which reaches us the same way.
-		base = scheme + "://v3.fal.media/files"
+		// which reaches us the same way. Those names are only served over
+		// https; the proxy hands us plain http, so r.TLS says nothing here.
+		base = "https://v3.fal.media/files"
 	}
 	return &requestFiles{s: s, cdnBase: base, host: r.Host}
 }
@@ -53,10 +54,16 @@ func (f *requestFiles) Open(ctx context.Context, raw string, limit int64) (pipel
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return pipelines.Blob{}, fmt.Errorf("value must be a valid URL (http, https or data:)")
 	}
+	if m := f.s.cfg.MaxInputBytes; m > 0 && (limit <= 0 || m < limit) {
+		limit = m
+	}
 	if id, ok := f.ownFile(u); ok {
 		m, data, err := f.s.cfg.Files.Read(id, limit)
 		if errors.Is(err, files.ErrNotFound) {
 			return pipelines.Blob{}, fmt.Errorf("file %s not found on this server (it may have expired)", u.Path)
+		}
+		if errors.Is(err, files.ErrTooLarge) {
+			return pipelines.Blob{}, &pipelines.HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("input file is larger than %d bytes", limit)}
 		}
 		if err != nil {
 			return pipelines.Blob{}, err
@@ -119,6 +126,10 @@ func (s *Server) fetch(ctx context.Context, u *url.URL, limit int64) (pipelines.
 	}
 	client := *s.cfg.HTTPClient
 	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		// Replacing CheckRedirect drops the client's default limit of 10.
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
 		if !s.allowed(r.URL.Hostname()) {
 			return fmt.Errorf("redirect to %s is not allowed", r.URL.Hostname())
 		}
@@ -145,7 +156,9 @@ func (s *Server) fetch(ctx context.Context, u *url.URL, limit int64) (pipelines.
 // serveFile serves stored files (with Range support via http.ServeContent).
 func (s *Server) serveFile(c echo.Context) error {
 	m, p, err := s.cfg.Files.Get(c.Param("id"))
-	if err != nil || files.CleanName(c.Param("name")) != m.Name {
+	// The name must match exactly: a different name that cleans to the
+	// stored one (e.g. ".." for "file") is another URL and not ours.
+	if err != nil || c.Param("name") != m.Name {
 		return echo.ErrNotFound
 	}
 	c.Response().Header().Set("Content-Type", m.ContentType)

@@ -18,6 +18,9 @@ import (
 // ErrNotFound reports an unknown or expired file.
 var ErrNotFound = errors.New("file not found")
 
+// ErrTooLarge is wrapped by Read when a file is over the caller's limit.
+var ErrTooLarge = errors.New("file too large")
+
 // Meta describes a stored file.
 type Meta struct {
 	ID          string    `json:"id"`
@@ -46,12 +49,16 @@ var (
 // CleanName makes a file name safe to put in a URL path and on disk.
 func CleanName(name string) string {
 	name = filepath.Base(strings.ReplaceAll(name, "\\", "/"))
-	name = strings.Trim(nameClean.ReplaceAllString(name, "_"), "._")
-	if name == "" {
-		name = "file"
-	}
+	name = nameClean.ReplaceAllString(name, "_")
+	// Shorten before trimming, so that the result is already clean (a cut
+	// that exposes a leading '.' or '_' must not survive: serveFile compares
+	// names exactly).
 	if len(name) > 100 {
 		name = name[len(name)-100:]
+	}
+	name = strings.Trim(name, "._")
+	if name == "" {
+		name = "file"
 	}
 	return name
 }
@@ -101,7 +108,7 @@ func (s *Store) Read(id string, limit int64) (Meta, []byte, error) {
 		return m, nil, err
 	}
 	if limit > 0 && m.Size > limit {
-		return m, nil, fmt.Errorf("file %s has %d bytes, over the %d byte limit", id, m.Size, limit)
+		return m, nil, fmt.Errorf("file %s has %d bytes, over the %d byte limit: %w", id, m.Size, limit, ErrTooLarge)
 	}
 	data, err := os.ReadFile(p)
 	if err != nil {
@@ -121,7 +128,11 @@ func (s *Store) Sweep(cutoff time.Time) (int, error) {
 		name := e.Name()
 		id, ok := strings.CutSuffix(name, ".json")
 		if !ok {
-			// A .bin or .partial without metadata is a leftover of a crash.
+			// A .bin or .partial without metadata is a leftover of a crash;
+			// anything else in the directory is not ours to delete.
+			if !strings.HasSuffix(name, ".bin") && !strings.HasSuffix(name, ".partial") {
+				continue
+			}
 			if info, err := e.Info(); err == nil && info.ModTime().Before(cutoff) {
 				base := strings.TrimSuffix(strings.TrimSuffix(name, ".partial"), ".bin")
 				if _, err := os.Stat(filepath.Join(s.dir, base+".json")); err != nil {

@@ -78,7 +78,8 @@ func (c *Client) Get(ctx context.Context, a Artifact) (string, error) {
 			}
 		}
 		lastErr = download(ctx, hc, a, dst)
-		if lastErr == nil || errors.Is(lastErr, ErrChecksum) || ctx.Err() != nil {
+		var pe permanent
+		if lastErr == nil || errors.Is(lastErr, ErrChecksum) || errors.As(lastErr, &pe) || ctx.Err() != nil {
 			break
 		}
 	}
@@ -98,6 +99,9 @@ func download(ctx context.Context, hc *http.Client, a Artifact, dst string) erro
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		return permanent{fmt.Errorf("HTTP %s", resp.Status)}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("HTTP %s", resp.Status)
 	}
@@ -121,6 +125,11 @@ func download(ctx context.Context, hc *http.Client, a Artifact, dst string) erro
 	}
 	return os.Rename(tmp, dst)
 }
+
+// permanent marks an error that a retry cannot fix (a 4xx answer).
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
 
 // VerifyFile checks that the file at p has the given SHA-256.
 func VerifyFile(p, want string) error {

@@ -86,7 +86,7 @@ type env struct {
 type envOpts struct {
 	serves []string
 	params map[string]string
-	delay  bool                                      // model blocks until ctx is cancelled
+	delay  bool                                         // model blocks until ctx is cancelled
 	fn     func(in []float32, s int) ([]float32, error) // overrides brightnessMask
 	models map[string]string
 }

@@ -257,14 +257,10 @@ func (p *Pipeline) run(ctx context.Context, req *pipelines.Request, j job, image
 		if err != nil {
 			return nil, err
 		}
-		src, stride = fg, 3*w
+		src, stride = fg, 4*w
 	}
 	out := image.NewNRGBA(image.Rect(0, 0, w, h))
-	c := 4
-	if j.refine {
-		c = 3
-	}
-	if err := ops.ComposeAlpha(out.Pix, src, w, h, stride, c, mask); err != nil {
+	if err := ops.ComposeAlpha(out.Pix, src, w, h, stride, 4, mask); err != nil {
 		return nil, err
 	}
 	var final image.Image = out
@@ -280,7 +276,9 @@ func (p *Pipeline) run(ctx context.Context, req *pipelines.Request, j job, image
 }
 
 // refine estimates foreground colours (blur fusion), so that hair and soft
-// edges do not keep the old background's colour; it returns packed RGB.
+// edges do not keep the old background's colour. It returns packed RGBA
+// with the source alpha, so that a translucent input stays translucent as
+// it does without refinement.
 func refine(ops engine.Ops, img *image.NRGBA, mask []float32) ([]uint8, error) {
 	w, h := img.Bounds().Dx(), img.Bounds().Dy()
 	n := w * h
@@ -297,11 +295,12 @@ func refine(ops engine.Ops, img *image.NRGBA, mask []float32) ([]uint8, error) {
 	if err := ops.ForegroundEstimate(fg, planar, mask, w, h); err != nil {
 		return nil, err
 	}
-	out := make([]uint8, 3*n)
+	out := make([]uint8, 4*n)
 	for i := 0; i < n; i++ {
 		for c := 0; c < 3; c++ {
-			out[3*i+c] = uint8(math.Round(float64(clamp01(fg[c*n+i]) * 255)))
+			out[4*i+c] = uint8(math.Round(float64(clamp01(fg[c*n+i]) * 255)))
 		}
+		out[4*i+3] = img.Pix[(i/w)*img.Stride+4*(i%w)+3]
 	}
 	return out, nil
 }
