@@ -64,6 +64,11 @@ func (p *Pool) Session(ctx context.Context) (Session, error) {
 }
 
 func (p *Pool) acquire(ctx context.Context) (Session, error) {
+	// select picks at random among ready cases: check ctx first so that a
+	// cancelled request never opens or runs a session.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	select {
 	case <-ctx.Done():
 		return nil, ctx.Err()

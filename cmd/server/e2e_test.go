@@ -16,16 +16,13 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/HugoSmits86/nativewebp"
 
@@ -33,111 +30,16 @@ import (
 )
 
 type server struct {
+	*testenv.Server
 	base    string
 	dataDir string
 	cmd     *exec.Cmd
-	log     *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
-func serverBinary(t *testing.T) string {
-	if b := testenv.ServerBinary(); b != "" {
-		return b
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "falocal-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "falocal")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return builtBin
-}
-
-// startServer runs the binary with a fresh data dir whose model store links
-// to the real one, so tests see the installed models but write nothing there.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	lib := testenv.ORTLibrary(t)
-	real := testenv.DataDir(t)
-	bin := serverBinary(t)
-	data := t.TempDir()
-	for _, d := range []string{"blobs", "manifests"} {
-		if err := os.Symlink(filepath.Join(real, d), filepath.Join(data, d)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	s := &server{base: "http://" + addr, dataDir: data, log: &syncBuffer{}}
-	s.cmd = exec.Command(bin, append([]string{"serve", "--listen", addr, "--data-dir", data,
-		"--cache-dir", t.TempDir(), "--ort-library", lib}, args...)...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { s.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			s.cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.log.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(s.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not become healthy: %v\n%s", err, s.log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	ts := testenv.StartServer(t, args...)
+	return &server{Server: ts, base: ts.Base, dataDir: ts.DataDir, cmd: ts.Cmd}
 }
 
 type reply struct {

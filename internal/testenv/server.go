@@ -1,0 +1,136 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Server is a running falocal binary.
+type Server struct {
+	Base    string // http://127.0.0.1:port
+	DataDir string
+	Cmd     *exec.Cmd
+	log     *syncBuffer
+}
+
+// Log returns what the server printed so far.
+func (s *Server) Log() string { return s.log.String() }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// binary returns the binary make built, or builds one.
+func binary(t testing.TB) string {
+	if b := ServerBinary(); b != "" {
+		return b
+	}
+	buildOnce.Do(func() {
+		gomod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "falocal-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "falocal")
+		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/server")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// StartServer runs falocal on a free loopback port with a fresh data
+// directory whose model store links to the installed one, so a test sees the
+// real models but writes nothing into the user's store. It is stopped (with
+// SIGINT, as a user would) when the test ends.
+func StartServer(t testing.TB, args ...string) *Server {
+	t.Helper()
+	lib := ORTLibrary(t)
+	real := DataDir(t)
+	bin := binary(t)
+	data := t.TempDir()
+	for _, d := range []string{"blobs", "manifests"} {
+		if err := os.Symlink(filepath.Join(real, d), filepath.Join(data, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &Server{Base: "http://" + addr, DataDir: data, log: &syncBuffer{}}
+	s.Cmd = exec.Command(bin, append([]string{"serve", "--listen", addr, "--data-dir", data,
+		"--cache-dir", t.TempDir(), "--ort-library", lib}, args...)...)
+	s.Cmd.Stdout, s.Cmd.Stderr = s.log, s.log
+	if err := s.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { s.Cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			s.Cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.log.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.Base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not become healthy: %v\n%s", err, s.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
