@@ -396,3 +396,21 @@ func rssBytes(t *testing.T, pid int) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// TestE2ETimeout: a run past -request-timeout is interrupted and answered
+// with fal's 504, and the server keeps serving.
+func TestE2ETimeout(t *testing.T) {
+	s := startServer(t, "--request-timeout", "300ms")
+	photo, err := os.ReadFile(testenv.Asset(t, "astronaut.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.post(t, "/run/fal-ai/birefnet", mustJSON(map[string]any{"image_url": dataURI("image/png", photo)}))
+	if r.status != 504 || !strings.Contains(string(r.body), `"request_timeout"`) ||
+		r.header.Get("X-Fal-Error-Type") != "request_timeout" || r.header.Get("X-Fal-Request-Timeout-Type") != "user" {
+		t.Fatalf("got %d %v %s", r.status, r.header, r.body)
+	}
+	if resp, err := http.Get(s.base + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("not healthy after a timeout: %v", err)
+	}
+}
