@@ -35,7 +35,9 @@ func (s *Server) errorBody(err error, c echo.Context) (int, map[string]any) {
 	switch {
 	case errors.As(err, &ve):
 		return http.StatusUnprocessableEntity, map[string]any{"detail": ve.Errors}
-	case errors.As(err, &he):
+	case errors.As(err, &he) && he.Status >= 400 && he.Status <= 599:
+		// (An HTTPError without an error status is a bug; it falls through
+		// to the 500 below rather than reading as a success.)
 		if he.Status >= 500 {
 			s.log.Error("request failed", "request_id", c.Get(requestIDKey), "err", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -111,12 +112,24 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 func cors() echo.MiddlewareFunc {
-	return middleware.CORSWithConfig(middleware.CORSConfig{
+	expose := []string{"x-fal-request-id", "x-fal-request-timeout-type", "x-fal-error-type"}
+	mw := middleware.CORSWithConfig(middleware.CORSConfig{
 		AllowOriginFunc:  func(string) (bool, error) { return true, nil },
 		AllowCredentials: true,
 		AllowMethods:     []string{"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"},
-		ExposeHeaders:    []string{"x-fal-request-id", "x-fal-request-timeout-type", "x-fal-error-type"},
+		ExposeHeaders:    expose,
 	})
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		h := mw(next)
+		return func(c echo.Context) error {
+			// echo exposes headers on actual responses only; fal's
+			// preflight answers carry the list too.
+			if r := c.Request(); r.Method == http.MethodOptions && r.Header.Get(echo.HeaderOrigin) != "" {
+				c.Response().Header().Set(echo.HeaderAccessControlExposeHeaders, strings.Join(expose, ","))
+			}
+			return h(c)
+		}
+	}
 }
 
 // Shutdown is a convenience for tests that run the echo server directly.

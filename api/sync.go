@@ -28,7 +28,7 @@ var proprietary = []string{
 	"fal-ai/kling-video", "fal-ai/kling", "fal-ai/sora", "fal-ai/flux-pro", "fal-ai/flux/pro", "fal-ai/flux-pro/",
 	"fal-ai/elevenlabs", "fal-ai/veo", "fal-ai/minimax", "fal-ai/luma", "fal-ai/runway", "fal-ai/ideogram",
 	"fal-ai/recraft", "fal-ai/imagen", "fal-ai/gpt-image", "fal-ai/nano-banana", "fal-ai/seedream", "fal-ai/seedance",
-	"fal-ai/hailuo", "fal-ai/pixverse", "fal-ai/bytedance", "fal-ai/flux-kontext", "fal-ai/flux-2-pro",
+	"fal-ai/hailuo", "fal-ai/pixverse", "fal-ai/bytedance", "fal-ai/flux-2-pro",
 }
 
 // lookup resolves an endpoint id or answers fal's 404 with a reason.

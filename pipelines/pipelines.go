@@ -24,8 +24,9 @@ type Blob struct {
 // Files resolves input URLs and stores output files. The API implements it;
 // pipelines never fetch URLs themselves.
 type Files interface {
-	// Open returns the bytes behind a data: URI or a URL this server may read
-	// (its own file URLs, allow-listed hosts). limit caps the size.
+	// Open returns the bytes behind an http(s) URL this server may read (its
+	// own file URLs, allow-listed hosts); limit caps the size. data: URIs
+	// never reach it: LoadImage decodes them itself.
 	Open(ctx context.Context, url string, limit int64) (Blob, error)
 	// Save stores an output file and returns the URL that clients fetch it by.
 	Save(ctx context.Context, data []byte, contentType, fileName string) (string, error)

@@ -216,10 +216,10 @@ func TestE2EBackgroundRemoval(t *testing.T) {
 		// Reached as fal.run, the file URLs use fal's CDN name; fetch them here
 		// by sending that Host to our address.
 		for _, f := range []*imageOut{&out.Image, out.MaskImage} {
-			if !strings.HasPrefix(f.URL, "http://v3.fal.media/files/") {
+			if !strings.HasPrefix(f.URL, "https://v3.fal.media/files/") {
 				t.Fatalf("url %s, want fal CDN name", f.URL)
 			}
-			f.URL = s.base + "/cdn" + strings.TrimPrefix(f.URL, "http://v3.fal.media")
+			f.URL = s.base + "/cdn" + strings.TrimPrefix(f.URL, "https://v3.fal.media")
 		}
 		img := fetchImage(t, out.Image)
 		checkAstronaut(t, img)
