@@ -16,10 +16,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	status, body := s.errorBody(err, c)
-	if et, ok := body["error_type"].(string); ok {
-		c.Response().Header().Set("X-Fal-Error-Type", et)
-	}
+	status, body := s.errorBody(err, c.Get(requestIDKey), c.Request().URL.Path)
+	setErrorHeaders(c.Response().Header(), body)
 	if c.Request().Method == http.MethodHead {
 		c.NoContent(status)
 		return
@@ -27,7 +25,19 @@ func (s *Server) handleError(err error, c echo.Context) {
 	c.JSON(status, body)
 }
 
-func (s *Server) errorBody(err error, c echo.Context) (int, map[string]any) {
+// setErrorHeaders adds fal's error headers for a body errorBody made.
+func setErrorHeaders(h http.Header, body map[string]any) {
+	if et, ok := body["error_type"].(string); ok {
+		h.Set("X-Fal-Error-Type", et)
+		if et == "request_timeout" {
+			h.Set("X-Fal-Request-Timeout-Type", "user")
+		}
+	}
+}
+
+// errorBody maps an error to fal's status and body; reqID and path are for
+// logs and the 404 message.
+func (s *Server) errorBody(err error, reqID any, path string) (int, map[string]any) {
 	var ve *pipelines.ValidationError
 	var he *pipelines.HTTPError
 	var ee *echo.HTTPError
@@ -39,7 +49,7 @@ func (s *Server) errorBody(err error, c echo.Context) (int, map[string]any) {
 		// (An HTTPError without an error status is a bug; it falls through
 		// to the 500 below rather than reading as a success.)
 		if he.Status >= 500 {
-			s.log.Error("request failed", "request_id", c.Get(requestIDKey), "err", err)
+			s.log.Error("request failed", "request_id", reqID, "err", err)
 		}
 		b := map[string]any{"detail": he.Msg}
 		if he.Type != "" {
@@ -49,14 +59,13 @@ func (s *Server) errorBody(err error, c echo.Context) (int, map[string]any) {
 	case errors.As(err, &mb):
 		return http.StatusRequestEntityTooLarge, map[string]any{"detail": "Request body is larger than the server's limit", "error_type": "bad_request"}
 	case errors.Is(err, context.DeadlineExceeded):
-		c.Response().Header().Set("X-Fal-Request-Timeout-Type", "user")
 		return http.StatusGatewayTimeout, map[string]any{"detail": "Request timed out", "error_type": "request_timeout"}
 	case errors.Is(err, context.Canceled):
 		return 499, map[string]any{"detail": "Request cancelled by the client.", "error_type": "client_cancelled"}
 	case errors.As(err, &ee):
 		switch ee.Code {
 		case http.StatusNotFound:
-			return http.StatusNotFound, map[string]any{"detail": "Path " + c.Request().URL.Path + " not found"}
+			return http.StatusNotFound, map[string]any{"detail": "Path " + path + " not found"}
 		case http.StatusMethodNotAllowed:
 			return ee.Code, map[string]any{"detail": "Method Not Allowed"}
 		case http.StatusRequestEntityTooLarge:
@@ -70,6 +79,6 @@ func (s *Server) errorBody(err error, c echo.Context) (int, map[string]any) {
 			return ee.Code, map[string]any{"detail": msg}
 		}
 	}
-	s.log.Error("internal error", "request_id", c.Get(requestIDKey), "err", err)
+	s.log.Error("internal error", "request_id", reqID, "err", err)
 	return http.StatusInternalServerError, map[string]any{"detail": "Internal Server Error"}
 }

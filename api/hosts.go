@@ -27,6 +27,14 @@ func hostPrefix(host string) (string, bool) {
 	return "", false
 }
 
+// hostOnly drops the port from a Host value.
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}
+
 // isFalHost reports whether host is one of fal's own host names.
 func isFalHost(host string) bool {
 	_, ok := hostPrefix(host)

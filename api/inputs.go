@@ -22,8 +22,9 @@ import (
 // allow-listed URLs — nothing else is fetched.
 type requestFiles struct {
 	s       *Server
-	cdnBase string // e.g. http://127.0.0.1:8080/cdn/files
-	host    string // the Host the client used
+	cdnBase string          // e.g. http://127.0.0.1:8080/cdn/files
+	host    string          // the Host the client used
+	saved   func(id string) // told of each output file, so it can share the request's life
 }
 
 func (s *Server) requestFiles(r *http.Request) *requestFiles {
@@ -45,6 +46,9 @@ func (f *requestFiles) Save(ctx context.Context, data []byte, contentType, name 
 	m, err := f.s.cfg.Files.Put(data, contentType, name)
 	if err != nil {
 		return "", err
+	}
+	if f.saved != nil {
+		f.saved(m.ID)
 	}
 	return f.cdnBase + "/" + m.ID + "/" + m.Name, nil
 }

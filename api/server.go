@@ -14,6 +14,8 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/falocal/falocal/api/files"
+	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/api/webhook"
 	"github.com/falocal/falocal/pipelines"
 )
 
@@ -26,6 +28,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxInputBytes caps one input file fetched from a URL or the file store.
 	MaxInputBytes int64
+	// MaxUploadBytes caps one uploaded file, all of its parts together
+	// (default 1 GiB).
+	MaxUploadBytes int64
 	// RequestTimeout bounds one sync run (0 = none).
 	RequestTimeout time.Duration
 	// AllowFetch lists hosts whose http(s) URLs may be fetched as inputs.
@@ -34,6 +39,17 @@ type Config struct {
 	HTTPClient *http.Client
 	// Health returns extra facts for /healthz (runtime, version).
 	Health func() map[string]any
+	// Keys are the accepted "key_id:key_secret" credentials; none = no auth.
+	Keys []string
+	// QueueDB is the queue's database file; empty keeps requests in memory
+	// only (tests).
+	QueueDB string
+	// Workers is how many requests run at once (sync and queued together).
+	Workers int
+	// MaxQueued bounds waiting requests (0 = unbounded).
+	MaxQueued int
+	// Webhooks delivers fal_webhook notifications; nil disables them.
+	Webhooks *webhook.Deliverer
 }
 
 // Server is the HTTP API.
@@ -41,10 +57,22 @@ type Server struct {
 	cfg  Config
 	echo *echo.Echo
 	log  *slog.Logger
+	keys [][32]byte
+	q    *queue.Queue
 }
 
-// New builds the server and its routes.
+// New is Open for configurations that cannot fail (no QueueDB).
 func New(cfg Config) *Server {
+	s, err := Open(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Open builds the server, opens its queue (recovering requests accepted
+// before a restart) and registers the routes.
+func Open(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -60,16 +88,54 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{cfg: cfg, echo: e, log: cfg.Logger}
+	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys)}
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(hostRouting)
 	e.Use(s.requestID, s.accessLog, middleware.Recover(), cors())
 	e.GET("/healthz", s.healthz)
-	e.POST("/run/*", s.run)
+	e.POST("/run/*", s.run, s.requireKey)
 	e.GET("/cdn/files/:id/:name", s.serveFile)
 	e.HEAD("/cdn/files/:id/:name", s.serveFile)
+	s.storageRoutes(e)
+	e.Any("/fal/proxy", s.proxy)
+	e.GET("/.well-known/jwks.json", s.jwks)
+	e.GET("/rest/.well-known/jwks.json", s.jwks)
+	e.POST("/*", s.submit, s.requireKey)
+	e.GET("/*", s.queueGet, s.requireKey)
+	e.PUT("/*", s.queuePut, s.requireKey)
 	e.RouteNotFound("/*", func(c echo.Context) error { return echo.ErrNotFound })
-	return s
+	q, err := queue.Open(cfg.QueueDB, s.runRecord, queue.Options{Workers: cfg.Workers, MaxQueued: cfg.MaxQueued,
+		Log: cfg.Logger, OnComplete: s.deliverWebhook})
+	if err != nil {
+		return nil, err
+	}
+	s.q = q
+	return s, nil
+}
+
+// Close stops the queue: running requests get until ctx ends to finish;
+// queued ones stay on disk for the next start.
+func (s *Server) Close(ctx context.Context) error { return s.q.Close(ctx) }
+
+// Sweep removes requests and files older than cutoff.
+func (s *Server) Sweep(cutoff time.Time) (requests, files int, err error) {
+	n, ids, err := s.q.Sweep(cutoff)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, id := range ids {
+		s.cfg.Files.Delete(id)
+	}
+	f, err := s.cfg.Files.Sweep(cutoff)
+	return n, f + len(ids), err
+}
+
+// jwks publishes the webhook signing key, where fal publishes its own.
+func (s *Server) jwks(c echo.Context) error {
+	if s.cfg.Webhooks == nil || s.cfg.Webhooks.Signer == nil {
+		return echo.ErrNotFound
+	}
+	return c.JSONBlob(http.StatusOK, s.cfg.Webhooks.Signer.JWKS())
 }
 
 // Handler returns the root http.Handler.

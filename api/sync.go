@@ -1,15 +1,10 @@
 package api
 
 import (
-	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
-
-	"github.com/labstack/echo/v4"
 
 	"github.com/falocal/falocal/pipelines"
 )
@@ -45,41 +40,4 @@ func (s *Server) lookup(id string) (pipelines.Endpoint, error) {
 	}
 	return nil, &pipelines.HTTPError{Status: http.StatusNotFound, Msg: fmt.Sprintf(
 		"Endpoint '%s' is not served by this local server (served: %s)", id, strings.Join(s.cfg.Registry.IDs(), ", "))}
-}
-
-// run is fal.run's synchronous call: JSON in, the model's output JSON out.
-func (s *Server) run(c echo.Context) error {
-	id := c.Param("*")
-	ep, err := s.lookup(id)
-	if err != nil {
-		return err
-	}
-	r := c.Request()
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		return err
-	}
-	ctx := r.Context()
-	if s.cfg.RequestTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		defer cancel()
-	}
-	reqID, _ := c.Get(requestIDKey).(string)
-	req := &pipelines.Request{
-		ID: reqID, Endpoint: ep.ID(), Input: body,
-		Files: s.requestFiles(r),
-		Log: func(level pipelines.Level, msg string) {
-			s.log.Debug("progress", "request_id", reqID, "level", level, "msg", msg)
-		},
-	}
-	out, err := ep.Run(ctx, req)
-	if err != nil {
-		return err
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	return c.JSONBlob(http.StatusOK, b)
 }

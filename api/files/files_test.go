@@ -2,8 +2,11 @@ package files
 
 import (
 	"bytes"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -377,4 +380,189 @@ func TestCleanNameProperties(t *testing.T) {
 			t.Errorf("CleanName not idempotent: %q → %q → %q", in, got, again)
 		}
 	}
+}
+
+// failReader yields some bytes, then an error (a client that went away).
+type failReader struct{ n int }
+
+func (r *failReader) Read(b []byte) (int, error) {
+	if r.n <= 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := min(r.n, len(b))
+	r.n -= n
+	return n, nil
+}
+
+// names lists what is in dir (recursively, relative paths).
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out
+}
+
+func TestPutReader(t *testing.T) {
+	s, dir := newStore(t)
+	id, err := NewID()
+	if err != nil || !ValidID(id) {
+		t.Fatalf("NewID = %q %v", id, err)
+	}
+	if _, _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("reserved id is visible before its bytes: %v", err)
+	}
+	m, err := s.PutReader(id, strings.NewReader("12345"), "text/plain", "../a b.txt", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != id || m.Name != "a_b.txt" || m.Size != 5 || m.ContentType != "text/plain" {
+		t.Errorf("meta %+v", m)
+	}
+	if _, b, err := s.Read(id, 0); err != nil || string(b) != "12345" {
+		t.Errorf("Read = %q %v", b, err)
+	}
+	// The id is taken now: no overwrite.
+	if _, err := s.PutReader(id, strings.NewReader("x"), "", "x", 0); !errors.Is(err, ErrExists) {
+		t.Errorf("second PutReader to %s: %v, want ErrExists", id, err)
+	}
+	if _, b, _ := s.Read(id, 0); string(b) != "12345" {
+		t.Errorf("file overwritten: %q", b)
+	}
+	// Over the limit, a failing reader, a bad id: nothing stays behind.
+	before := names(t, dir)
+	if _, err := s.PutReader("", strings.NewReader("123456"), "", "x", 5); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("over limit: %v", err)
+	}
+	if _, err := s.PutReader("", &failReader{n: 100}, "", "x", 0); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("failing reader: %v", err)
+	}
+	for _, bad := range []string{"../x", strings.Repeat("A", 32), "..", id + "/.."} {
+		if _, err := s.PutReader(bad, strings.NewReader("x"), "", "x", 0); err == nil {
+			t.Errorf("PutReader(%q) succeeded", bad)
+		}
+	}
+	if after := names(t, dir); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Errorf("failed puts left files: %v → %v", before, after)
+	}
+}
+
+func TestMultipartParts(t *testing.T) {
+	s, dir := newStore(t)
+	id, _ := NewID()
+	chunks := []string{"first-", "second-", "third"}
+	parts := make([]Part, 3)
+	// Out of order, as concurrent clients send them.
+	for _, i := range []int{2, 0, 1} {
+		p, err := s.PutPart(id, i+1, strings.NewReader(chunks[i]), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := md5.Sum([]byte(chunks[i]))
+		if p.Number != i+1 || p.Size != int64(len(chunks[i])) || p.ETag != hex.EncodeToString(sum[:]) {
+			t.Errorf("part %d = %+v", i+1, p)
+		}
+		parts[i] = p
+	}
+	if _, _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("file visible before assembly: %v", err)
+	}
+	// A re-upload of part 2 with other bytes is another version; the old one stays valid.
+	p2b, err := s.PutPart(id, 2, strings.NewReader("SECOND-"), 0)
+	if err != nil || p2b.ETag == parts[1].ETag {
+		t.Fatalf("re-upload: %+v %v", p2b, err)
+	}
+	// Refusals.
+	if _, err := s.PutPart(id, 4, strings.NewReader("toolong"), 3); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("oversized part: %v", err)
+	}
+	for _, n := range []int{0, -1, MaxParts + 1} {
+		if _, err := s.PutPart(id, n, strings.NewReader("x"), 0); err == nil {
+			t.Errorf("part %d accepted", n)
+		}
+	}
+	if _, err := s.PutPart("../../x", 1, strings.NewReader("x"), 0); err == nil {
+		t.Error("part of a bad id accepted")
+	}
+	for _, bad := range [][]Part{
+		nil,
+		{parts[0], {Number: 2, ETag: strings.Repeat("0", 32)}, parts[2]},
+		{parts[0], {Number: 2, ETag: "../../../../etc/passwd"}},
+		{parts[0], {Number: 9, ETag: parts[1].ETag}},
+	} {
+		if _, err := s.AssembleParts(id, bad, "", "x", 0); !errors.Is(err, ErrPartNotFound) {
+			t.Errorf("assemble %+v: %v, want ErrPartNotFound", bad, err)
+		}
+	}
+	if _, err := s.AssembleParts(id, parts, "", "x", 10); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("assemble over limit: %v", err)
+	}
+	if _, _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("failed assembly left a file: %v", err)
+	}
+	m, err := s.AssembleParts(id, parts, "video/mp4", "clip.mp4", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := s.Read(id, 0); err != nil || string(b) != "first-second-third" || m.Size != 18 || m.ContentType != "video/mp4" {
+		t.Errorf("assembled %q %+v %v", b, m, err)
+	}
+	if exists(filepath.Join(dir, "multipart", id)) {
+		t.Error("parts left after assembly")
+	}
+	// Once assembled, the id is taken.
+	if _, err := s.AssembleParts(id, parts, "", "x", 0); err == nil {
+		t.Error("second assembly succeeded")
+	}
+}
+
+func TestSweepParts(t *testing.T) {
+	s, dir := newStore(t)
+	now := time.Now()
+	old, fresh, kept := mustID(t), mustID(t), mustID(t)
+	for _, id := range []string{old, fresh, kept} {
+		if _, err := s.PutPart(id, 1, strings.NewReader("x"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age(t, filepath.Join(dir, "multipart", old), now.Add(-2*time.Hour))
+	age(t, filepath.Join(dir, "multipart", kept), now.Add(-2*time.Hour))
+	foreign := filepath.Join(dir, "multipart", "notes")
+	os.WriteFile(foreign, []byte("x"), 0o644)
+	age(t, foreign, now.Add(-2*time.Hour))
+	n, err := s.SweepParts(now.Add(-time.Hour), func(id string) bool { return id == kept })
+	if err != nil || n != 1 {
+		t.Errorf("SweepParts = %d %v, want 1", n, err)
+	}
+	if exists(filepath.Join(dir, "multipart", old)) || !exists(filepath.Join(dir, "multipart", fresh)) ||
+		!exists(filepath.Join(dir, "multipart", kept)) || !exists(foreign) {
+		t.Errorf("after SweepParts: %v", names(t, dir))
+	}
+	// Sweep piggybacks with its own cutoff and no live set; files are counted, parts are not.
+	if n, err := s.Sweep(now.Add(-time.Hour)); err != nil || n != 0 {
+		t.Errorf("Sweep = %d %v", n, err)
+	}
+	if exists(filepath.Join(dir, "multipart", kept)) || !exists(filepath.Join(dir, "multipart", fresh)) {
+		t.Errorf("after Sweep: %v", names(t, dir))
+	}
+	// No multipart directory at all is not an error.
+	s2, _ := newStore(t)
+	if n, err := s2.SweepParts(now, nil); n != 0 || err != nil {
+		t.Errorf("empty SweepParts = %d %v", n, err)
+	}
+}
+
+func mustID(t *testing.T) string {
+	t.Helper()
+	id, err := NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

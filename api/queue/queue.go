@@ -1,0 +1,714 @@
+// Package queue is fal's request queue: accepted requests and their results
+// live in an embedded on-disk database (bbolt), so that a restart — even
+// kill -9 — loses no accepted request. Workers run requests by priority
+// (normal before low, then first come first served); callers follow a
+// request by polling or subscribing, and can cancel it queued or running.
+package queue
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Status is one of the three states fal clients know.
+type Status string
+
+// The only states a fal client accepts; failures are COMPLETED with an error.
+const (
+	InQueue    Status = "IN_QUEUE"
+	InProgress Status = "IN_PROGRESS"
+	Completed  Status = "COMPLETED"
+)
+
+// Priorities, as X-Fal-Queue-Priority names them.
+const (
+	Normal = 0
+	Low    = 1
+)
+
+// LogEntry is a fal queue log line.
+type LogEntry struct {
+	Message   string `json:"message"`
+	Level     string `json:"level"`
+	Source    string `json:"source"`
+	Timestamp string `json:"timestamp"`
+}
+
+// Outcome is how a run ended: an output body, or an error status and body.
+type Outcome struct {
+	Output    json.RawMessage // success: the model's output JSON
+	Status    int             // error: HTTP status (0 = success)
+	Body      json.RawMessage // error: fal's error body
+	Error     string          // error: message for status.error
+	ErrorType string          // error: fal error_type
+}
+
+// Record is one request, as stored.
+type Record struct {
+	ID       string          `json:"id"`
+	Endpoint string          `json:"endpoint"` // full endpoint id
+	App      string          `json:"app"`      // [ns/]owner/alias: the status/result URL prefix
+	Input    json.RawMessage `json:"input"`
+	Priority int             `json:"priority"`
+	Seq      uint64          `json:"seq"`
+	Status   Status          `json:"status"`
+	// Webhook is the fal_webhook URL; WebhookDone records its delivery.
+	Webhook     string `json:"webhook,omitempty"`
+	WebhookDone bool   `json:"webhook_done,omitempty"`
+	// Origin is the base URL the client used (for URLs in replies); CDN the
+	// base of output file URLs.
+	Origin        string     `json:"origin"`
+	CDN           string     `json:"cdn"`
+	Host          string     `json:"host"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     time.Time  `json:"started_at,omitzero"`
+	CompletedAt   time.Time  `json:"completed_at,omitzero"`
+	StartDeadline time.Time  `json:"start_deadline,omitzero"`
+	Attempts      int        `json:"attempts"`
+	Logs          []LogEntry `json:"logs,omitempty"`
+	Outcome       *Outcome   `json:"outcome,omitempty"`
+	InferenceTime float64    `json:"inference_time,omitempty"`
+	Files         []string   `json:"files,omitempty"` // output file ids, removed with the record
+	// Ephemeral requests (sync runs) are not written to disk: their caller
+	// holds the connection and nobody can ask for them after a restart.
+	Ephemeral bool `json:"-"`
+}
+
+// Failed reports whether the request completed with an error.
+func (r *Record) Failed() bool { return r.Outcome != nil && r.Outcome.Status != 0 }
+
+// Runner executes a request. It must return when ctx is done. logf adds a
+// log line; addFile records an output file that shares the request's life.
+type Runner func(ctx context.Context, r *Record, logf func(level, msg string), addFile func(id string)) Outcome
+
+// Options configure a queue.
+type Options struct {
+	Workers   int // requests run at once
+	MaxQueued int // pending requests accepted at most (0 = no limit)
+	Log       *slog.Logger
+	// OnComplete is called (in its own goroutine) after a durable request
+	// completes, e.g. to deliver its webhook.
+	OnComplete func(r Record)
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+// Errors callers map to HTTP answers.
+var (
+	ErrNotFound = errors.New("request not found")
+	ErrFull     = errors.New("queue is full")
+	ErrClosed   = errors.New("queue is closed")
+)
+
+var bucket = []byte("requests")
+
+// Queue is the durable request queue.
+type Queue struct {
+	db   *bolt.DB
+	run  Runner
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	live    map[string]*entry // queued, running and recently completed
+	pending pq
+	seq     uint64
+	wake    chan struct{}
+	done    chan struct{} // closed by Close
+	closed  bool
+	wg      sync.WaitGroup
+	stop    context.CancelFunc
+	runCtx  context.Context
+}
+
+type entry struct {
+	rec    Record
+	cancel context.CancelFunc // set while running
+	subs   map[chan struct{}]struct{}
+	idx    int // position in pending, -1 when not queued
+}
+
+// Open opens (creating) the database at path (an empty path keeps
+// everything in memory: not durable, for tests and throwaway servers), recovers its requests and
+// starts the workers. Queued requests are queued again. A request that was
+// running when the process died is queued again once; if it was already
+// retried after an earlier crash it completes with an error instead, so a
+// request that kills the server cannot do so forever.
+func Open(path string, run Runner, opts Options) (*Queue, error) {
+	if opts.Workers < 1 {
+		opts.Workers = 1
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	var db *bolt.DB
+	if path != "" {
+		var err error
+		if db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second}); err != nil {
+			return nil, fmt.Errorf("queue database %s: %w", path, err)
+		}
+	}
+	q := &Queue{db: db, run: run, opts: opts, log: opts.Log, live: map[string]*entry{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	q.runCtx, q.stop = context.WithCancel(context.Background())
+	if db != nil {
+		if err := q.recover(); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	for i := 0; i < opts.Workers; i++ {
+		q.wg.Add(1)
+		go q.worker()
+	}
+	return q, nil
+}
+
+func (q *Queue) recover() error {
+	var recs []Record
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				q.log.Error("queue: unreadable record dropped", "id", string(k), "err", err)
+				return nil
+			}
+			if r.Seq > q.seq {
+				q.seq = r.Seq
+			}
+			if r.Status != Completed || (r.Webhook != "" && !r.WebhookDone) {
+				recs = append(recs, r)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	now := q.opts.Now()
+	for _, r := range recs {
+		switch r.Status {
+		case InProgress:
+			if r.Attempts >= 2 {
+				r.Status = Completed
+				r.CompletedAt = now
+				r.Outcome = &Outcome{Status: 503, Error: "the server stopped twice while running this request; it was not retried again",
+					ErrorType: "runner_disconnected",
+					Body:      mustJSON(map[string]string{"detail": "the server stopped twice while running this request; it was not retried again", "error_type": "runner_disconnected"})}
+				q.log.Warn("queue: request failed after repeated restarts", "id", r.ID)
+			} else {
+				r.Status = InQueue
+				r.Logs = append(r.Logs, q.logEntry("WARN", "the server restarted while this request was running; it was queued again"))
+				q.log.Info("queue: re-queued request interrupted by a restart", "id", r.ID)
+			}
+			if err := q.save(&r); err != nil {
+				return err
+			}
+		}
+		e := &entry{rec: r, idx: -1}
+		q.live[r.ID] = e
+		if r.Status == InQueue {
+			heap.Push(&q.pending, e)
+		} else if r.Status == Completed && q.opts.OnComplete != nil {
+			go q.opts.OnComplete(r)
+		}
+	}
+	if n := q.pending.Len(); n > 0 {
+		q.log.Info("queue: recovered pending requests", "count", n)
+	}
+	return nil
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func (q *Queue) logEntry(level, msg string) LogEntry {
+	return LogEntry{Message: msg, Level: level, Source: "USER", Timestamp: q.opts.Now().UTC().Format("2006-01-02T15:04:05.000000+00:00")}
+}
+
+func (q *Queue) save(r *Record) error {
+	if r.Ephemeral || q.db == nil {
+		return nil
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(r.ID), b) })
+}
+
+// Submit accepts a request: once it returns nil the request is on disk.
+// It returns the number of requests ahead of it.
+func (q *Queue) Submit(r Record) (int, error) {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if q.opts.MaxQueued > 0 && q.pending.Len() >= q.opts.MaxQueued {
+		q.mu.Unlock()
+		return 0, ErrFull
+	}
+	q.seq++
+	r.Seq = q.seq
+	r.Status = InQueue
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = q.opts.Now()
+	}
+	q.mu.Unlock()
+	// Write outside the lock: an fsync must not stall status polls.
+	if err := q.save(&r); err != nil {
+		return 0, fmt.Errorf("queue: store request: %w", err)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := &entry{rec: r, idx: -1}
+	q.live[r.ID] = e
+	heap.Push(&q.pending, e)
+	q.signal()
+	return q.position(e), nil
+}
+
+func (q *Queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// position counts the pending requests that will run before e.
+func (q *Queue) position(e *entry) int {
+	n := 0
+	for _, o := range q.pending {
+		if o != e && o.less(e) {
+			n++
+		}
+	}
+	return n
+}
+
+// Get returns a snapshot of a request.
+func (q *Queue) Get(id string) (Record, int, error) {
+	q.mu.Lock()
+	if e, ok := q.live[id]; ok {
+		r := e.rec
+		r.Logs = append([]LogEntry(nil), e.rec.Logs...)
+		pos := 0
+		if r.Status == InQueue {
+			pos = q.position(e)
+		}
+		q.mu.Unlock()
+		return r, pos, nil
+	}
+	q.mu.Unlock()
+	var r Record
+	if q.db == nil {
+		return r, 0, ErrNotFound
+	}
+	err := q.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucket).Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(v, &r)
+	})
+	return r, 0, err
+}
+
+// Subscribe returns a channel that receives a signal whenever the request
+// changes (status or logs), and a function to stop.
+func (q *Queue) Subscribe(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e, ok := q.live[id]
+	if !ok {
+		close(ch) // not live: completed long ago or unknown; nothing will change
+		return ch, func() {}
+	}
+	if e.subs == nil {
+		e.subs = map[chan struct{}]struct{}{}
+	}
+	e.subs[ch] = struct{}{}
+	return ch, func() {
+		q.mu.Lock()
+		delete(e.subs, ch)
+		q.mu.Unlock()
+	}
+}
+
+func (e *entry) notify() {
+	for ch := range e.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// CancelResult is what a cancel achieved.
+type CancelResult int
+
+// Cancel outcomes, matching fal's cancel reply words.
+const (
+	CancelRequested CancelResult = iota
+	AlreadyCompleted
+	NotFound
+)
+
+// Cancel stops a queued request at once, or interrupts a running one.
+func (q *Queue) Cancel(id string) (CancelResult, error) {
+	q.mu.Lock()
+	e, ok := q.live[id]
+	if !ok {
+		q.mu.Unlock()
+		r, _, err := q.Get(id)
+		if errors.Is(err, ErrNotFound) {
+			return NotFound, nil
+		}
+		if err != nil {
+			return NotFound, err
+		}
+		if r.Status == Completed {
+			return AlreadyCompleted, nil
+		}
+		return NotFound, nil
+	}
+	switch e.rec.Status {
+	case Completed:
+		q.mu.Unlock()
+		return AlreadyCompleted, nil
+	case InProgress:
+		e.cancel()
+		q.mu.Unlock()
+		return CancelRequested, nil
+	}
+	heap.Remove(&q.pending, e.idx)
+	q.mu.Unlock()
+	q.finish(e, cancelled(), 0)
+	return CancelRequested, nil
+}
+
+func cancelled() Outcome {
+	return Outcome{Status: 499, Error: "Request cancelled by the client.", ErrorType: "client_cancelled",
+		Body: mustJSON(map[string]string{"detail": "Request cancelled by the client.", "error_type": "client_cancelled"})}
+}
+
+func timedOut() Outcome {
+	return Outcome{Status: 504, Error: "Request timed out before it started", ErrorType: "request_timeout",
+		Body: mustJSON(map[string]string{"detail": "Request timed out before it started", "error_type": "request_timeout"})}
+}
+
+func (q *Queue) worker() {
+	defer q.wg.Done()
+	for {
+		e, ctx := q.next()
+		if e == nil {
+			return
+		}
+		q.execute(e, ctx)
+	}
+}
+
+// next blocks until a request is pending (or the queue closes) and marks it
+// running under a context that Cancel and Close can end.
+func (q *Queue) next() (*entry, context.Context) {
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return nil, nil
+		}
+		if q.pending.Len() > 0 {
+			e := heap.Pop(&q.pending).(*entry)
+			now := q.opts.Now()
+			if !e.rec.StartDeadline.IsZero() && now.After(e.rec.StartDeadline) {
+				q.mu.Unlock()
+				q.finish(e, timedOut(), 0)
+				continue
+			}
+			ctx, cancel := context.WithCancel(q.runCtx)
+			e.cancel = cancel
+			e.rec.Status = InProgress
+			e.rec.StartedAt = now
+			e.rec.Attempts++
+			e.rec.Logs = append(e.rec.Logs, q.logEntry("INFO", "request started"))
+			e.notify()
+			if q.pending.Len() > 0 {
+				q.signal() // more work: wake another worker
+			}
+			rec := e.rec
+			q.mu.Unlock()
+			if err := q.save(&rec); err != nil {
+				q.log.Error("queue: store start", "id", rec.ID, "err", err)
+			}
+			return e, ctx
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+		case <-q.done:
+		}
+	}
+}
+
+func (q *Queue) execute(e *entry, ctx context.Context) {
+	q.mu.Lock()
+	rec := e.rec
+	q.mu.Unlock()
+	logf := func(level, msg string) {
+		q.mu.Lock()
+		e.rec.Logs = append(e.rec.Logs, q.logEntry(level, msg))
+		e.notify()
+		q.mu.Unlock()
+	}
+	addFile := func(id string) {
+		q.mu.Lock()
+		e.rec.Files = append(e.rec.Files, id)
+		q.mu.Unlock()
+	}
+	start := time.Now()
+	out := q.safeRun(ctx, &rec, logf, addFile)
+	elapsed := time.Since(start).Seconds()
+	e.cancel()
+	if q.runCtx.Err() != nil && out.Status != 0 {
+		if !rec.Ephemeral {
+			// Interrupted by shutdown: it stays IN_PROGRESS on disk and
+			// runs again after the next start.
+			return
+		}
+		out = Outcome{Status: 503, Error: "the server is shutting down", ErrorType: "runner_disconnected",
+			Body: mustJSON(map[string]string{"detail": "the server is shutting down", "error_type": "runner_disconnected"})}
+	}
+	q.finish(e, out, elapsed)
+}
+
+// safeRun turns a panic in a pipeline into an internal error.
+func (q *Queue) safeRun(ctx context.Context, r *Record, logf func(string, string), addFile func(string)) (out Outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			q.log.Error("queue: run panicked", "id", r.ID, "panic", p)
+			out = Outcome{Status: 500, Error: "Internal Server Error", ErrorType: "internal_error",
+				Body: mustJSON(map[string]string{"detail": "Internal Server Error"})}
+		}
+	}()
+	return q.run(ctx, r, logf, addFile)
+}
+
+func (q *Queue) finish(e *entry, out Outcome, elapsed float64) {
+	q.mu.Lock()
+	e.rec.Status = Completed
+	e.rec.CompletedAt = q.opts.Now()
+	e.rec.Outcome = &out
+	e.rec.InferenceTime = elapsed
+	if out.Status != 0 {
+		e.rec.Logs = append(e.rec.Logs, q.logEntry("ERROR", out.Error))
+	} else {
+		e.rec.Logs = append(e.rec.Logs, q.logEntry("INFO", fmt.Sprintf("request completed in %.2fs", elapsed)))
+	}
+	rec := e.rec
+	rec.Logs = append([]LogEntry(nil), e.rec.Logs...)
+	q.mu.Unlock()
+	if err := q.save(&rec); err != nil {
+		q.log.Error("queue: store result", "id", rec.ID, "err", err)
+	}
+	q.mu.Lock()
+	e.notify()
+	q.mu.Unlock()
+	if !rec.Ephemeral && rec.Webhook != "" && q.opts.OnComplete != nil {
+		go q.opts.OnComplete(rec)
+	}
+	q.forgetLater(e)
+}
+
+// forgetLater drops a completed request from memory after a while; it stays
+// on disk until its retention ends.
+func (q *Queue) forgetLater(e *entry) {
+	if q.db == nil && !e.rec.Ephemeral {
+		return // memory only: Sweep forgets it
+	}
+	time.AfterFunc(2*time.Minute, func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if cur, ok := q.live[e.rec.ID]; ok && cur == e && len(e.subs) == 0 {
+			delete(q.live, e.rec.ID)
+		}
+	})
+}
+
+// MarkWebhookDone records that a request's webhook was delivered (or given up).
+func (q *Queue) MarkWebhookDone(id string) error {
+	q.mu.Lock()
+	if e, ok := q.live[id]; ok {
+		e.rec.WebhookDone = true
+	}
+	q.mu.Unlock()
+	if q.db == nil {
+		return nil
+	}
+	return q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		v := b.Get([]byte(id))
+		if v == nil {
+			return ErrNotFound
+		}
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		r.WebhookDone = true
+		nb, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(id), nb)
+	})
+}
+
+// Wait blocks until the request completes or ctx ends.
+func (q *Queue) Wait(ctx context.Context, id string) (Record, error) {
+	ch, stop := q.Subscribe(id)
+	defer stop()
+	for {
+		r, _, err := q.Get(id)
+		if err != nil || r.Status == Completed {
+			return r, err
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case _, ok := <-ch:
+			if !ok {
+				r, _, err := q.Get(id)
+				return r, err
+			}
+		}
+	}
+}
+
+// Depth reports how many requests wait and how many run.
+func (q *Queue) Depth() (queued, running int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, e := range q.live {
+		if e.rec.Status == InProgress {
+			running++
+		}
+	}
+	return q.pending.Len(), running
+}
+
+// Sweep deletes completed requests older than cutoff and returns the output
+// file ids they owned, for the caller to delete.
+func (q *Queue) Sweep(cutoff time.Time) (int, []string, error) {
+	var files []string
+	n := 0
+	q.mu.Lock()
+	for id, e := range q.live {
+		r := &e.rec
+		if r.Status == Completed && r.CompletedAt.Before(cutoff) && (r.Webhook == "" || r.WebhookDone) && len(e.subs) == 0 {
+			delete(q.live, id)
+			if q.db == nil {
+				files = append(files, r.Files...)
+				n++
+			}
+		}
+	}
+	q.mu.Unlock()
+	if q.db == nil {
+		return n, files, nil
+	}
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var r Record
+			if json.Unmarshal(v, &r) != nil {
+				continue
+			}
+			if r.Status == Completed && r.CompletedAt.Before(cutoff) && (r.Webhook == "" || r.WebhookDone) {
+				files = append(files, r.Files...)
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	return n, files, err
+}
+
+// Close stops taking requests, interrupts running ones (they stay
+// IN_PROGRESS on disk and run again after the next start unless ctx allows
+// them to finish first) and closes the database.
+func (q *Queue) Close(ctx context.Context) error {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil
+	}
+	q.closed = true
+	q.mu.Unlock()
+	close(q.done)
+	done := make(chan struct{})
+	go func() { q.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		q.stop()
+		<-done
+	}
+	q.stop()
+	if q.db == nil {
+		return nil
+	}
+	return q.db.Close()
+}
+
+// pq orders pending entries: normal before low priority, then by arrival.
+type pq []*entry
+
+func (e *entry) less(o *entry) bool {
+	if e.rec.Priority != o.rec.Priority {
+		return e.rec.Priority < o.rec.Priority
+	}
+	return e.rec.Seq < o.rec.Seq
+}
+
+func (p pq) Len() int           { return len(p) }
+func (p pq) Less(i, j int) bool { return p[i].less(p[j]) }
+func (p pq) Swap(i, j int) {
+	p[i], p[j] = p[j], p[i]
+	p[i].idx, p[j].idx = i, j
+}
+func (p *pq) Push(x any) {
+	e := x.(*entry)
+	e.idx = len(*p)
+	*p = append(*p, e)
+}
+func (p *pq) Pop() any {
+	old := *p
+	n := len(old)
+	e := old[n-1]
+	old[n-1] = nil
+	e.idx = -1
+	*p = old[:n-1]
+	return e
+}
