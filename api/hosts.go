@@ -35,6 +35,10 @@ func hostOnly(host string) string {
 	return host
 }
 
+// IsFalHost reports whether host (port allowed) is one of fal's own host
+// names: the names the TLS proxy may terminate.
+func IsFalHost(host string) bool { return isFalHost(host) }
+
 // isFalHost reports whether host is one of fal's own host names.
 func isFalHost(host string) bool {
 	_, ok := hostPrefix(host)

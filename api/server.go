@@ -50,6 +50,9 @@ type Config struct {
 	MaxQueued int
 	// Webhooks delivers fal_webhook notifications; nil disables them.
 	Webhooks *webhook.Deliverer
+	// CACert is the local CA certificate (PEM) served at /ca.pem, for
+	// clients that reach fal's host names through this server's TLS.
+	CACert []byte
 }
 
 // Server is the HTTP API.
@@ -98,6 +101,7 @@ func Open(cfg Config) (*Server, error) {
 	e.HEAD("/cdn/files/:id/:name", s.serveFile)
 	s.storageRoutes(e)
 	e.Any("/fal/proxy", s.proxy)
+	e.GET("/ca.pem", s.caCert)
 	e.GET("/.well-known/jwks.json", s.jwks)
 	e.GET("/rest/.well-known/jwks.json", s.jwks)
 	e.POST("/*", s.submit, s.requireKey)
@@ -128,6 +132,13 @@ func (s *Server) Sweep(cutoff time.Time) (requests, files int, err error) {
 	}
 	f, err := s.cfg.Files.Sweep(cutoff)
 	return n, f + len(ids), err
+}
+
+func (s *Server) caCert(c echo.Context) error {
+	if len(s.cfg.CACert) == 0 {
+		return echo.ErrNotFound
+	}
+	return c.Blob(http.StatusOK, "application/x-pem-file", s.cfg.CACert)
 }
 
 // jwks publishes the webhook signing key, where fal publishes its own.

@@ -30,7 +30,12 @@ type Config struct {
 	MaxPixels      int64
 	AllowFetch     string
 	Preload        bool
-	FileRetention  time.Duration
+	Retention      time.Duration
+	Keys           string
+	Workers        int
+	MaxQueued      int
+	WebhookHosts   string
+	MaxUploadBytes int64
 	RembgModel     string
 	NPMRegistry    string
 	LogLevel       string
@@ -103,7 +108,12 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	num(&c.MaxPixels, "max-pixels", "FALOCAL_MAX_PIXELS", 25_000_000, "largest decoded input image, in pixels")
 	str(&c.AllowFetch, "allow-fetch", "FALOCAL_ALLOW_FETCH", "", "comma-separated hosts (or *.domain) whose URLs may be fetched as inputs; none by default")
 	boolean(&c.Preload, "preload", "FALOCAL_PRELOAD", false, "load the default models at start instead of on first use")
-	dur(&c.FileRetention, "file-retention", "FALOCAL_FILE_RETENTION", 24*time.Hour, "how long output files stay fetchable")
+	dur(&c.Retention, "retention", "FALOCAL_RETENTION", 7*24*time.Hour, "how long finished requests, their results and files (outputs and uploads) stay fetchable")
+	str(&c.Keys, "keys", "FALOCAL_KEYS", "", "accepted API keys, comma-separated key_id:key_secret; without keys the server only listens on loopback")
+	integer(&c.Workers, "workers", "FALOCAL_WORKERS", 2, "requests (sync and queued) that run at once")
+	integer(&c.MaxQueued, "max-queued", "FALOCAL_MAX_QUEUED", 10000, "requests that may wait in the queue (0 = no limit)")
+	str(&c.WebhookHosts, "webhook-hosts", "FALOCAL_WEBHOOK_HOSTS", "", "hosts (or *.domain) that may receive fal_webhook posts, besides loopback")
+	num(&c.MaxUploadBytes, "max-upload-bytes", "FALOCAL_MAX_UPLOAD_BYTES", 1<<30, "largest uploaded file")
 	str(&c.RembgModel, "rembg-model", "FALOCAL_REMBG_MODEL", "", "installed model used by imageutils/rembg and BiRefNet 'General Use (Light)' (default: the one whose manifest serves them)")
 	str(&c.NPMRegistry, "npm-registry", "FALOCAL_NPM_REGISTRY", "https://registry.npmjs.org", "npm registry that setup downloads from")
 	str(&c.LogLevel, "log-level", "FALOCAL_LOG_LEVEL", "info", "debug, info, warn or error")
@@ -118,9 +128,13 @@ func (c *Config) threads() int {
 	return max(1, n)
 }
 
-func (c *Config) allowFetch() []string {
+func (c *Config) allowFetch() []string { return list(c.AllowFetch) }
+
+func (c *Config) keys() []string { return list(c.Keys) }
+
+func list(s string) []string {
 	var out []string
-	for _, h := range strings.Split(c.AllowFetch, ",") {
+	for _, h := range strings.Split(s, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			out = append(out, h)
 		}
@@ -131,6 +145,14 @@ func (c *Config) allowFetch() []string {
 func (c *Config) validate() error {
 	if c.Sessions < 1 {
 		return fmt.Errorf("-sessions must be at least 1")
+	}
+	if c.Workers < 1 {
+		return fmt.Errorf("-workers must be at least 1")
+	}
+	for _, k := range c.keys() {
+		if id, secret, ok := strings.Cut(k, ":"); !ok || id == "" || secret == "" {
+			return fmt.Errorf("-keys: %q is not key_id:key_secret", k)
+		}
 	}
 	if c.MaxInputBytes <= 0 || c.MaxBodyBytes <= 0 || c.MaxPixels <= 0 {
 		return fmt.Errorf("size limits must be positive")

@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/falocal/falocal/api"
 	"github.com/falocal/falocal/api/files"
+	"github.com/falocal/falocal/api/localtls"
+	"github.com/falocal/falocal/api/webhook"
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/pipelines"
@@ -92,47 +96,107 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	go sweepFiles(ctx, fstore, c.FileRetention, log)
-
-	srv := api.New(api.Config{
+	if err := checkExposure(c.Listen, c.keys()); err != nil {
+		return err
+	}
+	ca, err := localtls.LoadOrCreateCA(filepath.Join(c.DataDir, "tls"))
+	if err != nil {
+		return err
+	}
+	signer, err := webhook.LoadOrCreate(filepath.Join(c.DataDir, "webhook-ed25519.pem"))
+	if err != nil {
+		return err
+	}
+	hooks := list(c.WebhookHosts)
+	srv, err := api.Open(api.Config{
 		Registry: reg, Files: fstore, Logger: log,
-		MaxBodyBytes: c.MaxBodyBytes, MaxInputBytes: c.MaxInputBytes, RequestTimeout: c.RequestTimeout,
-		AllowFetch: c.allowFetch(),
+		MaxBodyBytes: c.MaxBodyBytes, MaxInputBytes: c.MaxInputBytes, MaxUploadBytes: c.MaxUploadBytes,
+		RequestTimeout: c.RequestTimeout, AllowFetch: c.allowFetch(), Keys: c.keys(),
+		QueueDB: filepath.Join(c.DataDir, "queue.db"), Workers: c.Workers, MaxQueued: c.MaxQueued,
+		Webhooks: &webhook.Deliverer{Signer: signer, Log: log, Allowed: func(h string) bool {
+			return isLoopbackHost(h) || hostListed(hooks, h)
+		}},
+		CACert: ca.CertPEM(),
 		Health: func() map[string]any {
 			return map[string]any{"version": version, "onnxruntime": map[string]any{
 				"library": info.Library, "version": info.Version, "providers": providers}}
 		},
 	})
-	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second}
-	log.Info("serving", "addr", ln.Addr().String(), "endpoints", reg.IDs())
+	go sweep(ctx, srv, c.Retention, log)
+
+	inner, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		srv.Close(context.Background())
+		return err
+	}
+	// One port speaks plain HTTP and TLS (for fal's host names, certificates
+	// from the local CA), and serves as an HTTPS proxy that terminates
+	// CONNECTs to fal's hosts itself: it never dials out.
+	ln := ca.Listen(inner)
+	hs := &http.Server{Handler: ca.Proxy(srv.Handler(), api.IsFalHost), ReadHeaderTimeout: 30 * time.Second}
+	log.Info("serving", "addr", inner.Addr().String(), "endpoints", reg.IDs(), "ca_cert", ca.CertPath(),
+		"auth", len(c.keys()) > 0)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
+		srv.Close(context.Background())
 		return err
 	case <-ctx.Done():
 	}
+	// Drain: stop accepting, let running requests finish within the
+	// timeout; queued ones stay on disk for the next start.
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+		log.Warn("http shutdown", "err", err)
+	}
+	return srv.Close(sctx)
+}
+
+// checkExposure refuses to serve beyond loopback without API keys.
+func checkExposure(listen string, keys []string) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("-listen %q: %w", listen, err)
+	}
+	if len(keys) == 0 && !isLoopbackHost(host) {
+		return fmt.Errorf("refusing to listen on %s without API keys: set -keys key_id:key_secret (FALOCAL_KEYS), or listen on 127.0.0.1", listen)
 	}
 	return nil
 }
 
-func sweepFiles(ctx context.Context, fs *files.Store, keep time.Duration, log interface {
-	Info(string, ...any)
-}) {
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func hostListed(hosts []string, h string) bool {
+	h = strings.ToLower(h)
+	for _, a := range hosts {
+		a = strings.ToLower(a)
+		if h == a || (strings.HasPrefix(a, "*.") && strings.HasSuffix(h, a[1:])) {
+			return true
+		}
+	}
+	return false
+}
+
+func sweep(ctx context.Context, srv *api.Server, keep time.Duration, log *slog.Logger) {
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
 	for {
-		if n, err := fs.Sweep(time.Now().Add(-keep)); err == nil && n > 0 {
-			log.Info("expired files removed", "count", n)
+		if r, f, err := srv.Sweep(time.Now().Add(-keep)); err != nil {
+			log.Warn("sweep", "err", err)
+		} else if r+f > 0 {
+			log.Info("expired requests and files removed", "requests", r, "files", f)
 		}
 		select {
 		case <-ctx.Done():
