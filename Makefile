@@ -1,13 +1,15 @@
 # falocal: local inference server with fal's API.
 #   make run    fetch what is missing (ONNX Runtime, default models), build, serve on 127.0.0.1:8080
-#   make test   everything, including the tests that run real models
+#   make test   everything, including the tests that run real models and fal's real clients
 GO        ?= go
+NPM       ?= npm
+PYTHON    ?= python3
 DATA_DIR  ?= $(HOME)/.local/share/falocal
 CACHE_DIR ?= $(HOME)/.cache/falocal
 BIN       := bin/falocal
 DIRS      := --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
 
-.PHONY: all build setup run test test-assets vet deps-check bench clean
+.PHONY: all build setup run test test-assets client-deps vet deps-check bench clean
 
 all: build
 
@@ -23,6 +25,23 @@ run: setup
 test-assets: build
 	$(BIN) setup $(DIRS) --test-assets $(CACHE_DIR)/testdata
 
+# fal's real clients for tests/clients: @fal-ai/client from package-lock.json (integrity-checked by npm ci)
+# and fal-client with every dependency from requirements.txt (pip --require-hashes). Reinstalled when the pins change.
+CLIENTS_JS   := tests/clients/js
+CLIENTS_VENV := $(CACHE_DIR)/venv-clients
+
+client-deps: $(CLIENTS_JS)/node_modules/.package-lock.json $(CLIENTS_VENV)/.installed
+
+$(CLIENTS_JS)/node_modules/.package-lock.json: $(CLIENTS_JS)/package.json $(CLIENTS_JS)/package-lock.json
+	cd $(CLIENTS_JS) && $(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+$(CLIENTS_VENV)/.installed: tests/clients/python/requirements.txt
+	rm -rf $(CLIENTS_VENV)
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r $<
+	touch $@
+
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
@@ -32,9 +51,10 @@ deps-check:
 	CGO_ENABLED=0 $(GO) build ./...
 
 TEST_ENV := FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$(CACHE_DIR)/onnxruntime-1.30.0/libonnxruntime.so.1 \
-	FALOCAL_TEST_DATA_DIR=$(DATA_DIR) FALOCAL_TEST_PACKAGES=$(CACHE_DIR)/packages FALOCAL_TEST_ASSETS=$(CACHE_DIR)/testdata FALOCAL_TEST_BIN=$(CURDIR)/$(BIN)
+	FALOCAL_TEST_DATA_DIR=$(DATA_DIR) FALOCAL_TEST_PACKAGES=$(CACHE_DIR)/packages FALOCAL_TEST_ASSETS=$(CACHE_DIR)/testdata FALOCAL_TEST_BIN=$(CURDIR)/$(BIN) \
+	FALOCAL_TEST_NODE_MODULES=$(CURDIR)/$(CLIENTS_JS)/node_modules FALOCAL_TEST_PYTHON=$(CLIENTS_VENV)/bin/python
 
-test: test-assets vet deps-check
+test: test-assets client-deps vet deps-check
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
 
 # Benchmarks (not timed tests): server overhead vs the bare engine.
@@ -42,4 +62,4 @@ bench: test-assets
 	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./bench/
 
 clean:
-	rm -rf bin
+	rm -rf bin $(CLIENTS_JS)/node_modules

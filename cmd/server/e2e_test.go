@@ -335,7 +335,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"not a url", "/run/fal-ai/birefnet", `{"image_url":"file:///etc/passwd"}`, 422, `valid URL`},
 		{"unknown endpoint", "/run/fal-ai/no-such-model", `{}`, 404, `not served`},
 		{"proprietary endpoint", "/run/fal-ai/kling-video/v2/master/text-to-video", `{"prompt":"x"}`, 404, `proprietary`},
-		{"unknown path", "/nope", `{}`, 404, `Path /nope not found`},
+		{"unknown path", "/nope", `{}`, 404, `not served`},
 	}
 	filesBefore := countFiles(t, s)
 	for _, c := range cases {
