@@ -225,20 +225,37 @@ func TestErrors(t *testing.T) {
 }
 
 func TestNotFound(t *testing.T) {
-	e := newEnv(t, nil, echoEP("fal-ai/x"), echoEP("fal-ai/birefnet"))
+	x := echoEP("fal-ai/x")
+	e := newEnv(t, nil, x, echoEP("fal-ai/birefnet"))
 	for _, tc := range []struct{ method, path, detail string }{
 		{"GET", "/x", "Path /x not found"},
-		{"POST", "/x", "Path /x not found"},
 		{"GET", "/", "Path / not found"},
 		{"GET", "/fal-ai/x", "Path /fal-ai/x not found"},
-		{"POST", "/fal-ai/x", "Path /fal-ai/x not found"},
+		{"PUT", "/fal-ai/x", "Path /fal-ai/x not found"},
 		{"GET", "/cdn/files", "Path /cdn/files not found"},
 		{"DELETE", "/nope/deeper", "Path /nope/deeper not found"},
+		{"GET", "/fal-ai/x/requests/0c6d1a3e-0000-4000-8000-000000000000/status", "Request not found"},
+		{"GET", "/fal-ai/x/requests/0c6d1a3e-0000-4000-8000-000000000000", "Request not found"},
 	} {
 		r := e.do(tc.method, "", tc.path, "")
 		if d := checkDetail(t, r, 404); d != tc.detail {
 			t.Errorf("%s %s: detail %q, want %q", tc.method, tc.path, d, tc.detail)
 		}
+	}
+	// A POST at the root is a queue submit (queue.fal.run's shape): ids
+	// that are not served get fal's 404 with the reason.
+	for _, id := range []string{"x", "fal-ai/nope", "fal-ai/x-y", "nope/deeper"} {
+		r := e.do(http.MethodPost, "", "/"+id, "{}")
+		checkDetail(t, r, 404, "Endpoint '"+id+"' is not served", "fal-ai/birefnet", "fal-ai/x")
+	}
+	// A served one is queued.
+	s := e.submit(t, "", "/fal-ai/x", "{}")
+	if s.App != "fal-ai/x" {
+		t.Errorf("app %q", s.App)
+	}
+	e.waitDone(t, "", s)
+	if x.calls.Load() != 1 {
+		t.Errorf("fal-ai/x ran %d times, want 1", x.calls.Load())
 	}
 	// HEAD errors carry the status and headers, no body.
 	r := e.do(http.MethodHead, "", "/x", "")
@@ -446,38 +463,42 @@ func TestHostRouting(t *testing.T) {
 	e := newEnv(t, nil, x, echoEP("fal-ai/x/sub"))
 	type want struct {
 		status   int
-		endpoint string // run endpoint expected, when status is 200
+		endpoint string // endpoint expected to run, when status is 200
+		queued   bool   // a queue submit (a POST at the root)
 	}
 	for _, tc := range []struct {
 		host, method, path string
 		want               want
 	}{
-		{"fal.run", "POST", "/fal-ai/x", want{200, "fal-ai/x"}},
-		{"fal.run:443", "POST", "/fal-ai/x", want{200, "fal-ai/x"}},
-		{"FAL.RUN", "POST", "/fal-ai/x/sub", want{200, "fal-ai/x/sub"}},
-		{"fal.run:8443", "POST", "/fal-ai/x/sub?x=1", want{200, "fal-ai/x/sub"}},
-		{"gateway.fal.run", "POST", "/fal-ai/x", want{200, "fal-ai/x"}},
-		{"a.b.fal.run:443", "POST", "/fal-ai/x", want{200, "fal-ai/x"}},
-		{"fal.run", "POST", "/run/fal-ai/x", want{200, "fal-ai/x"}},
-		{"fal.run", "POST", "/fal-ai/unknown", want{404, ""}},
-		{"fal.run", "GET", "/healthz", want{405, ""}}, // it is /run/healthz
-		// queue.fal.run is the root: no sync run there.
-		{"queue.fal.run", "POST", "/fal-ai/x", want{404, ""}},
-		{"queue.fal.run:443", "POST", "/fal-ai/x", want{404, ""}},
-		{"queue.fal.run", "GET", "/healthz", want{200, ""}},
-		{"queue.fal.run", "POST", "/run/fal-ai/x", want{200, "fal-ai/x"}},
+		{"fal.run", "POST", "/fal-ai/x", want{200, "fal-ai/x", false}},
+		{"fal.run:443", "POST", "/fal-ai/x", want{200, "fal-ai/x", false}},
+		{"FAL.RUN", "POST", "/fal-ai/x/sub", want{200, "fal-ai/x/sub", false}},
+		{"fal.run:8443", "POST", "/fal-ai/x/sub?x=1", want{200, "fal-ai/x/sub", false}},
+		{"gateway.fal.run", "POST", "/fal-ai/x", want{200, "fal-ai/x", false}},
+		{"a.b.fal.run:443", "POST", "/fal-ai/x", want{200, "fal-ai/x", false}},
+		{"fal.run", "POST", "/run/fal-ai/x", want{200, "fal-ai/x", false}},
+		{"fal.run", "POST", "/fal-ai/unknown", want{404, "", false}},
+		{"fal.run", "GET", "/healthz", want{405, "", false}}, // it is /run/healthz
+		// queue.fal.run is the root: a POST there is a queue submit.
+		{"queue.fal.run", "POST", "/fal-ai/x", want{200, "fal-ai/x", true}},
+		{"queue.fal.run:443", "POST", "/fal-ai/x/sub", want{200, "fal-ai/x/sub", true}},
+		{"queue.fal.run", "POST", "/fal-ai/unknown", want{404, "", false}},
+		{"queue.fal.run", "GET", "/healthz", want{200, "", false}},
+		{"queue.fal.run", "POST", "/run/fal-ai/x", want{200, "fal-ai/x", false}},
 		// rest.fal.ai lives under /rest.
-		{"rest.fal.ai", "GET", "/healthz", want{404, ""}},
-		{"rest.fal.ai:443", "POST", "/fal-ai/x", want{404, ""}},
-		{"rest.alpha.fal.ai", "GET", "/healthz", want{404, ""}},
-		// Not fal's names: no rewriting.
-		{"notfal.run", "POST", "/fal-ai/x", want{404, ""}},
-		{"fal.run.example.com", "POST", "/fal-ai/x", want{404, ""}},
-		{"fal.running", "POST", "/fal-ai/x", want{404, ""}},
-		{"example.com", "POST", "/fal-ai/x", want{404, ""}},
-		{"127.0.0.1:8080", "POST", "/fal-ai/x", want{404, ""}},
-		{"127.0.0.1:8080", "GET", "/healthz", want{200, ""}},
-		{"v3.fal.media", "GET", "/healthz", want{404, ""}},
+		{"rest.fal.ai", "GET", "/healthz", want{404, "", false}},
+		{"rest.fal.ai:443", "POST", "/fal-ai/x", want{404, "", false}},
+		{"rest.alpha.fal.ai", "GET", "/healthz", want{404, "", false}},
+		// Not fal's names: no rewriting, so a POST is a queue submit at
+		// the root, as on any host.
+		{"notfal.run", "POST", "/fal-ai/x", want{200, "fal-ai/x", true}},
+		{"fal.run.example.com", "POST", "/fal-ai/x", want{200, "fal-ai/x", true}},
+		{"fal.running", "POST", "/fal-ai/x", want{200, "fal-ai/x", true}},
+		{"example.com", "POST", "/fal-ai/x", want{200, "fal-ai/x", true}},
+		{"127.0.0.1:8080", "POST", "/fal-ai/x", want{200, "fal-ai/x", true}},
+		{"127.0.0.1:8080", "POST", "/fal-ai/unknown", want{404, "", false}},
+		{"127.0.0.1:8080", "GET", "/healthz", want{200, "", false}},
+		{"v3.fal.media", "GET", "/healthz", want{404, "", false}},
 	} {
 		t.Run(tc.host+tc.path, func(t *testing.T) {
 			before := x.calls.Load()
@@ -485,6 +506,21 @@ func TestHostRouting(t *testing.T) {
 			checkFalHeaders(t, r)
 			if r.Code != tc.want.status {
 				t.Fatalf("%s %s%s: %d, want %d: %s", tc.method, tc.host, tc.path, r.Code, tc.want.status, r.Body.String())
+			}
+			if tc.want.queued {
+				// The submit reply, with URLs on the name the client used;
+				// the result (fetched on that host) is the endpoint's.
+				s := checkSubmit(t, r, originFor(tc.host))
+				if s.App != "fal-ai/x" {
+					t.Errorf("app %q, want fal-ai/x", s.App)
+				}
+				e.waitDone(t, tc.host, s)
+				r = e.do(http.MethodGet, tc.host, s.path(""), "")
+				if r.Code != 200 {
+					t.Fatalf("result: %d %s", r.Code, r.Body.String())
+				}
+			} else if r.body["status"] == "IN_QUEUE" {
+				t.Fatalf("queued, want a sync answer: %s", r.Body.String())
 			}
 			if tc.want.endpoint != "" && r.body["endpoint"] != tc.want.endpoint {
 				t.Errorf("ran %v, want %s", r.body["endpoint"], tc.want.endpoint)

@@ -223,7 +223,7 @@ func (q *Queue) recover() error {
 		q.live[r.ID] = e
 		if r.Status == InQueue {
 			heap.Push(&q.pending, e)
-		} else if r.Status == Completed && q.opts.OnComplete != nil {
+		} else if r.Status == Completed && r.Webhook != "" && !r.WebhookDone && q.opts.OnComplete != nil {
 			go q.opts.OnComplete(r)
 		}
 	}
@@ -398,6 +398,12 @@ func (q *Queue) Cancel(id string) (CancelResult, error) {
 		e.cancel()
 		q.mu.Unlock()
 		return CancelRequested, nil
+	}
+	if e.idx < 0 {
+		// Already taken off the queue by another Cancel or a passed start
+		// deadline: it is being completed.
+		q.mu.Unlock()
+		return AlreadyCompleted, nil
 	}
 	heap.Remove(&q.pending, e.idx)
 	q.mu.Unlock()
