@@ -109,61 +109,11 @@ func reply(c echo.Context, r queue.Record) error {
 	return c.JSONBlob(r.Outcome.Status, r.Outcome.Body)
 }
 
-// run is fal.run's synchronous call. It goes through the same queue and
-// workers as queued requests, so both count against the same limits; a
-// client that goes away cancels its run.
+// run is fal.run's synchronous call (and its /stream variant). It goes
+// through the same queue and workers as queued requests, so both count
+// against the same limits; a client that goes away cancels its run.
 func (s *Server) run(c echo.Context) error {
-	id := c.Param("*")
-	if rest, ok := strings.CutSuffix(id, "/stream"); ok {
-		return s.stream(c, rest)
-	}
-	ep, err := s.lookup(id)
-	if err != nil {
-		return err
-	}
-	body, err := s.readBody(c)
-	if err != nil {
-		return err
-	}
-	reqID, _ := c.Get(requestIDKey).(string)
-	rec, err := s.runSync(c.Request(), reqID, ep, body)
-	if err != nil {
-		return err
-	}
-	return reply(c, rec)
-}
-
-func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	return io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes))
-}
-
-func (s *Server) runSync(r *http.Request, id string, ep pipelines.Endpoint, body []byte) (queue.Record, error) {
-	rec := s.newRecord(r, id, ep, body)
-	rec.Ephemeral = true
-	if _, err := s.q.Submit(rec); err != nil {
-		return rec, queueError(err)
-	}
-	done, err := s.q.Wait(r.Context(), id)
-	if err != nil {
-		s.q.Cancel(id)
-		return done, err
-	}
-	return done, nil
-}
-
-func queueError(err error) error {
-	switch {
-	case errors.Is(err, queue.ErrFull):
-		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: "the queue is full; try again later"}
-	case errors.Is(err, queue.ErrClosed):
-		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: "the server is shutting down"}
-	}
-	return err
-}
-
-// stream is POST /run/{id}/stream: Server-Sent Events with the request's
-// progress, the last event being the full output, then the stream closes.
-func (s *Server) stream(c echo.Context, id string) error {
+	id, streaming := strings.CutSuffix(c.Param("*"), "/stream")
 	ep, err := s.lookup(id)
 	if err != nil {
 		return err
@@ -179,22 +129,38 @@ func (s *Server) stream(c echo.Context, id string) error {
 	if _, err := s.q.Submit(rec); err != nil {
 		return queueError(err)
 	}
-	final, err := s.q.Wait(r.Context(), reqID)
+	done, err := s.q.Wait(r.Context(), reqID)
 	if err != nil {
 		s.q.Cancel(reqID)
 		return err
 	}
-	if final.Failed() {
-		// No error event exists in fal's stream protocol: answer as a normal
-		// JSON error, which both clients surface.
-		return reply(c, final)
+	if !streaming || done.Failed() {
+		// fal's stream protocol has no error event: a failed stream is
+		// answered as a normal JSON error, which both clients surface.
+		return reply(c, done)
 	}
+	// Server-Sent Events: the last event is the full output, then close.
+	// (The pipelines served today have no partial outputs to send first.)
 	w := c.Response()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	writeEvent(w, final.Outcome.Output)
+	writeEvent(w, done.Outcome.Output)
 	return nil
+}
+
+func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	return io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes))
+}
+
+func queueError(err error) error {
+	switch {
+	case errors.Is(err, queue.ErrFull):
+		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: "the queue is full; try again later"}
+	case errors.Is(err, queue.ErrClosed):
+		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: "the server is shutting down"}
+	}
+	return err
 }
 
 // submit is the queue's POST /{owner}/{alias}[/{path}].
@@ -299,6 +265,7 @@ func (s *Server) queueGet(c echo.Context) error {
 		if rec.Status == queue.Completed {
 			code = http.StatusOK
 		}
+		rec.Origin = origin(c.Request()) // the origin the client uses now (it may have changed since submit)
 		return c.JSON(code, statusBody(rec, pos, wantLogs(c), 0))
 	case "status/stream":
 		return s.statusStream(c, id, wantLogs(c))
@@ -376,11 +343,13 @@ func (s *Server) statusStream(c echo.Context, id string, logs bool) error {
 	defer poll.Stop()
 	sent, lastPos := 0, -1
 	var last queue.Status
+	now := origin(c.Request())
 	for {
 		rec, pos, err := s.q.Get(id)
 		if err != nil {
 			return nil
 		}
+		rec.Origin = now
 		if rec.Status != last || (logs && len(rec.Logs) > sent) || (rec.Status == queue.InQueue && pos != lastPos) {
 			b, _ := json.Marshal(statusBody(rec, pos, logs, sent))
 			writeEvent(w, b)
@@ -392,6 +361,8 @@ func (s *Server) statusStream(c echo.Context, id string, logs bool) error {
 		select {
 		case <-c.Request().Context().Done():
 			return nil
+		case <-s.q.Draining():
+			return nil // shutting down: the client reconnects or polls
 		case <-keepAlive.C:
 			io.WriteString(w, ": keep-alive\n\n")
 			w.Flush()

@@ -117,6 +117,10 @@ func Open(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Drain stops starting requests and ends status streams, so that an HTTP
+// shutdown is not held up by them; running requests go on.
+func (s *Server) Drain() { s.q.Drain() }
+
 // Close stops the queue: running requests get until ctx ends to finish;
 // queued ones stay on disk for the next start.
 func (s *Server) Close(ctx context.Context) error { return s.q.Close(ctx) }

@@ -117,16 +117,17 @@ type Queue struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	live    map[string]*entry // queued, running and recently completed
-	pending pq
-	seq     uint64
-	wake    chan struct{}
-	done    chan struct{} // closed by Close
-	closed  bool
-	wg      sync.WaitGroup
-	stop    context.CancelFunc
-	runCtx  context.Context
+	mu       sync.Mutex
+	live     map[string]*entry // queued, running and recently completed
+	pending  pq
+	seq      uint64
+	wake     chan struct{}
+	done     chan struct{} // closed by Drain: workers stop taking requests
+	draining bool
+	closed   bool
+	wg       sync.WaitGroup
+	stop     context.CancelFunc
+	runCtx   context.Context
 }
 
 type entry struct {
@@ -257,7 +258,7 @@ func (q *Queue) save(r *Record) error {
 // It returns the number of requests ahead of it.
 func (q *Queue) Submit(r Record) (int, error) {
 	q.mu.Lock()
-	if q.closed {
+	if q.draining {
 		q.mu.Unlock()
 		return 0, ErrClosed
 	}
@@ -400,6 +401,12 @@ func (q *Queue) Cancel(id string) (CancelResult, error) {
 		return CancelRequested, nil
 	}
 	if e.idx < 0 {
+		if e.cancel != nil {
+			// A worker has just taken it and is starting it.
+			e.cancel()
+			q.mu.Unlock()
+			return CancelRequested, nil
+		}
 		// Already taken off the queue by another Cancel or a passed start
 		// deadline: it is being completed.
 		q.mu.Unlock()
@@ -437,7 +444,7 @@ func (q *Queue) worker() {
 func (q *Queue) next() (*entry, context.Context) {
 	for {
 		q.mu.Lock()
-		if q.closed {
+		if q.draining {
 			q.mu.Unlock()
 			return nil, nil
 		}
@@ -450,20 +457,26 @@ func (q *Queue) next() (*entry, context.Context) {
 				continue
 			}
 			ctx, cancel := context.WithCancel(q.runCtx)
-			e.cancel = cancel
-			e.rec.Status = InProgress
-			e.rec.StartedAt = now
-			e.rec.Attempts++
-			e.rec.Logs = append(e.rec.Logs, q.logEntry("INFO", "request started"))
-			e.notify()
+			e.cancel = cancel // from here Cancel interrupts instead of dequeuing
 			if q.pending.Len() > 0 {
 				q.signal() // more work: wake another worker
 			}
-			rec := e.rec
+			started := e.rec
+			started.Status = InProgress
+			started.StartedAt = now
+			started.Attempts++
+			started.Logs = append(append([]LogEntry(nil), e.rec.Logs...), q.logEntry("INFO", "request started"))
 			q.mu.Unlock()
-			if err := q.save(&rec); err != nil {
-				q.log.Error("queue: store start", "id", rec.ID, "err", err)
+			// On disk first: a client must never see IN_PROGRESS that a
+			// crash would forget.
+			if err := q.save(&started); err != nil {
+				q.log.Error("queue: store start", "id", started.ID, "err", err)
 			}
+			q.mu.Lock()
+			e.rec.Status, e.rec.StartedAt, e.rec.Attempts = InProgress, now, started.Attempts
+			e.rec.Logs = append(e.rec.Logs, started.Logs[len(started.Logs)-1])
+			e.notify()
+			q.mu.Unlock()
 			return e, ctx
 		}
 		q.mu.Unlock()
@@ -495,8 +508,18 @@ func (q *Queue) execute(e *entry, ctx context.Context) {
 	e.cancel()
 	if q.runCtx.Err() != nil && out.Status != 0 {
 		if !rec.Ephemeral {
-			// Interrupted by shutdown: it stays IN_PROGRESS on disk and
-			// runs again after the next start.
+			// Interrupted by a deliberate shutdown: queued again on disk for
+			// the next start, and not counted as a crash.
+			q.mu.Lock()
+			e.rec.Status = InQueue
+			e.rec.Attempts--
+			e.rec.Logs = append(e.rec.Logs, q.logEntry("WARN", "the server shut down while this request was running; it was queued again"))
+			back := e.rec
+			back.Logs = append([]LogEntry(nil), e.rec.Logs...)
+			q.mu.Unlock()
+			if err := q.save(&back); err != nil {
+				q.log.Error("queue: store interrupted request", "id", back.ID, "err", err)
+			}
 			return
 		}
 		out = Outcome{Status: 503, Error: "the server is shutting down", ErrorType: "runner_disconnected",
@@ -661,10 +684,41 @@ func (q *Queue) Sweep(cutoff time.Time) (int, []string, error) {
 	return n, files, err
 }
 
-// Close stops taking requests, interrupts running ones (they stay
-// IN_PROGRESS on disk and run again after the next start unless ctx allows
-// them to finish first) and closes the database.
+// Drain stops starting requests: running ones go on, queued durable ones
+// stay on disk for the next start, and waiting sync requests (whose callers
+// would otherwise hang) are answered with a 503.
+func (q *Queue) Drain() {
+	q.mu.Lock()
+	if q.draining {
+		q.mu.Unlock()
+		return
+	}
+	q.draining = true
+	close(q.done)
+	var waiting []*entry
+	for _, e := range q.pending {
+		if e.rec.Ephemeral {
+			waiting = append(waiting, e)
+		}
+	}
+	for _, e := range waiting {
+		heap.Remove(&q.pending, e.idx)
+	}
+	q.mu.Unlock()
+	for _, e := range waiting {
+		q.finish(e, Outcome{Status: 503, Error: "the server is shutting down", ErrorType: "runner_disconnected",
+			Body: mustJSON(map[string]string{"detail": "the server is shutting down", "error_type": "runner_disconnected"})}, 0)
+	}
+}
+
+// Draining reports whether Drain was called.
+func (q *Queue) Draining() <-chan struct{} { return q.done }
+
+// Close drains, lets running requests finish while ctx allows, interrupts
+// the rest (they are queued again on disk for the next start) and closes
+// the database.
 func (q *Queue) Close(ctx context.Context) error {
+	q.Drain()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -672,7 +726,6 @@ func (q *Queue) Close(ctx context.Context) error {
 	}
 	q.closed = true
 	q.mu.Unlock()
-	close(q.done)
 	done := make(chan struct{})
 	go func() { q.wg.Wait(); close(done) }()
 	select {

@@ -147,15 +147,19 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Drain: stop accepting, let running requests finish within the
-	// timeout; queued ones stay on disk for the next start.
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// Drain: take no new work (queued requests stay on disk for the next
+	// start), stop accepting connections, let running requests finish
+	// within the timeout; what is still running then is queued again.
+	log.Info("shutting down: draining")
+	srv.Drain()
+	hctx, hcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer hcancel()
+	if err := hs.Shutdown(hctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("http shutdown", "err", err)
 	}
-	return srv.Close(sctx)
+	qctx, qcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer qcancel()
+	return srv.Close(qctx)
 }
 
 // checkExposure refuses to serve beyond loopback without API keys.
