@@ -3,15 +3,12 @@ package testenv
 import (
 	"bytes"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // Server is a running falocal binary.
@@ -83,54 +80,5 @@ func binary(t testing.TB) string {
 // SIGINT, as a user would) when the test ends.
 func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
-	lib := ORTLibrary(t)
-	real := DataDir(t)
-	bin := binary(t)
-	data := t.TempDir()
-	for _, d := range []string{"blobs", "manifests"} {
-		if err := os.Symlink(filepath.Join(real, d), filepath.Join(data, d)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	s := &Server{Base: "http://" + addr, DataDir: data, log: &syncBuffer{}}
-	s.Cmd = exec.Command(bin, append([]string{"serve", "--listen", addr, "--data-dir", data,
-		"--cache-dir", t.TempDir(), "--ort-library", lib}, args...)...)
-	s.Cmd.Stdout, s.Cmd.Stderr = s.log, s.log
-	if err := s.Cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { s.Cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			s.Cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", s.log.String())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(s.Base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not become healthy: %v\n%s", err, s.log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return StartServerAt(t, NewDataDir(t), "", args...)
 }
