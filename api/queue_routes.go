@@ -134,6 +134,7 @@ func (s *Server) run(c echo.Context) error {
 		s.q.Cancel(reqID)
 		return err
 	}
+	s.q.Forget(reqID)
 	if !streaming || done.Failed() {
 		// fal's stream protocol has no error event: a failed stream is
 		// answered as a normal JSON error, which both clients surface.
@@ -198,8 +199,8 @@ func (s *Server) submit(c echo.Context) error {
 	rec.Webhook = webhook
 	if t := r.Header.Get("X-Fal-Request-Timeout"); t != "" {
 		secs, err := strconv.ParseFloat(t, 64)
-		if err != nil || secs <= 1 {
-			return pipelines.Invalid("", "X-Fal-Request-Timeout must be a number of seconds above 1")
+		if err != nil || !(secs > 1 && secs <= 7*24*3600) { // also refuses NaN and Inf
+			return pipelines.Invalid("", "X-Fal-Request-Timeout must be a number of seconds above 1 (at most a week)")
 		}
 		rec.StartDeadline = rec.CreatedAt.Add(time.Duration(secs * float64(time.Second)))
 	}

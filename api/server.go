@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -50,6 +51,11 @@ type Config struct {
 	MaxQueued int
 	// Webhooks delivers fal_webhook notifications; nil disables them.
 	Webhooks *webhook.Deliverer
+	// LocalOnly answers only requests addressed to loopback or fal's host
+	// names and, from browsers, pages on this machine: the guard for a server
+	// without keys against web pages and DNS rebinding. cmd/server sets it
+	// whenever no keys are configured.
+	LocalOnly bool
 	// CACert is the local CA certificate (PEM) served at /ca.pem, for
 	// clients that reach fal's host names through this server's TLS.
 	CACert []byte
@@ -94,7 +100,7 @@ func Open(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys)}
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(hostRouting)
-	e.Use(s.requestID, s.accessLog, middleware.Recover(), cors())
+	e.Use(s.requestID, s.accessLog, middleware.Recover(), cors(cfg.LocalOnly), s.localOnly)
 	e.GET("/healthz", s.healthz)
 	e.POST("/run/*", s.run, s.requireKey)
 	e.GET("/cdn/files/:id/:name", s.serveFile)
@@ -108,12 +114,16 @@ func Open(cfg Config) (*Server, error) {
 	e.GET("/*", s.queueGet, s.requireKey)
 	e.PUT("/*", s.queuePut, s.requireKey)
 	e.RouteNotFound("/*", func(c echo.Context) error { return echo.ErrNotFound })
+	// Webhooks owed from before a restart start during queue.Open, before
+	// s.q is set: they wait for it.
+	ready := make(chan struct{})
 	q, err := queue.Open(cfg.QueueDB, s.runRecord, queue.Options{Workers: cfg.Workers, MaxQueued: cfg.MaxQueued,
-		Log: cfg.Logger, OnComplete: s.deliverWebhook})
+		Log: cfg.Logger, OnComplete: func(r queue.Record) { <-ready; s.deliverWebhook(r) }})
 	if err != nil {
 		return nil, err
 	}
 	s.q = q
+	close(ready)
 	return s, nil
 }
 
@@ -192,10 +202,12 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-func cors() echo.MiddlewareFunc {
+// cors answers browsers as fal does (any origin, with credentials), or in
+// local-only mode only pages served from this machine.
+func cors(localOnly bool) echo.MiddlewareFunc {
 	expose := []string{"x-fal-request-id", "x-fal-request-timeout-type", "x-fal-error-type"}
 	mw := middleware.CORSWithConfig(middleware.CORSConfig{
-		AllowOriginFunc:  func(string) (bool, error) { return true, nil },
+		AllowOriginFunc:  func(o string) (bool, error) { return !localOnly || localOrigin(o), nil },
 		AllowCredentials: true,
 		AllowMethods:     []string{"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD"},
 		ExposeHeaders:    expose,
@@ -211,6 +223,33 @@ func cors() echo.MiddlewareFunc {
 			return h(c)
 		}
 	}
+}
+
+// localOnly protects a server without keys from the web: a page on another
+// site (or a DNS-rebinding name for 127.0.0.1) must not drive it, so
+// requests must name a loopback or fal host, and browser requests must come
+// from a local origin. With keys, the keys do that job.
+func (s *Server) localOnly(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if !s.cfg.LocalOnly {
+			return next(c)
+		}
+		r := c.Request()
+		if h := hostOnly(r.Host); !isLoopbackName(h) && !isFalHost(h) {
+			return &pipelines.HTTPError{Status: http.StatusForbidden,
+				Msg: "this server has no API keys, so it answers only requests addressed to localhost (Host: " + r.Host + ")"}
+		}
+		if o := r.Header.Get("Origin"); o != "" && !localOrigin(o) {
+			return &pipelines.HTTPError{Status: http.StatusForbidden,
+				Msg: "this server has no API keys, so it answers only pages served from this machine (Origin: " + o + ")"}
+		}
+		return next(c)
+	}
+}
+
+func localOrigin(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && isLoopbackName(u.Hostname())
 }
 
 // Shutdown is a convenience for tests that run the echo server directly.

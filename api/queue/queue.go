@@ -125,6 +125,7 @@ type Queue struct {
 	done     chan struct{} // closed by Drain: workers stop taking requests
 	draining bool
 	closed   bool
+	reserved int // submits between their limit check and their push
 	wg       sync.WaitGroup
 	stop     context.CancelFunc
 	runCtx   context.Context
@@ -134,7 +135,8 @@ type entry struct {
 	rec    Record
 	cancel context.CancelFunc // set while running
 	subs   map[chan struct{}]struct{}
-	idx    int // position in pending, -1 when not queued
+	idx    int  // position in pending, -1 when not queued
+	byUser bool // Cancel interrupted it (not a shutdown)
 }
 
 // Open opens (creating) the database at path (an empty path keeps
@@ -262,10 +264,13 @@ func (q *Queue) Submit(r Record) (int, error) {
 		q.mu.Unlock()
 		return 0, ErrClosed
 	}
-	if q.opts.MaxQueued > 0 && q.pending.Len() >= q.opts.MaxQueued {
+	// Slots being written count as taken, so concurrent submits cannot
+	// overshoot the limit while the lock is released for the fsync.
+	if q.opts.MaxQueued > 0 && q.pending.Len()+q.reserved >= q.opts.MaxQueued {
 		q.mu.Unlock()
 		return 0, ErrFull
 	}
+	q.reserved++
 	q.seq++
 	r.Seq = q.seq
 	r.Status = InQueue
@@ -275,10 +280,22 @@ func (q *Queue) Submit(r Record) (int, error) {
 	q.mu.Unlock()
 	// Write outside the lock: an fsync must not stall status polls.
 	if err := q.save(&r); err != nil {
+		q.mu.Lock()
+		q.reserved--
+		q.mu.Unlock()
 		return 0, fmt.Errorf("queue: store request: %w", err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.reserved--
+	if q.draining {
+		// Drain began during the write. A durable request is on disk and
+		// runs after the next start; a sync caller must hear no now.
+		if r.Ephemeral {
+			return 0, ErrClosed
+		}
+		return 0, nil
+	}
 	e := &entry{rec: r, idx: -1}
 	q.live[r.ID] = e
 	heap.Push(&q.pending, e)
@@ -396,6 +413,7 @@ func (q *Queue) Cancel(id string) (CancelResult, error) {
 		q.mu.Unlock()
 		return AlreadyCompleted, nil
 	case InProgress:
+		e.byUser = true
 		e.cancel()
 		q.mu.Unlock()
 		return CancelRequested, nil
@@ -403,6 +421,7 @@ func (q *Queue) Cancel(id string) (CancelResult, error) {
 	if e.idx < 0 {
 		if e.cancel != nil {
 			// A worker has just taken it and is starting it.
+			e.byUser = true
 			e.cancel()
 			q.mu.Unlock()
 			return CancelRequested, nil
@@ -506,7 +525,10 @@ func (q *Queue) execute(e *entry, ctx context.Context) {
 	out := q.safeRun(ctx, &rec, logf, addFile)
 	elapsed := time.Since(start).Seconds()
 	e.cancel()
-	if q.runCtx.Err() != nil && out.Status != 0 {
+	q.mu.Lock()
+	byUser := e.byUser
+	q.mu.Unlock()
+	if q.runCtx.Err() != nil && out.ErrorType == "client_cancelled" && !byUser {
 		if !rec.Ephemeral {
 			// Interrupted by a deliberate shutdown: queued again on disk for
 			// the next start, and not counted as a crash.
@@ -546,6 +568,7 @@ func (q *Queue) finish(e *entry, out Outcome, elapsed float64) {
 	e.rec.CompletedAt = q.opts.Now()
 	e.rec.Outcome = &out
 	e.rec.InferenceTime = elapsed
+	e.rec.Input = nil // nobody asks for it again; do not hold it in memory
 	if out.Status != 0 {
 		e.rec.Logs = append(e.rec.Logs, q.logEntry("ERROR", out.Error))
 	} else {
@@ -579,6 +602,16 @@ func (q *Queue) forgetLater(e *entry) {
 			delete(q.live, e.rec.ID)
 		}
 	})
+}
+
+// Forget drops a completed request from memory now (sync runs, whose
+// caller has its answer); durable ones stay readable from disk.
+func (q *Queue) Forget(id string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if e, ok := q.live[id]; ok && e.rec.Status == Completed && len(e.subs) == 0 {
+		delete(q.live, id)
+	}
 }
 
 // MarkWebhookDone records that a request's webhook was delivered (or given up).

@@ -40,6 +40,8 @@ type Config struct {
 	NPMRegistry    string
 	LogLevel       string
 	LogFormat      string
+
+	envErrs []string // environment values that did not parse
 }
 
 // bindFlags defines the flags on fs with defaults taken from the environment.
@@ -63,6 +65,8 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 		if v, ok := os.LookupEnv(env); ok {
 			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 				def = n
+			} else {
+				c.envErrs = append(c.envErrs, env+"="+v+": want an integer")
 			}
 		}
 		fs.Int64Var(p, name, def, usage+" ($"+env+")")
@@ -71,6 +75,8 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 		if v, ok := os.LookupEnv(env); ok {
 			if n, err := strconv.Atoi(v); err == nil {
 				def = n
+			} else {
+				c.envErrs = append(c.envErrs, env+"="+v+": want an integer")
 			}
 		}
 		fs.IntVar(p, name, def, usage+" ($"+env+")")
@@ -79,6 +85,8 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 		if v, ok := os.LookupEnv(env); ok {
 			if b, err := strconv.ParseBool(v); err == nil {
 				def = b
+			} else {
+				c.envErrs = append(c.envErrs, env+"="+v+": want true or false")
 			}
 		}
 		fs.BoolVar(p, name, def, usage+" ($"+env+")")
@@ -87,6 +95,8 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 		if v, ok := os.LookupEnv(env); ok {
 			if d, err := time.ParseDuration(v); err == nil {
 				def = d
+			} else {
+				c.envErrs = append(c.envErrs, env+"="+v+": want a duration such as 90s or 10m")
 			}
 		}
 		fs.DurationVar(p, name, def, usage+" ($"+env+")")
@@ -143,6 +153,12 @@ func list(s string) []string {
 }
 
 func (c *Config) validate() error {
+	if len(c.envErrs) > 0 {
+		return fmt.Errorf("bad environment: %s", strings.Join(c.envErrs, "; "))
+	}
+	if c.Retention <= 0 {
+		return fmt.Errorf("-retention must be positive")
+	}
 	if c.Sessions < 1 {
 		return fmt.Errorf("-sessions must be at least 1")
 	}

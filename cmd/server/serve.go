@@ -116,7 +116,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		Webhooks: &webhook.Deliverer{Signer: signer, Log: log, Allowed: func(h string) bool {
 			return isLoopbackHost(h) || hostListed(hooks, h)
 		}},
-		CACert: ca.CertPEM(),
+		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0,
 		Health: func() map[string]any {
 			return map[string]any{"version": version, "onnxruntime": map[string]any{
 				"library": info.Library, "version": info.Version, "providers": providers}}
