@@ -64,6 +64,10 @@ func (f *requestFiles) Open(ctx context.Context, raw string, limit int64) (pipel
 	if id, ok := f.ownFile(u); ok {
 		m, data, err := f.s.cfg.Files.Read(id, limit)
 		if errors.Is(err, files.ErrNotFound) {
+			if isFalHost(u.Host) && f.s.allowed(u.Hostname()) {
+				// Not one of ours: a real fal CDN file the user allow-listed.
+				return f.s.fetch(ctx, u, limit)
+			}
 			return pipelines.Blob{}, fmt.Errorf("file %s not found on this server (it may have expired)", u.Path)
 		}
 		if errors.Is(err, files.ErrTooLarge) {
