@@ -174,7 +174,43 @@ func Open(path string, run Runner, opts Options) (*Queue, error) {
 		q.wg.Add(1)
 		go q.worker()
 	}
+	go q.expireLoop(time.Second)
 	return q, nil
+}
+
+// expireLoop completes queued requests whose start deadline has passed while
+// every worker was busy, so their status says so without waiting for a worker.
+func (q *Queue) expireLoop(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-q.done:
+			return
+		case <-t.C:
+		}
+		q.ExpireDeadlines()
+	}
+}
+
+// ExpireDeadlines completes every queued request past its start deadline
+// with fal's 504 request_timeout.
+func (q *Queue) ExpireDeadlines() {
+	now := q.opts.Now()
+	q.mu.Lock()
+	var late []*entry
+	for _, e := range q.pending {
+		if !e.rec.StartDeadline.IsZero() && now.After(e.rec.StartDeadline) {
+			late = append(late, e)
+		}
+	}
+	for _, e := range late {
+		heap.Remove(&q.pending, e.idx)
+	}
+	q.mu.Unlock()
+	for _, e := range late {
+		q.finish(e, timedOut(), 0)
+	}
 }
 
 func (q *Queue) recover() error {

@@ -631,6 +631,11 @@ func TestStartDeadline(t *testing.T) {
 	ok.StartDeadline = c.Now().Add(time.Hour)
 	submit(t, q, ok)
 	c.Advance(2 * time.Minute)
+	// Expired while the only worker is still busy: completed without it.
+	q.ExpireDeadlines()
+	if r, _ := get(t, q, "late"); r.Status != Completed {
+		t.Fatalf("late is %s while the worker is busy, want COMPLETED", r.Status)
+	}
 	close(g)
 	r := waitDone(t, q, "late")
 	checkOutcome(t, r, 504, "request_timeout")
