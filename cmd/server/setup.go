@@ -149,6 +149,12 @@ func setupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if testDir != "" {
+		// The upscaler install tests rebuild every model from these packages.
+		for _, a := range weights.UpscalePackages() {
+			if _, err := fetcher(c, log).Get(ctx, a); err != nil {
+				return fmt.Errorf("test assets: %w", err)
+			}
+		}
 		if err := installTestAssets(ctx, c, testDir, log); err != nil {
 			return fmt.Errorf("test assets: %w", err)
 		}
