@@ -28,15 +28,10 @@ type requestFiles struct {
 }
 
 func (s *Server) requestFiles(r *http.Request) *requestFiles {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	base := scheme + "://" + r.Host + "/cdn/files"
+	base := origin(r) + "/cdn/files"
 	if isFalHost(r.Host) {
 		// Reached through fal's names (TLS proxy): answer with fal's CDN name,
-		// which reaches us the same way. Those names are only served over
-		// https; the proxy hands us plain http, so r.TLS says nothing here.
+		// which reaches us the same way.
 		base = "https://v3.fal.media/files"
 	}
 	return &requestFiles{s: s, cdnBase: base, host: r.Host}
