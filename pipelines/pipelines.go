@@ -78,6 +78,9 @@ type Config struct {
 	FP16             bool
 	MaxInputBytes    int64 // largest input file
 	MaxPixels        int64 // largest decoded image
+	// MaxUpscalePixels is the largest output an upscale may produce, in
+	// pixels (0 = the upscale pipeline's default, 64 Mi px = 8192²).
+	MaxUpscalePixels int64
 	// Models maps a pipeline's default role to an installed model name, e.g.
 	// "rembg" → "isnet-general-use".
 	Models map[string]string

@@ -28,6 +28,7 @@ type Config struct {
 	MaxBodyBytes   int64
 	MaxInputBytes  int64
 	MaxPixels      int64
+	MaxUpscale     int64
 	AllowFetch     string
 	Preload        bool
 	Retention      time.Duration
@@ -116,6 +117,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	num(&c.MaxBodyBytes, "max-body-bytes", "FALOCAL_MAX_BODY_BYTES", 64<<20, "largest request body")
 	num(&c.MaxInputBytes, "max-input-bytes", "FALOCAL_MAX_INPUT_BYTES", 48<<20, "largest input file")
 	num(&c.MaxPixels, "max-pixels", "FALOCAL_MAX_PIXELS", 25_000_000, "largest decoded input image, in pixels")
+	num(&c.MaxUpscale, "max-upscale-pixels", "FALOCAL_MAX_UPSCALE_PIXELS", 64<<20, "largest upscaled output image, in pixels (bigger requests get a 413)")
 	str(&c.AllowFetch, "allow-fetch", "FALOCAL_ALLOW_FETCH", "", "comma-separated hosts (or *.domain) whose URLs may be fetched as inputs; none by default")
 	boolean(&c.Preload, "preload", "FALOCAL_PRELOAD", false, "load the default models at start instead of on first use")
 	dur(&c.Retention, "retention", "FALOCAL_RETENTION", 7*24*time.Hour, "how long finished requests, their results and files (outputs and uploads) stay fetchable")

@@ -21,6 +21,7 @@ import (
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/pipelines"
 	_ "github.com/falocal/falocal/pipelines/rembg"
+	_ "github.com/falocal/falocal/pipelines/upscale"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -73,7 +74,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	pcfg := pipelines.Config{
 		Providers: providers, IntraOpThreads: c.threads(), SessionsPerModel: c.Sessions,
 		DeviceID: c.DeviceID, TensorRTCacheDir: trt, FP16: c.FP16,
-		MaxInputBytes: c.MaxInputBytes, MaxPixels: c.MaxPixels,
+		MaxInputBytes: c.MaxInputBytes, MaxPixels: c.MaxPixels, MaxUpscalePixels: c.MaxUpscale,
 		Models: map[string]string{},
 	}
 	if c.RembgModel != "" {
