@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,6 +117,7 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // importArgs records a user's own ONNX file, e.g. a BiRefNet export:
 //
+//	falocal weights import -name my-x4 -pipeline upscale -file RealESRGAN_x4_wdn.onnx -serves esrgan:RealESRGAN_x4_wdn_v3 -param scale=4
 //	falocal weights import -name birefnet-portrait -pipeline rembg -file BiRefNet-portrait.onnx \
 //	  -serves 'birefnet:Portrait' -param size=1024 -param mean=0.485,0.456,0.406 \
 //	  -param std=0.229,0.224,0.225 -param scale=255 -param activation=sigmoid
@@ -144,8 +146,16 @@ func (a *importArgs) run(store *weights.Store) (weights.Manifest, error) {
 	if a.name == "" || a.file == "" {
 		return weights.Manifest{}, fmt.Errorf("import needs -name and -file")
 	}
-	params := map[string]string{"input": "input", "output": "output", "size": "1024",
-		"mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225", "scale": "255", "activation": "sigmoid"}
+	// Defaults are what the usual exports of each family expect: BiRefNet
+	// (ImageNet normalisation, logits) and Real-ESRGAN (RGB 0..1, x4).
+	params := map[string]string{"input": "input", "output": "output"}
+	switch a.pipeline {
+	case "rembg":
+		maps.Copy(params, map[string]string{"size": "1024", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225",
+			"scale": "255", "activation": "sigmoid"})
+	case "upscale":
+		maps.Copy(params, map[string]string{"scale": "4", "tile_pad": "10"})
+	}
 	for _, kv := range a.params {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
