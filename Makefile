@@ -57,9 +57,11 @@ TEST_ENV := FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$(CACHE_DIR)/onnxruntime-1
 test: test-assets client-deps vet deps-check
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
 
-# Benchmarks (not timed tests): server overhead vs the bare engine.
+# Benchmarks (not timed tests): server overhead vs the bare engine; then upscaling, once (x4plus under ncnn on
+# lavapipe alone takes ~20 min).
 bench: test-assets
-	$(TEST_ENV) $(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./bench/
+	$(TEST_ENV) $(GO) test -run '^$$' -bench 'Rembg|Queue' -benchtime 5x -timeout 30m ./bench/
+	$(TEST_ENV) $(GO) test -run '^$$' -bench Upscale -benchtime 1x -timeout 60m ./bench/
 
 # weights/onnxpb/onnx.pb.go is generated from proto/onnx.proto (onnx/onnx.proto of the onnx 1.20.1 wheel on
 # PyPI, verbatim) and committed, so builds need no protoc. Regenerate it with protoc from the grpcio-tools wheel

@@ -253,7 +253,7 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	out, err := Upscale(ctx, req, pl, md.scale, md.pad, tileSize(tile, md), img, ow, oh)
+	out, err := Upscale(ctx, req, pl, md.scale, md.pad, tileSize(tile, md, img.Bounds().Dx(), img.Bounds().Dy()), img, ow, oh)
 	if err != nil {
 		return nil, err
 	}
@@ -270,11 +270,19 @@ func outSize(w, h int, s float64) (int, int) {
 	return max(1, int(math.Round(float64(w)*s))), max(1, int(math.Round(float64(h)*s)))
 }
 
-// tileSize is the tile side: the request's, or (0) the largest whose padded
-// window fits the model's automatic window.
-func tileSize(req int, md *model) int {
+// tileSize is the tile side: the request's, or (0) automatic: an image
+// that fits the model's window runs whole; a larger one is cut into as few
+// tiles as fit the window, of equal size, so that padded windows overlap as
+// little as possible (recomputed pixels are wasted work).
+func tileSize(req int, md *model, w, h int) int {
 	if req > 0 {
 		return req
 	}
-	return max(16, md.window-2*md.pad)
+	side := max(w, h)
+	if side <= md.window {
+		return side
+	}
+	most := max(16, md.window-2*md.pad)
+	n := (side + most - 1) / most
+	return max(16, (side+n-1)/n)
 }
