@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/falocal/falocal/engine"
@@ -25,13 +24,12 @@ func init() { pipelines.Register("rembg", New) }
 type Pipeline struct {
 	deps pipelines.Deps
 
-	mu    sync.Mutex
-	pools map[string]*engine.Pool // model name → sessions
+	models *pipelines.Models
 }
 
 // New builds the three endpoints over one shared model set.
 func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
-	p := &Pipeline{deps: d, pools: map[string]*engine.Pool{}}
+	p := &Pipeline{deps: d, models: pipelines.NewModels(d)}
 	return []pipelines.Endpoint{
 		&birefnet{p: p, id: "fal-ai/birefnet", models: v1Models, resolutions: v1Res},
 		&birefnet{p: p, id: "fal-ai/birefnet/v2", models: v2Models, resolutions: v2Res, v2: true},
@@ -40,15 +38,7 @@ func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
 }
 
 // Close releases every loaded model.
-func (p *Pipeline) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for n, pool := range p.pools {
-		pool.Close()
-		delete(p.pools, n)
-	}
-	return nil
-}
+func (p *Pipeline) Close() error { return p.models.Close() }
 
 // model is a resolved, loadable segmentation model.
 type model struct {
@@ -142,20 +132,7 @@ func triple(s string) ([3]float32, error) {
 }
 
 func (p *Pipeline) pool(md *model) (*engine.Pool, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if pl, ok := p.pools[md.m.Name]; ok {
-		return pl, nil
-	}
-	path, err := p.deps.Store.Path(md.m, "model")
-	if err != nil {
-		return nil, err
-	}
-	in, out := md.m.Params["input"], md.m.Params["output"]
-	spec := p.deps.Config.SessionSpec(path, []string{in}, []string{out})
-	pl := engine.NewPool(p.deps.Runtime, spec, p.deps.Config.SessionsPerModel)
-	p.pools[md.m.Name] = pl
-	return pl, nil
+	return p.models.Pool(md.m, md.m.Params["input"], md.m.Params["output"])
 }
 
 // Warm loads the default model now (used by preload).

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/falocal/falocal/engine"
@@ -39,28 +38,19 @@ var formats = []string{"png", "jpeg"}
 type Pipeline struct {
 	deps pipelines.Deps
 
-	mu    sync.Mutex
-	pools map[string]*engine.Pool
+	models *pipelines.Models
 }
 
 // New builds the fal-ai/esrgan endpoint.
 func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
-	return []pipelines.Endpoint{&Pipeline{deps: d, pools: map[string]*engine.Pool{}}}, nil
+	return []pipelines.Endpoint{&Pipeline{deps: d, models: pipelines.NewModels(d)}}, nil
 }
 
 // ID is fal's endpoint id.
 func (p *Pipeline) ID() string { return EndpointID }
 
 // Close releases every loaded model.
-func (p *Pipeline) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for n, pl := range p.pools {
-		pl.Close()
-		delete(p.pools, n)
-	}
-	return nil
-}
+func (p *Pipeline) Close() error { return p.models.Close() }
 
 // Warm loads the default model, when installed.
 func (p *Pipeline) Warm(ctx context.Context) error {
@@ -157,20 +147,7 @@ func parseModel(m weights.Manifest) (*model, error) {
 	return md, nil
 }
 
-func (p *Pipeline) pool(md *model) (*engine.Pool, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if pl, ok := p.pools[md.m.Name]; ok {
-		return pl, nil
-	}
-	path, err := p.deps.Store.Path(md.m, "model")
-	if err != nil {
-		return nil, err
-	}
-	pl := engine.NewPool(p.deps.Runtime, p.deps.Config.SessionSpec(path, []string{md.in}, []string{md.out}), p.deps.Config.SessionsPerModel)
-	p.pools[md.m.Name] = pl
-	return pl, nil
-}
+func (p *Pipeline) pool(md *model) (*engine.Pool, error) { return p.models.Pool(md.m, md.in, md.out) }
 
 // input is fal's ESRGAN input; pointer fields tell absent from zero.
 type input struct {

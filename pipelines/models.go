@@ -1,0 +1,48 @@
+package pipelines
+
+import (
+	"sync"
+
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/weights"
+)
+
+// Models keeps one session pool per installed model, opened on first use
+// and shared by every endpoint of a pipeline.
+type Models struct {
+	deps  Deps
+	mu    sync.Mutex
+	pools map[string]*engine.Pool // model name → sessions
+}
+
+// NewModels makes an empty set.
+func NewModels(d Deps) *Models { return &Models{deps: d, pools: map[string]*engine.Pool{}} }
+
+// Pool returns the pool for a model whose "model" file takes input and
+// gives output, creating it (and verifying the file) the first time.
+func (m *Models) Pool(man weights.Manifest, input, output string) (*engine.Pool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pl, ok := m.pools[man.Name]; ok {
+		return pl, nil
+	}
+	path, err := m.deps.Store.Path(man, "model")
+	if err != nil {
+		return nil, err
+	}
+	spec := m.deps.Config.SessionSpec(path, []string{input}, []string{output})
+	pl := engine.NewPool(m.deps.Runtime, spec, m.deps.Config.SessionsPerModel)
+	m.pools[man.Name] = pl
+	return pl, nil
+}
+
+// Close releases every loaded model.
+func (m *Models) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, pl := range m.pools {
+		pl.Close()
+		delete(m.pools, n)
+	}
+	return nil
+}
