@@ -12,7 +12,7 @@ import (
 type Models struct {
 	deps  Deps
 	mu    sync.Mutex
-	pools map[string]*engine.Pool // model name → sessions
+	pools map[string]*engine.Pool // model name + "/" + file role → sessions
 }
 
 // NewModels makes an empty set.
@@ -21,18 +21,25 @@ func NewModels(d Deps) *Models { return &Models{deps: d, pools: map[string]*engi
 // Pool returns the pool for a model whose "model" file takes input and
 // gives output, creating it (and verifying the file) the first time.
 func (m *Models) Pool(man weights.Manifest, input, output string) (*engine.Pool, error) {
+	return m.PoolFor(man, "model", []string{input}, []string{output})
+}
+
+// PoolFor returns the pool for one file (by role) of a model with several
+// networks, such as Whisper's encoder and decoder.
+func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []string) (*engine.Pool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if pl, ok := m.pools[man.Name]; ok {
+	key := man.Name + "/" + role
+	if pl, ok := m.pools[key]; ok {
 		return pl, nil
 	}
-	path, err := m.deps.Store.Path(man, "model")
+	path, err := m.deps.Store.Path(man, role)
 	if err != nil {
 		return nil, err
 	}
-	spec := m.deps.Config.SessionSpec(path, []string{input}, []string{output})
+	spec := m.deps.Config.SessionSpec(path, inputs, outputs)
 	pl := engine.NewPool(m.deps.Runtime, spec, m.deps.Config.SessionsPerModel)
-	m.pools[man.Name] = pl
+	m.pools[key] = pl
 	return pl, nil
 }
 
