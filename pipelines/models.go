@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"path/filepath"
 	"sync"
 
 	"github.com/falocal/falocal/engine"
@@ -37,10 +38,28 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 	if err != nil {
 		return nil, err
 	}
+	if len(man.Files) > 1 {
+		// a file of a multi-file model may reference its neighbours (ONNX
+		// external data) by name
+		dir, err := m.deps.Store.Materialize(man)
+		if err != nil {
+			return nil, err
+		}
+		path = filepath.Join(dir, fileName(man, role))
+	}
 	spec := m.deps.Config.SessionSpec(path, inputs, outputs)
 	pl := engine.NewPool(m.deps.Runtime, spec, m.deps.Config.SessionsPerModel)
 	m.pools[key] = pl
 	return pl, nil
+}
+
+func fileName(man weights.Manifest, role string) string {
+	for _, f := range man.Files {
+		if f.Role == role {
+			return f.Name
+		}
+	}
+	return role
 }
 
 // Close releases every loaded model.
