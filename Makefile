@@ -9,7 +9,7 @@ CACHE_DIR ?= $(HOME)/.cache/falocal
 BIN       := bin/falocal
 DIRS      := --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
 
-.PHONY: all build setup run test test-assets client-deps vet deps-check bench clean proto
+.PHONY: all build setup run test test-assets client-deps vet deps-check bench bench-load clean proto
 
 all: build
 
@@ -62,6 +62,18 @@ test: test-assets client-deps vet deps-check
 bench: test-assets
 	$(TEST_ENV) $(GO) test -run '^$$' -bench 'Rembg|Queue' -benchtime 5x -timeout 30m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Upscale -benchtime 1x -timeout 60m ./bench/
+
+# Load test through fal's API (bench/falbench): rembg and esrgan at 1, 2, 4 and 8 clients, cold vs warm, against the
+# bare engine and the @imgly/background-removal-node peer (bench/peer, installed offline from its lockfile); writes
+# bench/results/<date>-<label>/. FALBENCH_FLAGS adds e.g. -config 'batch4=-batch-max 4'.
+BENCH_PEER := bench/peer
+$(BENCH_PEER)/node_modules/.package-lock.json: $(BENCH_PEER)/package.json $(BENCH_PEER)/package-lock.json
+	cd $(BENCH_PEER) && $(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+bench-load: build test-assets $(BENCH_PEER)/node_modules/.package-lock.json
+	$(GO) run ./bench/falbench -server $(BIN) -data-dir $(DATA_DIR) -cache-dir $(CACHE_DIR) \
+		-assets $(CACHE_DIR)/testdata -bare -compare $(FALBENCH_FLAGS)
 
 # weights/onnxpb/onnx.pb.go is generated from proto/onnx.proto (onnx/onnx.proto of the onnx 1.20.1 wheel on
 # PyPI, verbatim) and committed, so builds need no protoc. Regenerate it with protoc from the grpcio-tools wheel
