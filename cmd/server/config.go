@@ -38,6 +38,9 @@ type Config struct {
 	WebhookHosts   string
 	MaxUploadBytes int64
 	RembgModel     string
+	WhisperModel   string
+	WizperModel    string
+	MaxAudio       time.Duration
 	NPMRegistry    string
 	LogLevel       string
 	LogFormat      string
@@ -127,6 +130,9 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.WebhookHosts, "webhook-hosts", "FALOCAL_WEBHOOK_HOSTS", "", "hosts (or *.domain) that may receive fal_webhook posts, besides loopback")
 	num(&c.MaxUploadBytes, "max-upload-bytes", "FALOCAL_MAX_UPLOAD_BYTES", 1<<30, "largest uploaded file")
 	str(&c.RembgModel, "rembg-model", "FALOCAL_REMBG_MODEL", "", "installed model used by imageutils/rembg and BiRefNet 'General Use (Light)' (default: the one whose manifest serves them)")
+	str(&c.WhisperModel, "whisper-model", "FALOCAL_WHISPER_MODEL", "", "installed Whisper model used by fal-ai/whisper (default: the first installed)")
+	str(&c.WizperModel, "wizper-model", "FALOCAL_WIZPER_MODEL", "", "installed Whisper model used by fal-ai/wizper (default: the whisper model)")
+	dur(&c.MaxAudio, "max-audio-duration", "FALOCAL_MAX_AUDIO_DURATION", 4*time.Hour, "longest audio input (longer inputs get a 413)")
 	str(&c.NPMRegistry, "npm-registry", "FALOCAL_NPM_REGISTRY", "https://registry.npmjs.org", "npm registry that setup downloads from")
 	str(&c.LogLevel, "log-level", "FALOCAL_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "FALOCAL_LOG_FORMAT", "text", "text or json")

@@ -22,6 +22,7 @@ import (
 	"github.com/falocal/falocal/pipelines"
 	_ "github.com/falocal/falocal/pipelines/rembg"
 	_ "github.com/falocal/falocal/pipelines/upscale"
+	_ "github.com/falocal/falocal/pipelines/whisper"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -75,7 +76,14 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		Providers: providers, IntraOpThreads: c.threads(), SessionsPerModel: c.Sessions,
 		DeviceID: c.DeviceID, TensorRTCacheDir: trt, FP16: c.FP16,
 		MaxInputBytes: c.MaxInputBytes, MaxPixels: c.MaxPixels, MaxUpscalePixels: c.MaxUpscale,
-		Models: map[string]string{},
+		MaxAudioDuration: c.MaxAudio,
+		Models:           map[string]string{},
+	}
+	if c.WhisperModel != "" {
+		pcfg.Models["whisper"] = c.WhisperModel
+	}
+	if c.WizperModel != "" {
+		pcfg.Models["wizper"] = c.WizperModel
 	}
 	if c.RembgModel != "" {
 		pcfg.Models["rembg"] = c.RembgModel

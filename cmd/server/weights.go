@@ -122,9 +122,9 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 //	  -serves 'birefnet:Portrait' -param size=1024 -param mean=0.485,0.456,0.406 \
 //	  -param std=0.229,0.224,0.225 -param scale=255 -param activation=sigmoid
 type importArgs struct {
-	name, pipeline, file, dtype string
-	serves, params              multi
-	memory                      int64
+	name, pipeline, file, dir, dtype string
+	serves, params                   multi
+	memory                           int64
 }
 
 type multi []string
@@ -136,6 +136,7 @@ func (a *importArgs) bind(fs *flag.FlagSet) {
 	fs.StringVar(&a.name, "name", "", "model name in the store")
 	fs.StringVar(&a.pipeline, "pipeline", "rembg", "pipeline that runs it")
 	fs.StringVar(&a.file, "file", "", "ONNX file to import (copied into the store)")
+	fs.StringVar(&a.dir, "dir", "", "directory of a multi-file export to import whole, e.g. optimum's Whisper export")
 	fs.StringVar(&a.dtype, "dtype", "fp32", "weight type, for the record")
 	fs.Var(&a.serves, "serves", "what it serves, e.g. 'rembg' or 'birefnet:Portrait' (repeatable)")
 	fs.Var(&a.params, "param", "pipeline setting key=value (repeatable): input, output, size, mean, std, scale, activation")
@@ -143,8 +144,11 @@ func (a *importArgs) bind(fs *flag.FlagSet) {
 }
 
 func (a *importArgs) run(store *weights.Store) (weights.Manifest, error) {
+	if a.dir != "" {
+		return a.runDir(store)
+	}
 	if a.name == "" || a.file == "" {
-		return weights.Manifest{}, fmt.Errorf("import needs -name and -file")
+		return weights.Manifest{}, fmt.Errorf("import needs -name and -file (or -dir)")
 	}
 	// Defaults are what the usual exports of each family expect: BiRefNet
 	// (ImageNet normalisation, logits) and Real-ESRGAN (RGB 0..1, x4).
@@ -183,6 +187,66 @@ func (a *importArgs) run(store *weights.Store) (weights.Manifest, error) {
 	m := weights.Manifest{Name: a.name, Pipeline: a.pipeline, Files: []weights.File{f}, MemoryBytes: mem,
 		Serves: a.serves, Params: params, Source: "imported from " + a.file}
 	return m, store.Put(m)
+}
+
+// runDir imports a directory export whole; its files keep their names.
+func (a *importArgs) runDir(store *weights.Store) (weights.Manifest, error) {
+	if a.name == "" || a.file != "" {
+		return weights.Manifest{}, fmt.Errorf("import -dir needs -name and no -file")
+	}
+	params := map[string]string{}
+	for _, kv := range a.params {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return weights.Manifest{}, fmt.Errorf("-param %q: want key=value", kv)
+		}
+		params[k] = v
+	}
+	if check, ok := dirChecks[a.pipeline]; ok {
+		if err := check(a.dir); err != nil {
+			return weights.Manifest{}, err
+		}
+	}
+	files, err := store.AddDir(a.dir, a.dtype)
+	if err != nil {
+		return weights.Manifest{}, err
+	}
+	mem := a.memory
+	if mem == 0 {
+		// sessions hold about their weights once more in arena and working
+		// buffers; the rest (tokenizer, configs) is small
+		for _, f := range files {
+			mem += 2 * f.Size
+		}
+		mem += 256 << 20
+	}
+	m := weights.Manifest{Name: a.name, Pipeline: a.pipeline, Files: files, MemoryBytes: mem,
+		Serves: a.serves, Params: params, Source: "imported from " + a.dir}
+	return m, store.Put(m)
+}
+
+// dirChecks reject a directory that cannot be a model of the pipeline before
+// anything is copied.
+var dirChecks = map[string]func(dir string) error{
+	"whisper": func(dir string) error {
+		has := func(n string) bool { _, err := os.Stat(filepath.Join(dir, n)); return err == nil }
+		var missing []string
+		for _, n := range []string{"encoder_model.onnx", "config.json", "vocab.json"} {
+			if !has(n) {
+				missing = append(missing, n)
+			}
+		}
+		if !has("decoder_model_merged.onnx") && !(has("decoder_model.onnx") && has("decoder_with_past_model.onnx")) {
+			missing = append(missing, "decoder_model_merged.onnx (or decoder_model.onnx + decoder_with_past_model.onnx)")
+		}
+		if !has("added_tokens.json") && !has("tokenizer.json") {
+			missing = append(missing, "added_tokens.json or tokenizer.json")
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%s is not an optimum Whisper export: missing %s", dir, strings.Join(missing, ", "))
+		}
+		return nil
+	},
 }
 
 func copyPath(src, dst string) error {

@@ -53,3 +53,38 @@ func TestWeightsImport(t *testing.T) {
 		t.Errorf("list: %s", out.String())
 	}
 }
+
+// TestWeightsImportDir: an optimum Whisper export imports whole, each file
+// under its own name; a directory that is not one is refused up front.
+func TestWeightsImportDir(t *testing.T) {
+	dir := t.TempDir()
+	src := "../../pipelines/whisper/testdata/tiny-multi"
+	var out, errb bytes.Buffer
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "whisper", "-name", "tiny", "-dir", src}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s, _ := weights.Open(dir)
+	m, err := s.Get("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(src)
+	if len(m.Files) != len(ents) || m.Pipeline != "whisper" || m.MemoryBytes <= 0 {
+		t.Fatalf("manifest %+v for %d files", m, len(ents))
+	}
+	for _, f := range m.Files {
+		if f.Role != f.Name {
+			t.Errorf("file %s has role %s", f.Name, f.Role)
+		}
+	}
+	bad := t.TempDir()
+	os.WriteFile(filepath.Join(bad, "encoder_model.onnx"), []byte("x"), 0o644)
+	errb.Reset()
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "whisper", "-name", "bad", "-dir", bad}, &out, &errb); code == 0 ||
+		!strings.Contains(errb.String(), "decoder_model_merged.onnx") || !strings.Contains(errb.String(), "vocab.json") {
+		t.Fatalf("incomplete export: exit %d: %s", code, errb.String())
+	}
+	if _, err := s.Get("bad"); err == nil {
+		t.Fatal("incomplete export was recorded")
+	}
+}

@@ -185,6 +185,39 @@ func TestClients(t *testing.T) {
 		checkUnittest(t, runSuite(t, "python", env, py, "-m", "unittest", "-v", "test_fal_client"))
 	})
 
+	t.Run("whisper", func(t *testing.T) {
+		// A server of its own whose store holds the tiny test Whisper model,
+		// imported as a user imports an optimum export.
+		data := t.TempDir()
+		imp := exec.Command(testenv.Binary(t), "weights", "import", "-data-dir", data, "-pipeline", "whisper",
+			"-name", "whisper-tiny-test", "-dir", filepath.Join("..", "..", "pipelines", "whisper", "testdata", "tiny-multi"))
+		if out, err := imp.CombinedOutput(); err != nil {
+			t.Fatalf("weights import: %v\n%s", err, out)
+		}
+		ws := testenv.StartServerAt(t, data, "")
+		audio := testenv.Asset(t, "whisper/jfk.wav")
+		t.Run("js", func(t *testing.T) {
+			node, modules := testenv.Node(t)
+			tap := filepath.Join(t.TempDir(), "report.tap")
+			runSuite(t, "js", cleanEnv("FALOCAL_BASE="+ws.Base, "FALOCAL_NODE_MODULES="+modules, "FALOCAL_WHISPER_AUDIO="+audio),
+				node, "--test", "--test-reporter=spec", "--test-reporter-destination=stdout",
+				"--test-reporter=tap", "--test-reporter-destination="+tap, "whisper.test.mjs")
+			b, err := os.ReadFile(tap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if report := string(b); count(t, report, "# pass") != 3 || count(t, report, "# fail") != 0 {
+				t.Fatalf("node --test:\n%s", report)
+			}
+		})
+		t.Run("python", func(t *testing.T) {
+			py := testenv.ClientPython(t)
+			env := cleanEnv("HTTPS_PROXY="+ws.Base, "SSL_CERT_FILE="+caFile(t, ws), "FAL_KEY=local:local",
+				"FALOCAL_WHISPER_AUDIO="+audio, "PYTHONDONTWRITEBYTECODE=1")
+			checkUnittest(t, runSuite(t, "python", env, py, "-m", "unittest", "-v", "test_whisper"))
+		})
+	})
+
 	t.Run("python-auth", func(t *testing.T) {
 		py := testenv.ClientPython(t)
 		const key = "client-test:s3cret-key"

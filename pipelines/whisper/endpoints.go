@@ -1,0 +1,348 @@
+// Package whisper is speech-to-text on fal's whisper and wizper endpoints:
+// audio decoding and resampling (audio/), Whisper's log-mel front end, its
+// tokenizer (tokenizer/), and its decoding (greedy, beam search, timestamp
+// rules, temperature fallback, long-form seeking) over optimum ONNX exports.
+package whisper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/whisper/audio"
+	"github.com/falocal/falocal/pipelines/whisper/tokenizer"
+	"github.com/falocal/falocal/weights"
+)
+
+func init() { pipelines.Register("whisper", New) }
+
+// DefaultMaxAudio is the longest input accepted unless configured.
+const DefaultMaxAudio = 4 * time.Hour
+
+// Pipeline serves both endpoints over the installed Whisper models.
+type Pipeline struct {
+	deps   pipelines.Deps
+	models *pipelines.Models
+	mu     sync.Mutex
+	loaded map[string]*Model
+}
+
+// New builds fal-ai/whisper and fal-ai/wizper.
+func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
+	p := &Pipeline{deps: d, models: pipelines.NewModels(d), loaded: map[string]*Model{}}
+	return []pipelines.Endpoint{&endpoint{p: p, id: "fal-ai/whisper"}, &endpoint{p: p, id: "fal-ai/wizper", wizper: true}}, nil
+}
+
+// Close releases the loaded sessions.
+func (p *Pipeline) Close() error { return p.models.Close() }
+
+// model picks the installed Whisper model for an endpoint: the one the
+// server config names for it ("whisper" or "wizper"), else the only or
+// first installed one.
+func (p *Pipeline) model(key string) (*Model, error) {
+	all, err := p.deps.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	var cands []weights.Manifest
+	for _, m := range all {
+		if m.Pipeline == "whisper" {
+			cands = append(cands, m)
+		}
+	}
+	if len(cands) == 0 {
+		return nil, pipelines.Unavailable("no Whisper model is installed: import an ONNX export (optimum layout) with "+
+			"'falocal weights import -pipeline whisper -name NAME -dir DIR'", nil)
+	}
+	pick := cands[0]
+	want := p.deps.Config.Models[key]
+	if want == "" && key == "wizper" {
+		want = p.deps.Config.Models["whisper"]
+	}
+	if want != "" {
+		found := false
+		for _, m := range cands {
+			if m.Name == want {
+				pick, found = m, true
+			}
+		}
+		if !found {
+			return nil, pipelines.Unavailable(fmt.Sprintf("the configured Whisper model %q is not installed", want), nil)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m, ok := p.loaded[pick.Name]; ok {
+		return m, nil
+	}
+	m, err := LoadModel(pick, p.deps.Store, p.models)
+	if err != nil {
+		return nil, pipelines.Unavailable(fmt.Sprintf("Whisper model %s cannot be loaded: %v", pick.Name, err), err)
+	}
+	p.loaded[pick.Name] = m
+	return m, nil
+}
+
+type endpoint struct {
+	p      *Pipeline
+	id     string
+	wizper bool
+}
+
+func (e *endpoint) ID() string   { return e.id }
+func (e *endpoint) Close() error { return e.p.Close() }
+
+// input is the union of fal's whisper and wizper inputs; pointers tell
+// absent from zero.
+type input struct {
+	AudioURL      *string  `json:"audio_url"`
+	Task          *string  `json:"task"`
+	Language      *string  `json:"language"`
+	Diarize       *bool    `json:"diarize"`
+	ChunkLevel    *string  `json:"chunk_level"`
+	Version       *string  `json:"version"`
+	BatchSize     *int     `json:"batch_size"`
+	Prompt        *string  `json:"prompt"`
+	NumSpeakers   *int     `json:"num_speakers"`
+	MaxSegmentLen *float64 `json:"max_segment_len"`
+	MergeChunks   *bool    `json:"merge_chunks"`
+}
+
+// Chunk is fal's output chunk: [start, end] seconds and its text.
+type Chunk struct {
+	Timestamp [2]float64 `json:"timestamp"`
+	Text      string     `json:"text"`
+}
+
+// WhisperOutput is fal-ai/whisper's output.
+type WhisperOutput struct {
+	Text                string    `json:"text"`
+	Chunks              []Chunk   `json:"chunks"`
+	InferredLanguages   []string  `json:"inferred_languages"`
+	DiarizationSegments []Chunk   `json:"diarization_segments"`
+	Timings             *struct{} `json:"-"`
+}
+
+// WizperOutput is fal-ai/wizper's output.
+type WizperOutput struct {
+	Text      string   `json:"text"`
+	Chunks    []Chunk  `json:"chunks"`
+	Languages []string `json:"languages"`
+}
+
+func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error) {
+	var in input
+	if err := pipelines.DecodeInput(req.Input, &in); err != nil {
+		return nil, err
+	}
+	v := &pipelines.ValidationError{}
+	url := pipelines.Required(v, "audio_url", in.AudioURL)
+	task := pipelines.Literal(v, "task", in.Task, "transcribe", "transcribe", "translate")
+	levels := []string{"none", "segment", "word"}
+	level := pipelines.Literal(v, "chunk_level", in.ChunkLevel, "segment", levels...)
+	pipelines.Literal(v, "version", in.Version, "3", "3")
+	lang := ""
+	if e.wizper && in.Language == nil {
+		lang = "en" // wizper's default; an explicit null asks for detection
+	}
+	if in.Language != nil {
+		lang = strings.ToLower(*in.Language)
+		if code, ok := tokenizer.LanguageCode(lang); ok {
+			lang = code
+		} else {
+			v.Add("language", "literal_error", "Input should be a language code Whisper knows, such as 'en', 'de' or 'zh', or null to detect it")
+		}
+	}
+	batch := 64
+	if !e.wizper && in.BatchSize != nil {
+		batch = *in.BatchSize
+		if batch < 1 || batch > 64 {
+			v.Add("batch_size", "value_error", "Input should be between 1 and 64")
+		}
+	}
+	maxSeg := 29.0
+	if e.wizper && in.MaxSegmentLen != nil {
+		maxSeg = *in.MaxSegmentLen
+		if !(maxSeg >= 10 && maxSeg <= 29) {
+			v.Add("max_segment_len", "value_error", "Input should be between 10 and 29")
+		}
+	}
+	if level == "word" {
+		v.Add("chunk_level", "value_error", "word-level timestamps need the decoder's cross-attention weights, which ONNX exports of Whisper do not output; use 'segment' or 'none'")
+	}
+	if !e.wizper && pipelines.Bool(in.Diarize, false) {
+		v.Add("diarize", "value_error", "speaker diarization needs a diarization model, and none runs locally; set diarize to false")
+	}
+	if in.NumSpeakers != nil && *in.NumSpeakers < 1 {
+		v.Add("num_speakers", "value_error", "Input should be greater than or equal to 1")
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	m, err := e.p.model(map[bool]string{false: "whisper", true: "wizper"}[e.wizper])
+	if err != nil {
+		return nil, err
+	}
+	if lang != "" {
+		if _, ok := m.tok.LanguageToken(lang); !ok && m.tok.Multilingual() {
+			return nil, pipelines.Invalid("language", fmt.Sprintf("model %s does not know language %q", m.Name, lang))
+		}
+		if !m.tok.Multilingual() && lang != "en" {
+			return nil, pipelines.Invalid("language", fmt.Sprintf("model %s is English-only", m.Name))
+		}
+		if !m.tok.Multilingual() && task == "translate" {
+			return nil, pipelines.Invalid("task", fmt.Sprintf("model %s is English-only and cannot translate", m.Name))
+		}
+	}
+
+	data, err := pipelines.LoadBytes(ctx, req, e.p.deps.Config, "audio_url", url)
+	if err != nil {
+		return nil, err
+	}
+	limit := e.p.deps.Config.MaxAudioDuration
+	if limit == 0 {
+		limit = DefaultMaxAudio
+	}
+	t0 := time.Now()
+	a, err := audio.Decode(data, limit)
+	if err != nil {
+		return nil, audioError(err, limit)
+	}
+	pcm := a.Mono16k()
+	dur := float64(len(pcm)) / SampleRate
+	req.Logf(pipelines.Info, "audio: %.1f s, %d Hz, %d channel(s), decoded in %v", a.Duration().Seconds(), a.Rate, a.Channels, time.Since(t0).Round(time.Millisecond))
+
+	opt := TranscribeOptions{Options: Options{Task: task, Language: lang}}
+	var prompt string
+	if in.Prompt != nil {
+		prompt = *in.Prompt
+	}
+	var tr *Transcript
+	windows := int(math.Ceil(dur / chunkSecs))
+	if batch > 1 && windows > 1 {
+		tr, err = m.TranscribeBatched(ctx, pcm, opt, prompt, batch, func(f string, a ...any) { req.Logf(pipelines.Info, f, a...) })
+	} else {
+		opt.InitialPrompt = prompt
+		opt.Progress = func(done, total int) {
+			req.Logf(pipelines.Info, "transcribed %.1f of %.1f s", float64(done)/framesPerSec, float64(total)/framesPerSec)
+		}
+		tr, err = m.Transcribe(ctx, pcm, opt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	req.Logf(pipelines.Info, "done: %d segments, language %s, %.2fx real time", len(tr.Segments), tr.Language, dur/time.Since(t0).Seconds())
+	chunks := toChunks(tr, level, dur)
+	if e.wizper && pipelines.Bool(in.MergeChunks, true) && level == "segment" {
+		chunks = mergeChunks(chunks, maxSeg)
+	}
+	text := strings.TrimSpace(tr.Text)
+	if e.wizper {
+		return WizperOutput{Text: text, Chunks: chunks, Languages: []string{tr.Language}}, nil
+	}
+	return WhisperOutput{Text: text, Chunks: chunks, InferredLanguages: []string{tr.Language}, DiarizationSegments: []Chunk{}}, nil
+}
+
+// audioError maps decoding failures to 4xx answers.
+func audioError(err error, limit time.Duration) error {
+	var unsup *audio.UnsupportedError
+	switch {
+	case errors.As(err, &unsup):
+		return pipelines.Invalid("audio_url", err.Error())
+	case errors.Is(err, audio.ErrTooLong):
+		return &pipelines.HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("audio_url: the audio is longer than the limit of %v", limit)}
+	case errors.Is(err, audio.ErrEmpty):
+		return pipelines.Invalid("audio_url", "the audio has no samples")
+	case errors.Is(err, audio.ErrUnknownFormat):
+		return pipelines.Invalid("audio_url", "not an audio file this server can decode (supported: "+strings.Join(audio.SupportedFormats, ", ")+")")
+	}
+	return pipelines.Invalid("audio_url", "could not decode the audio: "+err.Error())
+}
+
+// windowSegments cuts one independently decoded window at its timestamp
+// pairs; text after the last timestamp runs to the window's end.
+func windowSegments(tok *tokenizer.Tokenizer, r Result, off, end float64) []Segment {
+	tsBegin := tok.TimestampBegin()
+	var segs []Segment
+	var cur []int
+	start := off
+	emit := func(stop float64) {
+		var text []int
+		for _, x := range cur {
+			if x < tok.EOT() {
+				text = append(text, x)
+			}
+		}
+		if t := tok.Decode(text); strings.TrimSpace(t) != "" {
+			segs = append(segs, Segment{Start: start, End: math.Max(start, stop), Text: t, Tokens: text,
+				Temperature: r.Temperature, AvgLogprob: r.AvgLogprob, CompressionRatio: r.CompressionRatio, NoSpeechProb: r.NoSpeechProb})
+		}
+		cur = nil
+	}
+	open := false
+	for _, x := range r.Tokens {
+		if x >= tsBegin {
+			ts := off + float64(x-tsBegin)*0.02
+			if open && len(cur) > 0 {
+				emit(math.Min(ts, end))
+				open = false
+			} else {
+				start, open = math.Min(ts, end), true
+			}
+			continue
+		}
+		if !open && len(cur) == 0 && len(segs) > 0 {
+			start = segs[len(segs)-1].End
+		}
+		cur = append(cur, x)
+	}
+	if len(cur) > 0 {
+		emit(end)
+	}
+	return segs
+}
+
+// toChunks turns segments into fal's chunks; level "none" is one chunk.
+func toChunks(tr *Transcript, level string, dur float64) []Chunk {
+	chunks := []Chunk{}
+	if level == "none" {
+		if t := strings.TrimSpace(tr.Text); t != "" {
+			chunks = append(chunks, Chunk{Timestamp: [2]float64{0, round2(dur)}, Text: t})
+		}
+		return chunks
+	}
+	for _, s := range tr.Segments {
+		if strings.TrimSpace(s.Text) == "" {
+			continue
+		}
+		// Whisper may place a timestamp past the end of the audio
+		st, en := math.Min(s.Start, dur), math.Min(s.End, dur)
+		chunks = append(chunks, Chunk{Timestamp: [2]float64{round2(st), round2(en)}, Text: s.Text})
+	}
+	sort.SliceStable(chunks, func(i, j int) bool { return chunks[i].Timestamp[0] < chunks[j].Timestamp[0] })
+	return chunks
+}
+
+// mergeChunks joins neighbouring chunks while the result stays within
+// maxLen seconds, as wizper's merge_chunks does.
+func mergeChunks(in []Chunk, maxLen float64) []Chunk {
+	out := []Chunk{}
+	for _, c := range in {
+		if n := len(out); n > 0 && c.Timestamp[1]-out[n-1].Timestamp[0] <= maxLen {
+			out[n-1].Timestamp[1] = c.Timestamp[1]
+			out[n-1].Text += c.Text
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func round2(x float64) float64 { return math.Round(x*100) / 100 }

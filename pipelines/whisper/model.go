@@ -1,0 +1,570 @@
+package whisper
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/whisper/tokenizer"
+	"github.com/falocal/falocal/weights"
+)
+
+// hfConfig is the part of a Hugging Face Whisper config.json that shapes
+// the ONNX inputs.
+type hfConfig struct {
+	DModel        int `json:"d_model"`
+	DecoderHeads  int `json:"decoder_attention_heads"`
+	DecoderLayers int `json:"decoder_layers"`
+	NumMelBins    int `json:"num_mel_bins"`
+	VocabSize     int `json:"vocab_size"`
+	MaxTarget     int `json:"max_target_positions"`
+	MaxSource     int `json:"max_source_positions"`
+}
+
+// Model is one installed Whisper export: encoder, decoder (merged, or the
+// plain + with-past pair) and tokenizer.
+type Model struct {
+	Name    string
+	cfg     hfConfig
+	tok     *tokenizer.Tokenizer
+	enc     *decoderNet // the encoder, same bookkeeping
+	dec     *decoderNet // merged, or the first-step decoder
+	decPast *decoderNet // unmerged layout: the with-past decoder
+	merged  bool
+	headDim int
+	stats   stats
+}
+
+// stats accumulates where time goes, for benchmarks.
+type stats struct {
+	frontEnd, encoder, decoder atomic.Int64 // nanoseconds
+	decoderCalls               atomic.Int64
+}
+
+// Stats is a snapshot of a model's time split since the last reset.
+type Stats struct {
+	FrontEnd, Encoder, Decoder time.Duration
+	DecoderCalls               int64
+}
+
+// Stats returns the time spent in the front end, the encoder and the
+// decoder since the last ResetStats.
+func (m *Model) Stats() Stats {
+	return Stats{time.Duration(m.stats.frontEnd.Load()), time.Duration(m.stats.encoder.Load()),
+		time.Duration(m.stats.decoder.Load()), m.stats.decoderCalls.Load()}
+}
+
+// ResetStats zeroes the counters.
+func (m *Model) ResetStats() {
+	m.stats.frontEnd.Store(0)
+	m.stats.encoder.Store(0)
+	m.stats.decoder.Store(0)
+	m.stats.decoderCalls.Store(0)
+}
+
+// Tokenizer returns the model's tokenizer.
+func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
+
+// Mels is the number of mel bands the encoder takes (80, or 128 for large-v3).
+func (m *Model) Mels() int { return m.cfg.NumMelBins }
+
+func (m *Model) vocab() int   { return m.cfg.VocabSize }
+func (m *Model) textCtx() int { return m.cfg.MaxTarget }
+
+// LoadModel opens a store manifest as a Whisper model. Sessions open lazily
+// through models, which owns their lifetime.
+func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Models) (*Model, error) {
+	files := map[string]string{}
+	for _, f := range man.Files {
+		p, err := store.Path(man, f.Role)
+		if err != nil {
+			return nil, err
+		}
+		files[f.Name] = p
+	}
+	b, err := os.ReadFile(files["config.json"])
+	if err != nil {
+		return nil, fmt.Errorf("whisper model %s: config.json: %w", man.Name, err)
+	}
+	var cfg hfConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("whisper model %s: config.json: %w", man.Name, err)
+	}
+	if cfg.DModel <= 0 || cfg.DecoderHeads <= 0 || cfg.DModel%cfg.DecoderHeads != 0 || cfg.DecoderLayers <= 0 ||
+		(cfg.NumMelBins != 80 && cfg.NumMelBins != 128) || cfg.VocabSize <= 0 || cfg.MaxTarget <= 0 {
+		return nil, fmt.Errorf("whisper model %s: config.json does not describe a Whisper model (%+v)", man.Name, cfg)
+	}
+	if cfg.MaxSource != 0 && cfg.MaxSource != nFrames/2 {
+		return nil, fmt.Errorf("whisper model %s: max_source_positions %d, want %d", man.Name, cfg.MaxSource, nFrames/2)
+	}
+	tok, err := tokenizer.FromHF(files)
+	if err != nil {
+		return nil, fmt.Errorf("whisper model %s: tokenizer: %w", man.Name, err)
+	}
+	if tok.VocabSize() > cfg.VocabSize {
+		return nil, fmt.Errorf("whisper model %s: tokenizer has %d tokens, the model %d", man.Name, tok.VocabSize(), cfg.VocabSize)
+	}
+	m := &Model{Name: man.Name, cfg: cfg, tok: tok, headDim: cfg.DModel / cfg.DecoderHeads}
+	encPool, err := models.PoolFor(man, "encoder_model.onnx", []string{"input_features"}, []string{"last_hidden_state"})
+	if err != nil {
+		return nil, err
+	}
+	m.enc = &decoderNet{pool: encPool, inputs: []string{"input_features"}, outputs: []string{"last_hidden_state"}}
+	// Exports differ in their inputs (newer ones add cache_position), so the
+	// decoders are opened with the names their graphs declare.
+	open := func(file string) (*decoderNet, error) {
+		in, out, err := weights.ONNXIO(files[file])
+		if err != nil {
+			return nil, err
+		}
+		pl, err := models.PoolFor(man, file, in, out)
+		if err != nil {
+			return nil, err
+		}
+		return &decoderNet{pool: pl, inputs: in, outputs: out}, nil
+	}
+	if _, ok := files["decoder_model_merged.onnx"]; ok {
+		m.merged = true
+		m.dec, err = open("decoder_model_merged.onnx")
+		return m, err
+	}
+	if m.dec, err = open("decoder_model.onnx"); err != nil {
+		return nil, err
+	}
+	m.decPast, err = open("decoder_with_past_model.onnx")
+	return m, err
+}
+
+// decoderNet is a decoder session with its graph's input and output names.
+type decoderNet struct {
+	pool            *engine.Pool
+	inputs, outputs []string
+	once            sync.Once
+	dtypes          map[string]engine.DType // input name → element type
+	err             error
+}
+
+// inputTypes opens a session once to learn which inputs are float16.
+func (d *decoderNet) inputTypes(ctx context.Context) (map[string]engine.DType, error) {
+	d.once.Do(func() {
+		s, err := d.pool.Session(ctx)
+		if err != nil {
+			d.err = err
+			return
+		}
+		d.dtypes = map[string]engine.DType{}
+		for _, in := range s.Inputs() {
+			d.dtypes[in.Name] = in.DType
+		}
+	})
+	return d.dtypes, d.err
+}
+
+// floatTensor wraps float32 data as the element type an input wants.
+func floatTensor(data []float32, dt engine.DType, shape ...int64) (*engine.Tensor, error) {
+	if dt != engine.Float16 {
+		return engine.NewFloat32(data, shape...)
+	}
+	if n := engine.Elements(shape); n != int64(len(data)) {
+		return nil, fmt.Errorf("shape %v needs %d elements, have %d", shape, n, len(data))
+	}
+	h := make([]uint16, len(data))
+	engine.CPUOps().F32ToF16(h, data)
+	raw := make([]byte, 2*len(h))
+	for i, v := range h {
+		binary.LittleEndian.PutUint16(raw[2*i:], v)
+	}
+	return &engine.Tensor{DType: engine.Float16, Shape: shape, Raw: raw}, nil
+}
+
+// floats returns a float output as float32 values.
+func floats(t *engine.Tensor) ([]float32, error) {
+	switch t.DType {
+	case engine.Float32:
+		return t.F32, nil
+	case engine.Float16:
+		h := make([]uint16, len(t.Raw)/2)
+		for i := range h {
+			h[i] = binary.LittleEndian.Uint16(t.Raw[2*i:])
+		}
+		out := make([]float32, len(h))
+		engine.CPUOps().F16ToF32(out, h)
+		return out, nil
+	}
+	return nil, fmt.Errorf("output is %s, not a float type", t.DType)
+}
+
+// encode runs the encoder on windows of bands×3000 log-mel frames.
+func (m *Model) encode(ctx context.Context, mels [][]float32) (*features, error) {
+	per := m.cfg.NumMelBins * nFrames
+	in := make([]float32, 0, per*len(mels))
+	for _, w := range mels {
+		if len(w) != per {
+			return nil, fmt.Errorf("whisper: window has %d values, want %d", len(w), per)
+		}
+		in = append(in, w...)
+	}
+	types, err := m.enc.inputTypes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := floatTensor(in, types["input_features"], int64(len(mels)), int64(m.cfg.NumMelBins), nFrames)
+	if err != nil {
+		return nil, err
+	}
+	ctx = engine.WithOutputShapes(ctx, map[string][]int64{"last_hidden_state": {int64(len(mels)), nFrames / 2, int64(m.cfg.DModel)}})
+	t0 := time.Now()
+	out, err := m.enc.pool.Run(ctx, []*engine.Tensor{t})
+	m.stats.encoder.Add(int64(time.Since(t0)))
+	if err != nil {
+		return nil, err
+	}
+	h := out[0]
+	data, err := floats(h)
+	if err != nil || len(h.Shape) != 3 || h.Shape[0] != int64(len(mels)) || h.Shape[2] != int64(m.cfg.DModel) {
+		return nil, fmt.Errorf("whisper: encoder output %s %v", h.DType, h.Shape)
+	}
+	return &features{n: len(mels), ctx: int(h.Shape[1]), d: m.cfg.DModel, data: data}, nil
+}
+
+// features is the encoder output of a batch of windows.
+type features struct {
+	n, ctx, d int
+	data      []float32
+}
+
+// ortState is the decoder cache for rows that each attend to one window:
+// row r reads window rowAudio[r].
+type ortState struct {
+	m        *Model
+	f        *features
+	rowAudio []int
+	encH     []float32   // encoder states repeated per row
+	self     [][]float32 // per layer: key, value [rows, heads, past, headDim]
+	cross    [][]float32 // per layer: key, value [rows, heads, ctx, headDim]
+	past     int
+}
+
+// newState makes a fresh cache of rows rows over windows f, each window
+// repeated rows/f.n times in a row (beam groups).
+func (m *Model) newState(f *features, rows int) *ortState {
+	group := rows / f.n
+	st := &ortState{m: m, f: f, rowAudio: make([]int, rows)}
+	per := f.ctx * f.d
+	st.encH = make([]float32, rows*per)
+	for r := range st.rowAudio {
+		a := r / group
+		st.rowAudio[r] = a
+		copy(st.encH[r*per:], f.data[a*per:(a+1)*per])
+	}
+	return st
+}
+
+func (s *ortState) reorder(src []int) {
+	if s.past == 0 {
+		return
+	}
+	h, hd := int64(s.m.cfg.DecoderHeads), int64(s.m.headDim)
+	per := int(h) * s.past * int(hd)
+	for i, kv := range s.self {
+		out := make([]float32, len(kv))
+		for r, from := range src {
+			copy(out[r*per:(r+1)*per], kv[from*per:(from+1)*per])
+		}
+		s.self[i] = out
+	}
+	// the cross-attention cache is identical within a beam group, and beams
+	// never move between groups, so it stays as it is
+}
+
+func (m *Model) forward(ctx context.Context, st decoderState, tokens [][]int) ([]float32, error) {
+	s := st.(*ortState)
+	rows, n := len(tokens), len(tokens[0])
+	ids := make([]byte, 8*rows*n)
+	for r, row := range tokens {
+		if len(row) != n {
+			return nil, fmt.Errorf("whisper: ragged decoder input")
+		}
+		for i, x := range row {
+			binary.LittleEndian.PutUint64(ids[8*(r*n+i):], uint64(x))
+		}
+	}
+	h, hd := int64(m.cfg.DecoderHeads), int64(m.headDim)
+	first := s.past == 0
+	net := m.dec
+	if !first && !m.merged {
+		net = m.decPast
+	}
+	types, err := net.inputTypes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in := make([]*engine.Tensor, len(net.inputs))
+	for i, name := range net.inputs {
+		dt := types[name]
+		var t *engine.Tensor
+		var err error
+		switch {
+		case name == "input_ids":
+			t = &engine.Tensor{DType: engine.Int64, Shape: []int64{int64(rows), int64(n)}, Raw: ids}
+		case name == "encoder_hidden_states":
+			t, err = floatTensor(s.encH, dt, int64(rows), int64(s.f.ctx), int64(s.f.d))
+		case name == "use_cache_branch":
+			t = &engine.Tensor{DType: engine.Bool, Shape: []int64{1}, Raw: []byte{0}}
+			if !first {
+				t.Raw[0] = 1
+			}
+		case name == "cache_position":
+			pos := make([]byte, 8*n)
+			for j := 0; j < n; j++ {
+				binary.LittleEndian.PutUint64(pos[8*j:], uint64(s.past+j))
+			}
+			t = &engine.Tensor{DType: engine.Int64, Shape: []int64{int64(n)}, Raw: pos}
+		default:
+			var layer int
+			var kind string
+			if _, e := fmt.Sscanf(name, "past_key_values.%d.%s", &layer, &kind); e != nil || layer >= m.cfg.DecoderLayers {
+				return nil, fmt.Errorf("whisper: decoder input %q is not one this pipeline knows", name)
+			}
+			k := 0
+			if kind == "decoder.value" || kind == "encoder.value" {
+				k = 1
+			}
+			switch {
+			case first:
+				// the no-cache branch ignores the past; one step of zeros
+				// keeps every tensor non-empty
+				t, err = floatTensor(make([]float32, int64(rows)*h*hd), dt, int64(rows), h, 1, hd)
+			case kind == "decoder.key" || kind == "decoder.value":
+				t, err = floatTensor(s.self[2*layer+k], dt, int64(rows), h, int64(s.past), hd)
+			case kind == "encoder.key" || kind == "encoder.value":
+				t, err = floatTensor(s.cross[2*layer+k], dt, int64(rows), h, int64(s.f.ctx), hd)
+			default:
+				return nil, fmt.Errorf("whisper: decoder input %q is not one this pipeline knows", name)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		in[i] = t
+	}
+	L := m.cfg.DecoderLayers
+	// float16 outputs need their shapes up front (see engine.WithOutputShapes)
+	hints := map[string][]int64{"logits": {int64(rows), int64(n), int64(m.cfg.VocabSize)}}
+	for l := 0; l < L; l++ {
+		for _, kv := range []string{"key", "value"} {
+			hints[fmt.Sprintf("present.%d.decoder.%s", l, kv)] = []int64{int64(rows), h, int64(s.past + n), hd}
+			x := []int64{int64(rows), h, int64(s.f.ctx), hd}
+			if !first {
+				x = []int64{0, h, 1, hd} // the merged decoder's cache branch outputs nothing here
+			}
+			hints[fmt.Sprintf("present.%d.encoder.%s", l, kv)] = x
+		}
+	}
+	t0 := time.Now()
+	outs, err := net.pool.Run(engine.WithOutputShapes(ctx, hints), in)
+	m.stats.decoder.Add(int64(time.Since(t0)))
+	m.stats.decoderCalls.Add(1)
+	if err != nil {
+		return nil, err
+	}
+	var logits *engine.Tensor
+	self := make([][]float32, 2*L)
+	cross := make([][]float32, 2*L)
+	for i, name := range net.outputs {
+		if name == "logits" {
+			logits = outs[i]
+			continue
+		}
+		var layer int
+		var kind string
+		if _, e := fmt.Sscanf(name, "present.%d.%s", &layer, &kind); e != nil || layer >= L {
+			continue
+		}
+		if !first && kind[0] == 'e' {
+			continue
+		}
+		v, err := floats(outs[i])
+		if err != nil {
+			return nil, fmt.Errorf("whisper: decoder output %s: %w", name, err)
+		}
+		switch kind {
+		case "decoder.key":
+			self[2*layer] = v
+		case "decoder.value":
+			self[2*layer+1] = v
+		case "encoder.key":
+			cross[2*layer] = v
+		case "encoder.value":
+			cross[2*layer+1] = v
+		}
+	}
+	if logits == nil || len(logits.Shape) != 3 || logits.Shape[0] != int64(rows) || logits.Shape[1] != int64(n) || logits.Shape[2] != int64(m.cfg.VocabSize) {
+		return nil, fmt.Errorf("whisper: decoder logits missing or not [%d,%d,%d]", rows, n, m.cfg.VocabSize)
+	}
+	lv, err := floats(logits)
+	if err != nil {
+		return nil, fmt.Errorf("whisper: logits: %w", err)
+	}
+	want := int(int64(rows)*h*hd) * (s.past + n)
+	for i, kv := range self {
+		if len(kv) != want {
+			return nil, fmt.Errorf("whisper: decoder cache %d has %d values, want %d", i, len(kv), want)
+		}
+	}
+	if first {
+		wantX := int(int64(rows)*h*hd) * s.f.ctx
+		for i, kv := range cross {
+			if len(kv) != wantX {
+				return nil, fmt.Errorf("whisper: cross-attention cache %d has %d values, want %d", i, len(kv), wantX)
+			}
+		}
+		s.cross = cross
+	}
+	s.self = self
+	s.past += n
+	return lv, nil
+}
+
+// decodeWindows encodes windows and decodes them together as one batch.
+func (m *Model) decodeWindows(ctx context.Context, mels [][]float32, opt Options) ([]Result, error) {
+	f, err := m.encode(ctx, mels)
+	if err != nil {
+		return nil, err
+	}
+	task := newDecodeTask(m, m.tok, opt)
+	return task.run(ctx, func(rows int) (decoderState, error) { return m.newState(f, rows), nil }, len(mels))
+}
+
+// DetectLanguage returns the likeliest language of one window and the
+// probability of every language.
+func (m *Model) DetectLanguage(ctx context.Context, mel []float32) (string, map[string]float64, error) {
+	if !m.tok.Multilingual() {
+		return "en", map[string]float64{"en": 1}, nil
+	}
+	f, err := m.encode(ctx, [][]float32{mel})
+	if err != nil {
+		return "", nil, err
+	}
+	codes, probs, err := detectLanguage(ctx, m, m.tok, m.newState(f, 1), 1)
+	if err != nil {
+		return "", nil, err
+	}
+	return codes[0], probs[0], nil
+}
+
+// Transcribe runs Whisper's long-form transcription over 16 kHz mono audio.
+func (m *Model) Transcribe(ctx context.Context, audio []float32, opt TranscribeOptions) (*Transcript, error) {
+	t0 := time.Now()
+	mel := LogMel(audio, m.cfg.NumMelBins, nSamples)
+	m.stats.frontEnd.Add(int64(time.Since(t0)))
+	detect := func(ctx context.Context, w []float32) (string, error) {
+		c, _, err := m.DetectLanguage(ctx, w)
+		return c, err
+	}
+	return transcribe(ctx, m.decodeWindows, detect, m.tok, mel, opt)
+}
+
+// TranscribeBatched decodes independent 30 s windows batch at a time: Whisper's
+// sequential seeking cannot batch, so long audio is cut at fixed window
+// boundaries (a word spanning one may be split), and each window falls back
+// to higher temperatures on its own.
+func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt TranscribeOptions, prompt string, batch int, logf func(format string, args ...any)) (*Transcript, error) {
+	opt.defaults()
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	t0 := time.Now()
+	mel := LogMel(pcm, m.Mels(), nSamples)
+	m.stats.frontEnd.Add(int64(time.Since(t0)))
+	content := mel.Frames - nFrames
+	var starts []int
+	for s := 0; s < content; s += nFrames {
+		starts = append(starts, s)
+	}
+	win := func(s int) []float32 {
+		w := make([]float32, mel.Bands*nFrames)
+		size := min(nFrames, content-s)
+		for b := 0; b < mel.Bands; b++ {
+			copy(w[b*nFrames:], mel.Data[b*mel.Frames+s:b*mel.Frames+s+size])
+		}
+		return w
+	}
+	if opt.Language == "" {
+		if m.tok.Multilingual() {
+			c, _, err := m.DetectLanguage(ctx, win(0))
+			if err != nil {
+				return nil, err
+			}
+			opt.Language = c
+		} else {
+			opt.Language = "en"
+		}
+	}
+	if prompt != "" {
+		opt.Prompt = m.tok.Encode(" " + strings.TrimSpace(prompt))
+	}
+	results := make([]Result, len(starts))
+	for lo := 0; lo < len(starts); lo += batch {
+		hi := min(len(starts), lo+batch)
+		pending := make([]int, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			pending = append(pending, i)
+		}
+		for ti, temp := range opt.Temperatures {
+			o := opt.Options
+			o.Temperature = temp
+			if temp > 0 {
+				o.BeamSize = 0
+			}
+			mels := make([][]float32, len(pending))
+			for j, i := range pending {
+				mels[j] = win(starts[i])
+			}
+			rs, err := m.decodeWindows(ctx, mels, o)
+			if err != nil {
+				return nil, err
+			}
+			var again []int
+			for j, i := range pending {
+				results[i] = rs[j]
+				r := rs[j]
+				need := (r.CompressionRatio > opt.CompressionRatioLimit || r.AvgLogprob < opt.LogprobThreshold) && r.NoSpeechProb <= opt.NoSpeechThreshold
+				if need && ti < len(opt.Temperatures)-1 {
+					again = append(again, i)
+				}
+			}
+			if len(again) == 0 {
+				break
+			}
+			logf("%d window(s) retried at temperature %.1f", len(again), opt.Temperatures[ti+1])
+			pending = again
+		}
+		logf("windows %d-%d of %d decoded (%.0f-%.0f s)", lo+1, hi, len(starts), float64(starts[lo])/framesPerSec, math.Min(float64(content), float64(starts[hi-1]+nFrames))/framesPerSec)
+	}
+	tr := &Transcript{Language: opt.Language}
+	var all []int
+	for i, r := range results {
+		if r.NoSpeechProb > opt.NoSpeechThreshold && !(r.AvgLogprob > opt.LogprobThreshold) {
+			continue // silent window
+		}
+		off := float64(starts[i]) / framesPerSec
+		end := math.Min(float64(content), float64(starts[i]+nFrames)) / framesPerSec
+		for _, s := range windowSegments(m.tok, r, off, end) {
+			s.ID = len(tr.Segments)
+			tr.Segments = append(tr.Segments, s)
+			all = append(all, s.Tokens...)
+		}
+	}
+	tr.Text = m.tok.Decode(all)
+	return tr, nil
+}
