@@ -22,6 +22,8 @@ type Model struct {
 	Outputs []engine.TensorInfo
 	Fn      Func
 	Delay   time.Duration // per Run, interrupted by ctx
+	// OpenFails makes the next n opens of the model fail (a load failure).
+	OpenFails int
 }
 
 // Runtime is the fake. The zero value is not usable; call New.
@@ -65,6 +67,11 @@ func (r *Runtime) Open(ctx context.Context, spec engine.SessionSpec) (engine.Ses
 	m, ok := r.models[spec.Path]
 	if !ok {
 		return nil, fmt.Errorf("enginetest: no model at %s", spec.Path)
+	}
+	if m.OpenFails > 0 {
+		m.OpenFails--
+		r.models[spec.Path] = m
+		return nil, errors.New("enginetest: simulated load failure")
 	}
 	r.opened++
 	return &session{rt: r, m: m}, nil
