@@ -74,6 +74,7 @@ type Unit struct {
 	lastUsed time.Time
 	timer    stopper
 	pools    []*Pool
+	failed   bool // a load failed while admitted: unload when released
 }
 
 // ErrNoMemory is the cause of a NoMemoryError.
@@ -238,7 +239,10 @@ func (u *Unit) release() {
 	r.mu.Lock()
 	u.refs--
 	u.lastUsed = time.Now()
-	if u.refs == 0 && u.resident {
+	if u.refs == 0 && u.resident && u.failed {
+		u.failed = false
+		r.unloadLocked(u, "load_failed")
+	} else if u.refs == 0 && u.resident {
 		switch ka := u.keepAlive(); {
 		case ka == 0:
 			r.unloadLocked(u, "keep_alive")
@@ -328,6 +332,9 @@ func (u *Unit) reclaim() int {
 func (u *Unit) loaded(took time.Duration, grew int64, err error) {
 	if err != nil {
 		metrics.ModelLoads.WithLabelValues(u.name, "error").Inc()
+		u.r.mu.Lock()
+		u.failed = true
+		u.r.mu.Unlock()
 		return
 	}
 	metrics.ModelLoads.WithLabelValues(u.name, "ok").Inc()
@@ -335,6 +342,7 @@ func (u *Unit) loaded(took time.Duration, grew int64, err error) {
 	r := u.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	u.failed = false
 	if grew > 0 {
 		u.measured = max(u.measured, grew)
 	}

@@ -60,7 +60,7 @@ var (
 	}, []string{"model", "result"})
 	// ModelEvictions counts unloads, by reason (memory, keep_alive, load_retry).
 	ModelEvictions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "falocal_model_evictions_total", Help: "Model unloads, by model and reason (memory, keep_alive, load_retry).",
+		Name: "falocal_model_evictions_total", Help: "Model unloads, by model and reason (memory, keep_alive, load_retry, load_failed, shutdown).",
 	}, []string{"model", "reason"})
 	// LoadDuration is how long loading a model (opening its session) took.
 	LoadDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
