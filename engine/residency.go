@@ -35,6 +35,11 @@ type Residency struct {
 	units   map[string]*Unit
 	used    int64
 	changed chan struct{} // closed when memory or references are released
+	// waiters are the tickets of admissions waiting for memory, oldest
+	// first: later admissions (even of resident models) queue behind them,
+	// so a steady stream of runs on one model cannot starve another.
+	waiters []uint64
+	ticket  uint64
 }
 
 // NewResidency makes a scheduler for one device.
@@ -184,40 +189,54 @@ func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
 	}
 	r := u.r
 	r.mu.Lock()
+	var ticket uint64 // set once this admission waits
 	for {
-		if u.resident {
-			break
+		if len(r.waiters) == 0 || r.waiters[0] == ticket {
+			if u.resident {
+				break
+			}
+			need := u.need()
+			if r.Budget > 0 && need > r.Budget {
+				r.dequeueLocked(ticket)
+				r.mu.Unlock()
+				u.unsem()
+				return nil, &NoMemoryError{Model: u.name, Need: need, Budget: r.Budget, Device: r.Device}
+			}
+			if r.Budget <= 0 || r.used+need <= r.Budget {
+				u.resident = true
+				u.counted = need
+				r.used += need
+				r.gaugesLocked()
+				break
+			}
+			if v := r.victimLocked(u); v != nil {
+				r.Log.Info("evicting model for memory", "model", v.name, "for", u.name,
+					"need", need, "used", r.used, "budget", r.Budget)
+				r.unloadLocked(v, "memory")
+				continue
+			}
 		}
-		need := u.need()
-		if r.Budget > 0 && need > r.Budget {
-			r.mu.Unlock()
-			u.unsem()
-			return nil, &NoMemoryError{Model: u.name, Need: need, Budget: r.Budget, Device: r.Device}
+		// Memory is held by models in use, or older admissions wait: wait
+		// for a release, in turn.
+		if ticket == 0 {
+			r.ticket++
+			ticket = r.ticket
+			r.waiters = append(r.waiters, ticket)
 		}
-		if r.Budget <= 0 || r.used+need <= r.Budget {
-			u.resident = true
-			u.counted = need
-			r.used += need
-			r.gaugesLocked()
-			break
-		}
-		if v := r.victimLocked(u); v != nil {
-			r.Log.Info("evicting model for memory", "model", v.name, "for", u.name,
-				"need", need, "used", r.used, "budget", r.Budget)
-			r.unloadLocked(v, "memory")
-			continue
-		}
-		// Everything resident is in use: wait for a release.
 		ch := r.changed
 		r.mu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			r.mu.Lock()
+			r.dequeueLocked(ticket)
+			r.mu.Unlock()
 			u.unsem()
 			return nil, ctx.Err()
 		}
 		r.mu.Lock()
 	}
+	r.dequeueLocked(ticket)
 	u.refs++
 	if u.timer != nil {
 		u.timer.Stop()
@@ -304,6 +323,21 @@ func (r *Residency) gaugesLocked() {
 	}
 	metrics.ModelsLoaded.Set(float64(n))
 	metrics.MemoryInUse.WithLabelValues(r.Device).Set(float64(r.used))
+}
+
+// dequeueLocked removes a waiting admission's ticket (0 = none) and wakes
+// the others, one of which may now be first.
+func (r *Residency) dequeueLocked(ticket uint64) {
+	if ticket == 0 {
+		return
+	}
+	for i, t := range r.waiters {
+		if t == ticket {
+			r.waiters = append(r.waiters[:i], r.waiters[i+1:]...)
+			r.signalLocked()
+			return
+		}
+	}
 }
 
 func (r *Residency) signalLocked() {

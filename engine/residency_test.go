@@ -239,3 +239,46 @@ func TestResidencyKeepAlivePerModel(t *testing.T) {
 		t.Errorf("resident %s, want [b]", got)
 	}
 }
+
+// Admissions wait in turn: while b waits for a's memory, new runs of the
+// resident a queue behind b, so a steady stream on a cannot starve b.
+func TestResidencyFairness(t *testing.T) {
+	c := newCluster(t, 500, -1, map[string]int64{"a": 400, "b": 400}, nil, nil)
+	g := newGate()
+	c.rt.Add("a", enginetest.Model{
+		Inputs: []engine.TensorInfo{{Name: "x", DType: engine.Float32, Shape: []int64{1}}},
+		Fn:     g.fn,
+	})
+	var mu sync.Mutex
+	var order []string
+	run := func(name string) chan error {
+		ch := make(chan error, 1)
+		go func() {
+			err := c.run(t, name)
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+			ch <- err
+		}()
+		return ch
+	}
+	a1 := run("a")
+	<-g.started
+	b := run("b")
+	time.Sleep(30 * time.Millisecond) // b is waiting now
+	a2 := run("a")
+	select {
+	case <-g.started:
+		t.Fatal("a second run of a started while b waited for memory")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(g.release)
+	for _, ch := range []chan error{a1, b, a2} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := fmt.Sprint(order); got != "[a b a]" {
+		t.Errorf("completion order %s, want [a b a]", got)
+	}
+}
