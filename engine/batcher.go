@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,11 +114,44 @@ func batchKey(in []*Tensor) (key string, rows int64, ok bool) {
 	return b.String(), rows, rows > 0
 }
 
+// hintKey is the compatibility key of output shape hints, which must all
+// have rows in dim 0.
+func hintKey(hints map[string][]int64, rows int64) (string, bool) {
+	names := make([]string, 0, len(hints))
+	for n := range hints {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		sh := hints[n]
+		if len(sh) == 0 || sh[0] != rows {
+			return "", false
+		}
+		b.WriteString(n)
+		for _, d := range sh[1:] {
+			b.WriteByte(',')
+			b.WriteString(strconv.FormatInt(d, 10))
+		}
+		b.WriteByte(';')
+	}
+	return b.String(), true
+}
+
 // Run runs in, alone or together with other waiting runs.
 func (b *batcher) Run(ctx context.Context, in []*Tensor) ([]*Tensor, error) {
 	key, rows, ok := batchKey(in)
 	if !ok || rows >= int64(b.cfg.MaxBatch) {
 		return b.alone(ctx, in)
+	}
+	// Output shape hints (for outputs the runtime cannot allocate) must
+	// agree past dim 0 too; the batch's run gets them with dim 0 summed.
+	if hints := OutputShapes(ctx); hints != nil {
+		hk, ok := hintKey(hints, rows)
+		if !ok {
+			return b.alone(ctx, in)
+		}
+		key += "|" + hk
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -218,6 +252,13 @@ func (b *batcher) startLocked(bt *batch) {
 	// values (request id for logs) but is cancelled only when every
 	// member has given up.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(bt.members[0].ctx))
+	if hints := OutputShapes(ctx); hints != nil {
+		scaled := make(map[string][]int64, len(hints))
+		for name, sh := range hints {
+			scaled[name] = append([]int64{bt.rows}, sh[1:]...)
+		}
+		ctx = WithOutputShapes(ctx, scaled)
+	}
 	bt.cancel = cancel
 	members := append([]*member(nil), bt.members...)
 	go b.execute(ctx, cancel, members, bt.rows)

@@ -218,3 +218,45 @@ func TestConcatSplit(t *testing.T) {
 		t.Error("split with the wrong row count succeeded")
 	}
 }
+
+// Output shape hints travel with a batch, dim 0 summed.
+func TestBatcherOutputShapes(t *testing.T) {
+	bm := &batchModel{}
+	var mu sync.Mutex
+	var hints []string
+	rt := enginetest.New()
+	rt.Add(modelPath, enginetest.Model{
+		Inputs:  []engine.TensorInfo{{Name: "x", DType: engine.Float32, Shape: []int64{-1, 2}}},
+		Outputs: []engine.TensorInfo{{Name: "y", DType: engine.Float32, Shape: []int64{-1, 2}}},
+		FnCtx: func(ctx context.Context, in []*engine.Tensor) ([]*engine.Tensor, error) {
+			mu.Lock()
+			hints = append(hints, fmt.Sprint(engine.OutputShapes(ctx)))
+			mu.Unlock()
+			return bm.fn(in)
+		},
+	})
+	pl := engine.NewPoolWith(rt, engine.SessionSpec{Path: modelPath}, engine.PoolOptions{Size: 1,
+		Batch: engine.BatchConfig{MaxBatch: 3, MaxDelay: time.Hour}})
+	defer pl.Close()
+	pl.Warm(context.Background())
+	hints = nil
+	ctxs := make([]context.Context, 3)
+	for i := range ctxs {
+		ctxs[i] = engine.WithOutputShapes(context.Background(), map[string][]int64{"y": {1, 2}})
+	}
+	res := runAll(ctxs, pl, []float32{1, 2, 3})
+	for i, r := range res {
+		if r.err != nil || r.st.Batch != 3 {
+			t.Errorf("member %d: batch %d, %v", i, r.st.Batch, r.err)
+		}
+	}
+	if fmt.Sprint(hints) != "[map[y:[3 2]]]" {
+		t.Errorf("hints seen by the batched run: %v, want one with 3 rows", hints)
+	}
+	// A hint that disagrees with the rows runs alone.
+	bad := engine.WithOutputShapes(context.Background(), map[string][]int64{"y": {5, 2}})
+	var st engine.RunStats
+	if _, err := pl.Run(engine.WithRunStats(bad, &st), row(1)); err != nil || st.Batch != 1 {
+		t.Errorf("mismatched hint: batch %d, %v", st.Batch, err)
+	}
+}

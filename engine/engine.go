@@ -23,6 +23,7 @@ const (
 	Uint8
 	Int32
 	Int64
+	Bool // one byte per element, 0 or 1
 )
 
 func (d DType) String() string {
@@ -37,6 +38,8 @@ func (d DType) String() string {
 		return "int32"
 	case Int64:
 		return "int64"
+	case Bool:
+		return "bool"
 	}
 	return fmt.Sprintf("dtype(%d)", int(d))
 }
@@ -48,7 +51,7 @@ func (d DType) Size() int {
 		return 4
 	case Float16:
 		return 2
-	case Uint8:
+	case Uint8, Bool:
 		return 1
 	case Int64:
 		return 8
@@ -166,3 +169,18 @@ func CPUOps() Ops { return kernels.CPU{} }
 
 // ErrClosed reports use of a closed pool or session.
 var ErrClosed = errors.New("engine: closed")
+
+type outputShapesKey struct{}
+
+// WithOutputShapes tells a session the shapes of outputs whose declared
+// shapes are dynamic, by output name. The ONNX Runtime binding needs them
+// for float16 outputs, which it cannot let the runtime allocate.
+func WithOutputShapes(ctx context.Context, shapes map[string][]int64) context.Context {
+	return context.WithValue(ctx, outputShapesKey{}, shapes)
+}
+
+// OutputShapes returns the shapes WithOutputShapes recorded, or nil.
+func OutputShapes(ctx context.Context) map[string][]int64 {
+	m, _ := ctx.Value(outputShapesKey{}).(map[string][]int64)
+	return m
+}

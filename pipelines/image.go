@@ -24,23 +24,9 @@ type ImageFile struct {
 // LoadImage fetches and decodes the image behind an input URL field. Every
 // failure is a 4xx naming the field.
 func LoadImage(ctx context.Context, req *Request, cfg Config, field, url string) (*image.NRGBA, imageio.Info, error) {
-	var data []byte
-	var err error
-	if strings.HasPrefix(url, "data:") {
-		data, _, err = imageio.ParseDataURI(url)
-		if err != nil {
-			return nil, imageio.Info{}, Invalid(field, "invalid data URI: "+err.Error())
-		}
-	} else {
-		blob, err := req.Files.Open(ctx, url, cfg.MaxInputBytes)
-		if err != nil {
-			var he *HTTPError
-			if ctx.Err() != nil || errors.As(err, &he) {
-				return nil, imageio.Info{}, err
-			}
-			return nil, imageio.Info{}, Invalid(field, err.Error())
-		}
-		data = blob.Data
+	data, err := LoadBytes(ctx, req, cfg, field, url)
+	if err != nil {
+		return nil, imageio.Info{}, err
 	}
 	img, info, err := imageio.Decode(data, imageio.Limits{MaxPixels: cfg.MaxPixels, MaxBytes: cfg.MaxInputBytes})
 	switch {
@@ -52,6 +38,31 @@ func LoadImage(ctx context.Context, req *Request, cfg Config, field, url string)
 		return nil, info, Invalid(field, "could not read the image: "+err.Error())
 	}
 	return nil, info, Invalid(field, "could not read the image: "+err.Error())
+}
+
+// LoadBytes returns the content behind an input URL field: a data: URI, or
+// a URL the server may read (its own files, allow-listed hosts). Failures
+// are 4xx errors naming the field.
+func LoadBytes(ctx context.Context, req *Request, cfg Config, field, url string) ([]byte, error) {
+	if strings.HasPrefix(url, "data:") {
+		data, _, err := imageio.ParseDataURI(url)
+		if err != nil {
+			return nil, Invalid(field, "invalid data URI: "+err.Error())
+		}
+		if cfg.MaxInputBytes > 0 && int64(len(data)) > cfg.MaxInputBytes {
+			return nil, &HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("%s: %d bytes, the limit is %d", field, len(data), cfg.MaxInputBytes)}
+		}
+		return data, nil
+	}
+	blob, err := req.Files.Open(ctx, url, cfg.MaxInputBytes)
+	if err != nil {
+		var he *HTTPError
+		if ctx.Err() != nil || errors.As(err, &he) {
+			return nil, err
+		}
+		return nil, Invalid(field, err.Error())
+	}
+	return blob.Data, nil
 }
 
 // SaveImage encodes img and stores it (or inlines it as a data URI when

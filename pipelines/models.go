@@ -2,6 +2,7 @@ package pipelines
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -41,6 +42,15 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 	path, err := m.deps.Store.Path(man, role)
 	if err != nil {
 		return nil, err
+	}
+	if len(man.Files) > 1 {
+		// a file of a multi-file model may reference its neighbours (ONNX
+		// external data) by name
+		dir, err := m.deps.Store.Materialize(man)
+		if err != nil {
+			return nil, err
+		}
+		path = filepath.Join(dir, fileName(man, role))
 	}
 	cfg := m.deps.Config
 	spec := cfg.SessionSpec(path, inputs, outputs)
@@ -111,6 +121,15 @@ func (c Config) keepAliveFor(man weights.Manifest) (time.Duration, bool, error) 
 		return d, true, nil
 	}
 	return 0, false, nil
+}
+
+func fileName(man weights.Manifest, role string) string {
+	for _, f := range man.Files {
+		if f.Role == role {
+			return f.Name
+		}
+	}
+	return role
 }
 
 // Close releases every loaded model.

@@ -43,6 +43,13 @@ func storeWith(t *testing.T, rt *enginetest.Runtime, models map[string][]string,
 			if err != nil {
 				t.Fatal(err)
 			}
+			if len(man.Files) > 1 { // opened through the model's linked directory
+				dir, err := st.Materialize(man)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p = filepath.Join(dir, f.Name)
+			}
 			rt.Add(p, enginetest.Model{
 				Inputs:  []engine.TensorInfo{{Name: "x", DType: engine.Float32, Shape: []int64{-1, 1}}},
 				Outputs: []engine.TensorInfo{{Name: "y", DType: engine.Float32, Shape: []int64{-1, 1}}},

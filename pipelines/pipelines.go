@@ -82,6 +82,9 @@ type Config struct {
 	// MaxUpscalePixels is the largest output an upscale may produce, in
 	// pixels (0 = the upscale pipeline's default, 64 Mi px = 8192²).
 	MaxUpscalePixels int64
+	// MaxAudioDuration is the longest audio input (0 = the Whisper
+	// pipeline's default, 4 h).
+	MaxAudioDuration time.Duration
 	// Models maps a pipeline's default role to an installed model name, e.g.
 	// "rembg" → "isnet-general-use".
 	Models map[string]string

@@ -283,3 +283,70 @@ func copyFile(src, dst string) error {
 	}
 	return os.Rename(tmp, dst)
 }
+
+// AddDir copies every regular file at the top of dir into the store, each
+// with its file name as its role: the layout of multi-file exports such as
+// optimum's Whisper (encoder_model.onnx, decoder_model_merged.onnx,
+// config.json, vocab.json, ...).
+func (s *Store) AddDir(dir, dtype string) ([]File, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := s.TempDir()
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	var files []File
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		cp := filepath.Join(tmp, e.Name())
+		if err := copyFile(filepath.Join(dir, e.Name()), cp); err != nil {
+			return nil, err
+		}
+		f, err := s.AddBlob(cp, e.Name(), e.Name(), dtype, "")
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s holds no files", dir)
+	}
+	return files, nil
+}
+
+// Materialize verifies every file of a model and links it under its original
+// name in models/<name>/, returning that directory. ONNX files that keep
+// their weights in external data files find them there by name, which the
+// content-addressed blobs alone cannot offer.
+func (s *Store) Materialize(m Manifest) (string, error) {
+	if !validName.MatchString(m.Name) {
+		return "", fmt.Errorf("invalid model name %q", m.Name)
+	}
+	dir := filepath.Join(s.dir, "models", m.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for _, f := range m.Files {
+		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
+			return "", fmt.Errorf("model %s: bad file name %q", m.Name, f.Name)
+		}
+		blob, err := s.Path(m, f.Role)
+		if err != nil {
+			return "", err
+		}
+		link := filepath.Join(dir, f.Name)
+		if cur, err := os.Readlink(link); err == nil && cur == blob {
+			continue
+		}
+		os.Remove(link)
+		if err := os.Symlink(blob, link); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}

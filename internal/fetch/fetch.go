@@ -171,14 +171,22 @@ func TarGzEach(archive string, want func(name string) bool, fn func(name string,
 		return fmt.Errorf("%s: %w", archive, err)
 	}
 	defer zr.Close()
-	tr := tar.NewReader(zr)
+	if err := tarEach(zr, want, fn); err != nil {
+		return fmt.Errorf("%s: %w", archive, err)
+	}
+	return nil
+}
+
+// tarEach is the member loop shared by the .tar.gz and .deb readers.
+func tarEach(r io.Reader, want func(name string) bool, fn func(name string, r io.Reader) error) error {
+	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", archive, err)
+			return err
 		}
 		if hdr.Typeflag != tar.TypeReg {
 			continue
