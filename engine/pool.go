@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/falocal/falocal/internal/metrics"
 )
 
 // Pool shares up to Size sessions of one model between concurrent callers.
@@ -22,6 +24,7 @@ type Pool struct {
 	all   []Session
 	done  bool
 
+	name  string       // model, for metrics
 	unit  *Unit        // residency of the model this file belongs to; nil = always resident
 	batch *batcher     // nil = no dynamic batching
 	dyn   atomic.Int32 // whether dim 0 of every input and output is dynamic: 0 unknown, 1 yes, 2 no
@@ -49,13 +52,13 @@ func NewPool(rt Runtime, spec SessionSpec, size int) *Pool {
 // NewPoolWith creates a pool with options.
 func NewPoolWith(rt Runtime, spec SessionSpec, o PoolOptions) *Pool {
 	size := max(o.Size, 1)
-	p := &Pool{rt: rt, spec: spec, slots: make(chan struct{}, size), unit: o.Unit}
-	for i := 0; i < size; i++ {
-		p.slots <- struct{}{}
-	}
 	name := o.Name
 	if name == "" {
 		name = spec.Path
+	}
+	p := &Pool{rt: rt, spec: spec, slots: make(chan struct{}, size), unit: o.Unit, name: name}
+	for i := 0; i < size; i++ {
+		p.slots <- struct{}{}
 	}
 	if o.Batch.Enabled() {
 		p.batch = newBatcher(o.Batch, name, p.runDirect)
@@ -75,6 +78,9 @@ func (p *Pool) Run(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
 	}
 	t0 := time.Now()
 	out, err := p.runDirect(ctx, inputs)
+	if err == nil {
+		metrics.BatchSize.WithLabelValues(p.name).Observe(1)
+	}
 	if st := statsFrom(ctx); st != nil && err == nil {
 		*st = RunStats{Batch: 1, Compute: time.Since(t0)}
 	}

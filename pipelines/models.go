@@ -60,6 +60,11 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 	}
 	if r := m.deps.Residency; r != nil {
 		uo := engine.UnitOptions{MaxConcurrent: cfg.ModelConcurrency}
+		if v := man.Params["max_concurrent"]; v != "" {
+			if uo.MaxConcurrent, err = strconv.Atoi(v); err != nil || uo.MaxConcurrent < 0 {
+				return nil, fmt.Errorf("model %s: bad max_concurrent param %q", man.Name, v)
+			}
+		}
 		if ka, ok, err := cfg.keepAliveFor(man); err != nil {
 			return nil, err
 		} else if ok {
