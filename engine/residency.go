@@ -175,11 +175,36 @@ func (u *Unit) attach(p *Pool) {
 	u.pools = append(u.pools, p)
 }
 
+type holdKey struct{ u *Unit }
+
+// Hold admits the model for a whole request that runs it several times
+// (Whisper's encoder then decoder steps, tiles of an upscale): until release,
+// the model cannot be evicted between runs, and runs under the returned
+// context are admitted at once, without queueing or counting again against
+// the concurrency limit.
+func (u *Unit) Hold(ctx context.Context) (context.Context, func(), error) {
+	if ctx.Value(holdKey{u}) != nil {
+		return ctx, func() {}, nil
+	}
+	release, err := u.Admit(ctx)
+	if err != nil {
+		return ctx, nil, err
+	}
+	return context.WithValue(ctx, holdKey{u}, true), release, nil
+}
+
 // Admit makes the model resident and holds it until release is called:
 // memory is reserved (evicting idle models LRU first when short), or the
 // call waits for models in use to be released; a model that cannot fit
 // even alone fails with a *NoMemoryError at once.
 func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
+	if ctx.Value(holdKey{u}) != nil {
+		// Under a Hold: resident and counted already.
+		u.r.mu.Lock()
+		u.refs++
+		u.r.mu.Unlock()
+		return u.releaseHeld, nil
+	}
 	if u.sem != nil {
 		select {
 		case u.sem <- struct{}{}:
@@ -245,6 +270,15 @@ func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
 	r.mu.Unlock()
 	var once sync.Once
 	return func() { once.Do(u.release) }, nil
+}
+
+// releaseHeld ends a run under a Hold; the hold keeps a reference.
+func (u *Unit) releaseHeld() {
+	r := u.r
+	r.mu.Lock()
+	u.refs--
+	u.lastUsed = time.Now()
+	r.mu.Unlock()
 }
 
 func (u *Unit) unsem() {

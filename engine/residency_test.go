@@ -282,3 +282,36 @@ func TestResidencyFairness(t *testing.T) {
 		t.Errorf("completion order %s, want [a b a]", got)
 	}
 }
+
+// A hold keeps a model resident between a request's runs: another model
+// that needs the memory waits for the hold to end, not just for a run.
+func TestResidencyHold(t *testing.T) {
+	c := newCluster(t, 500, -1, map[string]int64{"a": 400, "b": 400},
+		map[string]engine.UnitOptions{"a": {MaxConcurrent: 1}}, nil)
+	ua := c.res.Unit("a", 400<<20, engine.UnitOptions{})
+	ctx, release, err := ua.Hold(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := engine.NewFloat32([]float32{1}, 1)
+	// Runs under the hold: admitted at once, twice, despite the limit of 1.
+	for range 2 {
+		if _, err := c.pools["a"].Run(ctx, []*engine.Tensor{in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bDone := make(chan error, 1)
+	go func() { bDone <- c.run(t, "b") }()
+	select {
+	case err := <-bDone:
+		t.Fatalf("b ran while a was held: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release()
+	if err := <-bDone; err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(c.res.Resident()); got != "[b]" {
+		t.Errorf("resident %s, want [b]", got)
+	}
+}

@@ -1,6 +1,7 @@
 package pipelines
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -58,23 +59,48 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 	if opts.Batch, err = cfg.batchFor(man); err != nil {
 		return nil, err
 	}
-	if r := m.deps.Residency; r != nil {
-		uo := engine.UnitOptions{MaxConcurrent: cfg.ModelConcurrency}
-		if v := man.Params["max_concurrent"]; v != "" {
-			if uo.MaxConcurrent, err = strconv.Atoi(v); err != nil || uo.MaxConcurrent < 0 {
-				return nil, fmt.Errorf("model %s: bad max_concurrent param %q", man.Name, v)
-			}
-		}
-		if ka, ok, err := cfg.keepAliveFor(man); err != nil {
-			return nil, err
-		} else if ok {
-			uo.KeepAlive = &ka
-		}
-		opts.Unit = r.Unit(man.Name, MemoryNeed(man), uo)
+	if opts.Unit, err = m.unit(man); err != nil {
+		return nil, err
 	}
 	pl := engine.NewPoolWith(m.deps.Runtime, spec, opts)
 	m.pools[key] = pl
 	return pl, nil
+}
+
+// Hold keeps a model resident for the whole of a request that runs it
+// several times (all its files: Whisper's encoder and decoder steps, an
+// upscale's tiles), so that it is not evicted between runs; runs under the
+// returned context are admitted at once. Call release when the request is
+// done. Without a residency scheduler it does nothing.
+func (m *Models) Hold(ctx context.Context, man weights.Manifest) (context.Context, func(), error) {
+	u, err := m.unit(man)
+	if err != nil || u == nil {
+		return ctx, func() {}, err
+	}
+	return u.Hold(ctx)
+}
+
+// unit is the residency unit of a model (nil without a scheduler).
+func (m *Models) unit(man weights.Manifest) (*engine.Unit, error) {
+	r := m.deps.Residency
+	if r == nil {
+		return nil, nil
+	}
+	cfg := m.deps.Config
+	uo := engine.UnitOptions{MaxConcurrent: cfg.ModelConcurrency}
+	if v := man.Params["max_concurrent"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("model %s: bad max_concurrent param %q", man.Name, v)
+		}
+		uo.MaxConcurrent = n
+	}
+	if ka, ok, err := cfg.keepAliveFor(man); err != nil {
+		return nil, err
+	} else if ok {
+		uo.KeepAlive = &ka
+	}
+	return r.Unit(man.Name, MemoryNeed(man), uo), nil
 }
 
 // MemoryNeed is a model's declared memory (the manifest's estimate), or,

@@ -85,8 +85,17 @@ func TestModelsResidency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runPool(t, enc)
-	runPool(t, dec)
+	hctx, release, err := ms.Hold(context.Background(), mans["whisper"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pl := range []*engine.Pool{enc, dec, dec} { // encoder, then decoder steps, under one hold
+		in, _ := engine.NewFloat32([]float32{1}, 1, 1)
+		if _, err := pl.Run(hctx, []*engine.Tensor{in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release()
 	if got := res.Used(); got != 600<<20 {
 		t.Errorf("whisper's two files counted %d bytes, want 600 MiB once", got)
 	}
