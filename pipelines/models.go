@@ -145,6 +145,9 @@ func (c Config) keepAliveFor(man weights.Manifest) (time.Duration, bool, error) 
 		return d, true, nil
 	}
 	if s := man.Params["keep_alive"]; s != "" {
+		if s == "-1" { // never unload
+			return -1, true, nil
+		}
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return 0, false, fmt.Errorf("model %s: bad keep_alive param %q", man.Name, s)

@@ -57,6 +57,7 @@ type Config struct {
 	// Parsed by validate.
 	memoryBudget int64
 	keepAlive    time.Duration
+	keepAlives   map[string]time.Duration // per model
 	batchModels  map[string]batchSetting
 }
 
@@ -149,7 +150,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.RembgModel, "rembg-model", "FALOCAL_REMBG_MODEL", "", "installed model used by imageutils/rembg and BiRefNet 'General Use (Light)' (default: the one whose manifest serves them)")
 	str(&c.NPMRegistry, "npm-registry", "FALOCAL_NPM_REGISTRY", "https://registry.npmjs.org", "npm registry that setup downloads from")
 	str(&c.MemoryBudget, "memory-budget", "FALOCAL_MEMORY_BUDGET", "", "memory the loaded models may take: bytes with an optional unit (8GiB, 512MiB), a percentage of RAM (60%), or 0 for no limit (default 75% of RAM); idle models are evicted least recently used first")
-	str(&c.KeepAlive, "keep-alive", "FALOCAL_KEEP_ALIVE", "5m", "how long an idle model stays loaded: a duration, 0 to unload right after use, -1 for never")
+	str(&c.KeepAlive, "keep-alive", "FALOCAL_KEEP_ALIVE", "5m", "how long an idle model stays loaded: a duration, 0 to unload right after use, -1 for never; per model after a comma, e.g. 5m,isnet-general-use=-1")
 	integer(&c.BatchMax, "batch-max", "FALOCAL_BATCH_MAX", 4, "dynamic batching: most rows (requests) one model run holds, for models whose batch dimension is dynamic (1 = off)")
 	dur(&c.BatchDelay, "batch-delay", "FALOCAL_BATCH_DELAY", 5*time.Millisecond, "dynamic batching: longest a request waits for others to batch with")
 	str(&c.Batch, "batch", "FALOCAL_BATCH", "", "per-model batching, comma-separated [model=]name:max[:delay], e.g. model=realesrgan-x4fast:8:10ms")
@@ -206,8 +207,21 @@ func (c *Config) validate() error {
 	if c.memoryBudget, err = parseBudget(c.MemoryBudget, physicalMemory()); err != nil {
 		return fmt.Errorf("-memory-budget: %w", err)
 	}
-	if c.keepAlive, err = parseKeepAlive(c.KeepAlive); err != nil {
-		return fmt.Errorf("-keep-alive: %w", err)
+	c.keepAlive, c.keepAlives = 5*time.Minute, map[string]time.Duration{}
+	for _, item := range list(c.KeepAlive) {
+		name, v, perModel := strings.Cut(item, "=")
+		if !perModel {
+			v = name
+		}
+		d, err := parseKeepAlive(v)
+		if err != nil {
+			return fmt.Errorf("-keep-alive: %w", err)
+		}
+		if perModel {
+			c.keepAlives[strings.TrimSpace(name)] = d
+		} else {
+			c.keepAlive = d
+		}
 	}
 	if c.BatchMax < 1 {
 		return fmt.Errorf("-batch-max must be at least 1 (1 turns batching off)")

@@ -37,6 +37,10 @@ func TestConfig(t *testing.T) {
 		{"keep-alive zero", nil, []string{"-keep-alive", "0"}, "", func(c *Config) bool { return c.keepAlive == 0 }},
 		{"keep-alive duration", nil, []string{"-keep-alive", "90s"}, "", func(c *Config) bool { return c.keepAlive == 90*time.Second }},
 		{"bad keep-alive", nil, []string{"-keep-alive", "300"}, "-keep-alive", nil},
+		{"keep-alive per model", nil, []string{"-keep-alive", "10m,isnet-general-use=-1,realesrgan-x4fast=0"}, "", func(c *Config) bool {
+			return c.keepAlive == 10*time.Minute && c.keepAlives["isnet-general-use"] < 0 && c.keepAlives["realesrgan-x4fast"] == 0
+		}},
+		{"bad per-model keep-alive", nil, []string{"-keep-alive", "isnet=soon"}, "-keep-alive", nil},
 		{"per-model batch", nil, []string{"-batch", "model=isnet-general-use:4:5ms,realesrgan-x4fast:8"}, "", func(c *Config) bool {
 			return c.batchModels["isnet-general-use"] == batchSetting{4, 5 * time.Millisecond} && c.batchModels["realesrgan-x4fast"] == batchSetting{8, -1}
 		}},
