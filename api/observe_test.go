@@ -177,3 +177,28 @@ func TestDrainInFlight(t *testing.T) {
 }
 
 var errBadInput = pipelines.Invalid("name", "bad name")
+
+// With keys, /metrics needs one (Prometheus: authorization type Key);
+// /readyz and /healthz stay open for probes.
+func TestMetricsAuth(t *testing.T) {
+	e := newQEnv(t, func(c *api.Config) { c.Keys = []string{"id:secret"} })
+	cases := []struct {
+		path, auth string
+		status     int
+	}{
+		{"/metrics", "", http.StatusUnauthorized},
+		{"/metrics", "Key id:wrong", http.StatusForbidden},
+		{"/metrics", "Key id:secret", http.StatusOK},
+		{"/readyz", "", http.StatusOK},
+		{"/healthz", "", http.StatusOK},
+	}
+	for _, tc := range cases {
+		var hdr []string
+		if tc.auth != "" {
+			hdr = []string{"Authorization", tc.auth}
+		}
+		if r := e.do(http.MethodGet, "", tc.path, "", hdr...); r.Code != tc.status {
+			t.Errorf("%s with %q: %d, want %d", tc.path, tc.auth, r.Code, tc.status)
+		}
+	}
+}

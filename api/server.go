@@ -118,7 +118,7 @@ func Open(cfg Config) (*Server, error) {
 	e.Use(s.requestID, s.accessLog, middleware.Recover(), cors(cfg.LocalOnly), s.localOnly)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", s.metrics)
+	e.GET("/metrics", s.metrics, s.requireKey)
 	e.POST("/run/*", s.run, s.requireKey)
 	e.GET("/cdn/files/:id/:name", s.serveFile)
 	e.HEAD("/cdn/files/:id/:name", s.serveFile)
