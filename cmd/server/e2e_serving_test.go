@@ -162,3 +162,33 @@ func TestE2EServingUnderMemoryBudget(t *testing.T) {
 		t.Errorf("no eviction in the server log")
 	}
 }
+
+// A model that cannot fit in the budget even alone gets a fal-shaped 503
+// naming the model, its need and the budget; a model that fits still runs.
+func TestE2EModelCannotFit(t *testing.T) {
+	s := startServer(t, "-memory-budget", "512MiB", "-rembg-model", "isnet-general-use")
+	f, err := os.Open(testenv.Asset(t, "chelsea.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	photo, err := png.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := image.NewNRGBA(image.Rect(0, 0, 32, 24))
+	draw.CatmullRom.Scale(img, img.Bounds(), photo, photo.Bounds(), draw.Src, nil)
+	var buf bytes.Buffer
+	png.Encode(&buf, img)
+	uri := dataURI("image/png", buf.Bytes())
+
+	r := s.post(t, "/run/fal-ai/imageutils/rembg", mustJSON(map[string]any{"image_url": uri}))
+	want := `{"detail":"model isnet-general-use needs 1.56 GiB of memory but the cpu budget is 512.0 MiB (raise -memory-budget)","error_type":"runner_scheduling_failure"}`
+	if r.status != http.StatusServiceUnavailable || strings.TrimSpace(string(r.body)) != want {
+		t.Errorf("rembg over budget: %d %s", r.status, r.body)
+	}
+	r = s.post(t, "/run/fal-ai/esrgan", mustJSON(map[string]any{"image_url": uri, "model": "RealESRGAN_x4_v3", "scale": 1}))
+	if r.status != 200 {
+		t.Errorf("esrgan within budget: %d %s", r.status, r.body)
+	}
+}
