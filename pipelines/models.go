@@ -100,7 +100,8 @@ func (m *Models) unit(man weights.Manifest) (*engine.Unit, error) {
 	} else if ok {
 		uo.KeepAlive = &ka
 	}
-	return r.Unit(man.Name, MemoryNeed(man), uo), nil
+	// Every session holds its own copy of the weights and working memory.
+	return r.Unit(man.Name, MemoryNeed(man)*int64(max(1, cfg.SessionsPerModel)), uo), nil
 }
 
 // MemoryNeed is a model's declared memory (the manifest's estimate), or,
