@@ -58,16 +58,19 @@ func TestAddDirMaterialize(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := t.TempDir()
-	files := map[string]string{"encoder_model.onnx": "enc", "encoder_model.onnx_data": "weights", "config.json": "{}"}
+	files := map[string]string{"encoder_model.onnx": "enc", "encoder_model.onnx_data": "weights", "config.json": "{}",
+		"unet/model.onnx": "unet"}
+	os.Mkdir(filepath.Join(src, "unet"), 0o755)
+	os.Mkdir(filepath.Join(src, ".git"), 0o755)
+	os.WriteFile(filepath.Join(src, ".git", "HEAD"), []byte("ref"), 0o644)
 	for n, c := range files {
 		os.WriteFile(filepath.Join(src, n), []byte(c), 0o644)
 	}
-	os.Mkdir(filepath.Join(src, "subdir"), 0o755)
 	fs, err := s.AddDir(src, "fp32")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fs) != 3 {
+	if len(fs) != 4 {
 		t.Fatalf("%d files", len(fs))
 	}
 	m := Manifest{Name: "w", Pipeline: "whisper", Files: fs}
@@ -94,5 +97,10 @@ func TestAddDirMaterialize(t *testing.T) {
 	}
 	if _, err := s.AddDir(t.TempDir(), "fp32"); err == nil {
 		t.Fatal("imported an empty directory")
+	}
+	for _, bad := range []string{"../x", "/etc/passwd", "a//b", "a/./b", ""} {
+		if safeRel(bad) {
+			t.Errorf("%q accepted as a file name", bad)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -284,39 +285,68 @@ func copyFile(src, dst string) error {
 	return os.Rename(tmp, dst)
 }
 
-// AddDir copies every regular file at the top of dir into the store, each
-// with its file name as its role: the layout of multi-file exports such as
-// optimum's Whisper (encoder_model.onnx, decoder_model_merged.onnx,
-// config.json, vocab.json, ...).
+// AddDir copies every regular file under dir into the store, each with its
+// slash-separated path relative to dir as its name and role: the layout of
+// multi-file exports such as optimum's Whisper (encoder_model.onnx,
+// config.json, vocab.json, ...) or diffusers' (unet/model.onnx,
+// tokenizer/vocab.json, ...). Hidden files and directories are skipped.
 func (s *Store) AddDir(dir, dtype string) ([]File, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
 	tmp, err := s.TempDir()
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
 	var files []File
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		cp := filepath.Join(tmp, e.Name())
-		if err := copyFile(filepath.Join(dir, e.Name()), cp); err != nil {
-			return nil, err
-		}
-		f, err := s.AddBlob(cp, e.Name(), e.Name(), dtype, "")
+	err = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
 		if err != nil {
-			return nil, err
+			return err
+		}
+		if strings.HasPrefix(e.Name(), ".") && p != dir {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !e.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		cp := filepath.Join(tmp, fmt.Sprint(len(files)))
+		if err := copyFile(p, cp); err != nil {
+			return err
+		}
+		f, err := s.AddBlob(cp, name, name, dtype, "")
+		if err != nil {
+			return err
 		}
 		files = append(files, f)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("%s holds no files", dir)
 	}
 	return files, nil
+}
+
+// safeRel reports whether name is a relative slash path that stays inside
+// its directory.
+func safeRel(name string) bool {
+	if name == "" || strings.HasPrefix(name, "/") || strings.Contains(name, "\\") {
+		return false
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == "" || part == "." || part == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // Materialize verifies every file of a model and links it under its original
@@ -332,14 +362,17 @@ func (s *Store) Materialize(m Manifest) (string, error) {
 		return "", err
 	}
 	for _, f := range m.Files {
-		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
+		if !safeRel(f.Name) {
 			return "", fmt.Errorf("model %s: bad file name %q", m.Name, f.Name)
 		}
 		blob, err := s.Path(m, f.Role)
 		if err != nil {
 			return "", err
 		}
-		link := filepath.Join(dir, f.Name)
+		link := filepath.Join(dir, filepath.FromSlash(f.Name))
+		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+			return "", err
+		}
 		if cur, err := os.Readlink(link); err == nil && cur == blob {
 			continue
 		}
