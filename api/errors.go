@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/falocal/falocal/api/queue"
 	"github.com/falocal/falocal/pipelines"
 )
 
@@ -18,6 +21,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	status, body := s.errorBody(err, c.Get(requestIDKey), c.Request().URL.Path)
 	setErrorHeaders(c.Response().Header(), body)
+	if errors.Is(err, queue.ErrFull) {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(max(1, s.cfg.RetryAfter.Round(time.Second)/time.Second))))
+	}
 	if c.Request().Method == http.MethodHead {
 		c.NoContent(status)
 		return

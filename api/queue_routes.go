@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/pipelines"
 )
 
@@ -58,6 +59,9 @@ func (s *Server) runRecord(ctx context.Context, rec *queue.Record, logf func(lev
 	ep, err := s.lookup(rec.Endpoint)
 	if err != nil {
 		return s.outcome(err, rec.ID)
+	}
+	if !rec.StartedAt.IsZero() && !rec.CreatedAt.IsZero() {
+		metrics.QueueWait.WithLabelValues(rec.Endpoint).Observe(rec.StartedAt.Sub(rec.CreatedAt).Seconds())
 	}
 	if s.cfg.RequestTimeout > 0 {
 		var cancel context.CancelFunc
@@ -127,6 +131,7 @@ func (s *Server) run(c echo.Context) error {
 	rec := s.newRecord(r, reqID, ep, body)
 	rec.Ephemeral = true
 	if _, err := s.q.Submit(rec); err != nil {
+		s.rejected(id, err)
 		return queueError(err)
 	}
 	done, err := s.q.Wait(r.Context(), reqID)
@@ -157,7 +162,8 @@ func (s *Server) readBody(c echo.Context) ([]byte, error) {
 func queueError(err error) error {
 	switch {
 	case errors.Is(err, queue.ErrFull):
-		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: "the queue is full; try again later"}
+		return &pipelines.HTTPError{Status: http.StatusTooManyRequests, Type: "runner_scheduling_failure",
+			Msg: "the queue is full; try again later", Err: err}
 	case errors.Is(err, queue.ErrClosed):
 		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: "the server is shutting down"}
 	}
@@ -204,8 +210,16 @@ func (s *Server) submit(c echo.Context) error {
 		}
 		rec.StartDeadline = rec.CreatedAt.Add(time.Duration(secs * float64(time.Second)))
 	}
+	if v := c.QueryParam("fal_max_queue_length"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return pipelines.Invalid("fal_max_queue_length", "fal_max_queue_length must be a positive integer")
+		}
+		rec.MaxQueueLength = n
+	}
 	pos, err := s.q.Submit(rec)
 	if err != nil {
+		s.rejected(id, err)
 		return queueError(err)
 	}
 	base := rec.Origin + "/" + rec.App + "/requests/" + rec.ID

@@ -1098,8 +1098,10 @@ func TestQueueSurvivesRestart(t *testing.T) {
 	}
 }
 
-// A full queue and a closed server answer 503 runner_scheduling_failure, on
-// submit and sync runs alike.
+// A full queue answers 429 with Retry-After (fal's clients retry it), a
+// closed server 503, both runner_scheduling_failure, on submit and sync
+// runs alike; fal_max_queue_length refuses a submission that would wait
+// behind that many.
 func TestQueueFullAndClosed(t *testing.T) {
 	g := newGated("fal-ai/x")
 	gb := g.gate("blocker")
@@ -1109,9 +1111,12 @@ func TestQueueFullAndClosed(t *testing.T) {
 	queued := e.submit(t, "", "/fal-ai/x", in("queued"))
 	for _, p := range []string{"/fal-ai/x", "/run/fal-ai/x", "/run/fal-ai/x/stream"} {
 		r := e.do(http.MethodPost, "", p, in("refused"))
-		checkDetail(t, r, http.StatusServiceUnavailable, "full")
+		checkDetail(t, r, http.StatusTooManyRequests, "full")
 		if r.body["error_type"] != "runner_scheduling_failure" {
 			t.Errorf("%s: %s", p, r.Body.String())
+		}
+		if got := r.Header().Get("Retry-After"); got != "5" {
+			t.Errorf("%s: Retry-After %q, want 5", p, got)
 		}
 	}
 	close(gb)

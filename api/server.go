@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -17,6 +18,7 @@ import (
 	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/api/queue"
 	"github.com/falocal/falocal/api/webhook"
+	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/pipelines"
 )
 
@@ -59,6 +61,11 @@ type Config struct {
 	// CACert is the local CA certificate (PEM) served at /ca.pem, for
 	// clients that reach fal's host names through this server's TLS.
 	CACert []byte
+	// Preloading makes /readyz answer 503 until SetReady is called.
+	Preloading bool
+	// RetryAfter is what a full queue's 429 tells clients to wait
+	// (default 5s).
+	RetryAfter time.Duration
 }
 
 // Server is the HTTP API.
@@ -68,6 +75,9 @@ type Server struct {
 	log  *slog.Logger
 	keys [][32]byte
 	q    *queue.Queue
+
+	ready    atomic.Bool
+	draining atomic.Bool
 }
 
 // New is Open for configurations that cannot fail (no QueueDB).
@@ -97,11 +107,18 @@ func Open(cfg Config) (*Server, error) {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 5 * time.Second
+	}
 	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys)}
+	s.SetReady(!cfg.Preloading)
+	metrics.QueueCapacity.Set(float64(cfg.MaxQueued))
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(hostRouting)
 	e.Use(s.requestID, s.accessLog, middleware.Recover(), cors(cfg.LocalOnly), s.localOnly)
 	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", s.metrics, s.requireKey)
 	e.POST("/run/*", s.run, s.requireKey)
 	e.GET("/cdn/files/:id/:name", s.serveFile)
 	e.HEAD("/cdn/files/:id/:name", s.serveFile)
@@ -118,7 +135,7 @@ func Open(cfg Config) (*Server, error) {
 	// s.q is set: they wait for it.
 	ready := make(chan struct{})
 	q, err := queue.Open(cfg.QueueDB, s.runRecord, queue.Options{Workers: cfg.Workers, MaxQueued: cfg.MaxQueued,
-		Log: cfg.Logger, OnComplete: func(r queue.Record) { <-ready; s.deliverWebhook(r) }})
+		Log: cfg.Logger, OnComplete: func(r queue.Record) { <-ready; s.deliverWebhook(r) }, OnFinish: finished})
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +146,10 @@ func Open(cfg Config) (*Server, error) {
 
 // Drain stops starting requests and ends status streams, so that an HTTP
 // shutdown is not held up by them; running requests go on.
-func (s *Server) Drain() { s.q.Drain() }
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	s.q.Drain()
+}
 
 // Close stops the queue: running requests get until ctx ends to finish;
 // queued ones stay on disk for the next start.

@@ -3,7 +3,12 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/falocal/falocal/internal/metrics"
 )
 
 // Pool shares up to Size sessions of one model between concurrent callers.
@@ -18,49 +23,139 @@ type Pool struct {
 	idle  []Session
 	all   []Session
 	done  bool
+
+	name  string       // model, for metrics
+	unit  *Unit        // residency of the model this file belongs to; nil = always resident
+	batch *batcher     // nil = no dynamic batching
+	dyn   atomic.Int32 // whether dim 0 of every input and output is dynamic: 0 unknown, 1 yes, 2 no
+}
+
+// PoolOptions are a pool's optional behaviours.
+type PoolOptions struct {
+	// Size is the most sessions open at once (the model's concurrency).
+	Size int
+	// Unit, when set, makes every run admit the model with its residency
+	// scheduler first, and lets the scheduler unload the pool's sessions.
+	Unit *Unit
+	// Batch turns on dynamic batching, used only when the model's inputs and
+	// outputs all have a dynamic dim 0.
+	Batch BatchConfig
+	// Name labels the model in metrics (default: the file path).
+	Name string
 }
 
 // NewPool creates a pool of at most size sessions of spec.
 func NewPool(rt Runtime, spec SessionSpec, size int) *Pool {
-	if size < 1 {
-		size = 1
+	return NewPoolWith(rt, spec, PoolOptions{Size: size})
+}
+
+// NewPoolWith creates a pool with options.
+func NewPoolWith(rt Runtime, spec SessionSpec, o PoolOptions) *Pool {
+	size := max(o.Size, 1)
+	name := o.Name
+	if name == "" {
+		name = spec.Path
 	}
-	p := &Pool{rt: rt, spec: spec, slots: make(chan struct{}, size)}
+	p := &Pool{rt: rt, spec: spec, slots: make(chan struct{}, size), unit: o.Unit, name: name}
 	for i := 0; i < size; i++ {
 		p.slots <- struct{}{}
+	}
+	if o.Batch.Enabled() {
+		p.batch = newBatcher(o.Batch, name, p.runDirect)
+	}
+	if o.Unit != nil {
+		o.Unit.attach(p)
 	}
 	return p
 }
 
 // Run runs the model on one of the pool's sessions, waiting for a free one.
+// With batching on (and a model whose batch dimension is dynamic), it may
+// run together with other callers' compatible inputs.
 func (p *Pool) Run(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
-	s, err := p.acquire(ctx)
-	if err != nil {
-		return nil, err
+	if p.batch != nil && p.dyn.Load() == 1 {
+		return p.batch.Run(ctx, inputs)
 	}
-	out, err := s.Run(ctx, inputs)
-	p.release(s)
+	t0 := time.Now()
+	out, err := p.runDirect(ctx, inputs)
+	if err == nil {
+		metrics.BatchSize.WithLabelValues(p.name).Observe(1)
+	}
+	if st := statsFrom(ctx); st != nil && err == nil {
+		*st = RunStats{Batch: 1, Compute: time.Since(t0)}
+	}
 	return out, err
 }
 
-// Warm opens one session now, so the first request does not pay for loading.
-func (p *Pool) Warm(ctx context.Context) error {
+// Batching reports whether runs are being batched: batching is configured
+// and the model (once opened) has a dynamic batch dimension.
+func (p *Pool) Batching() bool { return p.batch != nil && p.dyn.Load() == 1 }
+
+func (p *Pool) runDirect(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
+	var out []*Tensor
+	err := p.with(ctx, func(s Session) error {
+		var err error
+		out, err = s.Run(ctx, inputs)
+		return err
+	})
+	return out, err
+}
+
+// with admits the model, takes a session and calls fn with it. A session
+// that fails to open, or a run that fails for memory, is retried once after
+// evicting the other idle models.
+func (p *Pool) with(ctx context.Context, fn func(Session) error) error {
+	if p.unit != nil {
+		release, err := p.unit.Admit(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	err := p.withSession(ctx, fn)
+	if err != nil && ctx.Err() == nil && p.unit != nil && retriable(err) && p.unit.reclaim() > 0 {
+		p.unit.r.Log.Warn("model failed to load or run; retrying once after evicting idle models",
+			"model", p.unit.name, "err", err)
+		err = p.withSession(ctx, fn)
+	}
+	return err
+}
+
+func (p *Pool) withSession(ctx context.Context, fn func(Session) error) error {
 	s, err := p.acquire(ctx)
 	if err != nil {
 		return err
 	}
+	err = fn(s)
 	p.release(s)
-	return nil
+	return err
+}
+
+// openError marks a failure to open a session.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
+
+func retriable(err error) bool {
+	if _, ok := err.(*openError); ok {
+		return true
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "out of memory") || strings.Contains(m, "failed to allocate") ||
+		strings.Contains(m, "bad_alloc")
+}
+
+// Warm opens one session now, so the first request does not pay for loading.
+func (p *Pool) Warm(ctx context.Context) error {
+	return p.with(ctx, func(Session) error { return nil })
 }
 
 // Session returns any open session (opening one if needed) for introspection.
 func (p *Pool) Session(ctx context.Context) (Session, error) {
-	s, err := p.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p.release(s)
-	return s, nil
+	var s Session
+	err := p.with(ctx, func(x Session) error { s = x; return nil })
+	return s, err
 }
 
 func (p *Pool) acquire(ctx context.Context) (Session, error) {
@@ -86,16 +181,63 @@ func (p *Pool) acquire(ctx context.Context) (Session, error) {
 		p.mu.Unlock()
 		return s, nil
 	}
+	first := len(p.all) == 0
 	p.mu.Unlock()
+	var rss0 int64
+	if first {
+		rss0 = ProcessRSS()
+	}
+	t0 := time.Now()
 	s, err := p.rt.Open(ctx, p.spec)
+	if first && p.unit != nil {
+		var grew int64
+		if rss0 > 0 {
+			grew = ProcessRSS() - rss0
+		}
+		p.unit.loaded(time.Since(t0), grew, err)
+	}
 	if err != nil {
 		p.slots <- struct{}{}
-		return nil, fmt.Errorf("open %s: %w", p.spec.Path, err)
+		return nil, &openError{fmt.Errorf("open %s: %w", p.spec.Path, err)}
+	}
+	if p.dyn.Load() == 0 {
+		p.dyn.Store(dynamicBatch(s))
 	}
 	p.mu.Lock()
 	p.all = append(p.all, s)
 	p.mu.Unlock()
 	return s, nil
+}
+
+// dynamicBatch is 1 when every input and output of s has a dynamic dim 0.
+func dynamicBatch(s Session) int32 {
+	ins, outs := s.Inputs(), s.Outputs()
+	if len(ins) == 0 || len(outs) == 0 {
+		return 2
+	}
+	for _, t := range append(append([]TensorInfo(nil), ins...), outs...) {
+		if len(t.Shape) == 0 || t.Shape[0] >= 0 {
+			return 2
+		}
+	}
+	return 1
+}
+
+// unload closes the idle sessions (the residency scheduler evicting the
+// model); the pool stays usable and opens sessions again on demand.
+func (p *Pool) unload() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.idle {
+		s.Close()
+		for i, a := range p.all {
+			if a == s {
+				p.all = append(p.all[:i], p.all[i+1:]...)
+				break
+			}
+		}
+	}
+	p.idle = nil
 }
 
 func (p *Pool) release(s Session) {

@@ -1,9 +1,12 @@
 package pipelines
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/falocal/falocal/engine"
 )
 
 // FieldError is one entry of a fal/pydantic 422 body.
@@ -76,6 +79,12 @@ func Errorf(status int, format string, args ...any) *HTTPError {
 }
 
 // Unavailable is a 503 for a model that exists but cannot run now.
+// A model that cannot fit in the memory budget says so, naming the model,
+// its need and the budget.
 func Unavailable(msg string, err error) *HTTPError {
+	var nm *engine.NoMemoryError
+	if errors.As(err, &nm) {
+		return &HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: nm.Error()}
+	}
 	return &HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: msg, Err: err}
 }

@@ -88,6 +88,18 @@ type Config struct {
 	// Models maps a pipeline's default role to an installed model name, e.g.
 	// "rembg" → "isnet-general-use".
 	Models map[string]string
+	// Batch is the default dynamic batching of every model; BatchModels
+	// overrides it per model name (as do a manifest's batch_max and
+	// batch_delay params, which the flags override). Batching only happens
+	// for models whose batch dimension is dynamic.
+	Batch       engine.BatchConfig
+	BatchModels map[string]engine.BatchConfig
+	// KeepAliveModels overrides the residency keep-alive per model (as does
+	// a manifest's keep_alive param).
+	KeepAliveModels map[string]time.Duration
+	// ModelConcurrency limits runs of one model at once across its files
+	// (0 = only the sessions per model).
+	ModelConcurrency int
 }
 
 // SessionSpec builds the engine spec for a model file under this config.
@@ -106,6 +118,9 @@ type Deps struct {
 	Ops     engine.Ops
 	Log     *slog.Logger
 	Config  Config
+	// Residency, when set, keeps the loaded models within a memory budget
+	// (shared by every pipeline); nil loads models on demand and keeps them.
+	Residency *engine.Residency
 }
 
 // Factory builds a pipeline's endpoints.

@@ -80,6 +80,9 @@ type Record struct {
 	// Ephemeral requests (sync runs) are not written to disk: their caller
 	// holds the connection and nobody can ask for them after a restart.
 	Ephemeral bool `json:"-"`
+	// MaxQueueLength, when positive, refuses the submission (ErrFull) if
+	// that many requests already wait: fal's fal_max_queue_length.
+	MaxQueueLength int `json:"-"`
 }
 
 // Failed reports whether the request completed with an error.
@@ -97,6 +100,9 @@ type Options struct {
 	// OnComplete is called (in its own goroutine) after a durable request
 	// completes, e.g. to deliver its webhook.
 	OnComplete func(r Record)
+	// OnFinish is called (synchronously, so keep it cheap) whenever any
+	// request completes, sync and cancelled ones included: for metrics.
+	OnFinish func(r Record)
 	// Now is the clock (tests).
 	Now func() time.Time
 }
@@ -302,7 +308,8 @@ func (q *Queue) Submit(r Record) (int, error) {
 	}
 	// Slots being written count as taken, so concurrent submits cannot
 	// overshoot the limit while the lock is released for the fsync.
-	if q.opts.MaxQueued > 0 && q.pending.Len()+q.reserved >= q.opts.MaxQueued {
+	waiting := q.pending.Len() + q.reserved
+	if (q.opts.MaxQueued > 0 && waiting >= q.opts.MaxQueued) || (r.MaxQueueLength > 0 && waiting >= r.MaxQueueLength) {
 		q.mu.Unlock()
 		return 0, ErrFull
 	}
@@ -619,6 +626,9 @@ func (q *Queue) finish(e *entry, out Outcome, elapsed float64) {
 	q.mu.Lock()
 	e.notify()
 	q.mu.Unlock()
+	if q.opts.OnFinish != nil {
+		q.opts.OnFinish(rec)
+	}
 	if !rec.Ephemeral && rec.Webhook != "" && q.opts.OnComplete != nil {
 		go q.opts.OnComplete(rec)
 	}

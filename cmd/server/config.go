@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/falocal/falocal/engine"
 )
 
 // Config is the server's whole configuration: flags, each with an
@@ -44,8 +46,27 @@ type Config struct {
 	NPMRegistry    string
 	LogLevel       string
 	LogFormat      string
+	// Serving core: residency, batching, shutdown.
+	MemoryBudget     string // bytes, with an optional unit, or a percentage of RAM; "" = 75% of RAM
+	KeepAlive        string // duration; 0 = unload after use; -1 = never
+	BatchMax         int
+	BatchDelay       time.Duration
+	Batch            string // per-model overrides: name:max[:delay],…
+	ModelConcurrency int
+	DrainTimeout     time.Duration
 
 	envErrs []string // environment values that did not parse
+
+	// Parsed by validate.
+	memoryBudget int64
+	keepAlive    time.Duration
+	keepAlives   map[string]time.Duration // per model
+	batchModels  map[string]batchSetting
+}
+
+type batchSetting struct {
+	max   int
+	delay time.Duration
 }
 
 // bindFlags defines the flags on fs with defaults taken from the environment.
@@ -125,7 +146,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	boolean(&c.Preload, "preload", "FALOCAL_PRELOAD", false, "load the default models at start instead of on first use")
 	dur(&c.Retention, "retention", "FALOCAL_RETENTION", 7*24*time.Hour, "how long finished requests, their results and files (outputs and uploads) stay fetchable")
 	str(&c.Keys, "keys", "FALOCAL_KEYS", "", "accepted API keys, comma-separated key_id:key_secret; without keys the server only listens on loopback")
-	integer(&c.Workers, "workers", "FALOCAL_WORKERS", 2, "requests (sync and queued) that run at once")
+	integer(&c.Workers, "workers", "FALOCAL_WORKERS", 4, "requests (sync and queued) that run at once (at least -batch-max, or batches cannot fill)")
 	integer(&c.MaxQueued, "max-queued", "FALOCAL_MAX_QUEUED", 10000, "requests that may wait in the queue (0 = no limit)")
 	str(&c.WebhookHosts, "webhook-hosts", "FALOCAL_WEBHOOK_HOSTS", "", "hosts (or *.domain) that may receive fal_webhook posts, besides loopback")
 	num(&c.MaxUploadBytes, "max-upload-bytes", "FALOCAL_MAX_UPLOAD_BYTES", 1<<30, "largest uploaded file")
@@ -134,6 +155,13 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.WizperModel, "wizper-model", "FALOCAL_WIZPER_MODEL", "", "installed Whisper model used by fal-ai/wizper (default: the whisper model)")
 	dur(&c.MaxAudio, "max-audio-duration", "FALOCAL_MAX_AUDIO_DURATION", 4*time.Hour, "longest audio input (longer inputs get a 413)")
 	str(&c.NPMRegistry, "npm-registry", "FALOCAL_NPM_REGISTRY", "https://registry.npmjs.org", "npm registry that setup downloads from")
+	str(&c.MemoryBudget, "memory-budget", "FALOCAL_MEMORY_BUDGET", "", "memory the loaded models may take: bytes with an optional unit (8GiB, 512MiB), a percentage of RAM (60%), or 0 for no limit (default 75% of RAM); idle models are evicted least recently used first")
+	str(&c.KeepAlive, "keep-alive", "FALOCAL_KEEP_ALIVE", "5m", "how long an idle model stays loaded: a duration, 0 to unload right after use, -1 for never; per model after a comma, e.g. 5m,isnet-general-use=-1")
+	integer(&c.BatchMax, "batch-max", "FALOCAL_BATCH_MAX", 4, "dynamic batching: most rows (requests) one model run holds, for models whose batch dimension is dynamic (1 = off)")
+	dur(&c.BatchDelay, "batch-delay", "FALOCAL_BATCH_DELAY", 5*time.Millisecond, "dynamic batching: longest a request waits for others to batch with")
+	str(&c.Batch, "batch", "FALOCAL_BATCH", "", "per-model batching, comma-separated [model=]name:max[:delay], e.g. model=realesrgan-x4fast:8:10ms")
+	integer(&c.ModelConcurrency, "model-concurrency", "FALOCAL_MODEL_CONCURRENCY", 0, "runs of one model at once across its files (0 = as many as -sessions allows)")
+	dur(&c.DrainTimeout, "drain-timeout", "FALOCAL_DRAIN_TIMEOUT", 30*time.Second, "on SIGTERM, how long running requests get to finish (queued ones stay on disk)")
 	str(&c.LogLevel, "log-level", "FALOCAL_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "FALOCAL_LOG_FORMAT", "text", "text or json")
 }
@@ -181,5 +209,128 @@ func (c *Config) validate() error {
 	if c.MaxInputBytes <= 0 || c.MaxBodyBytes <= 0 || c.MaxPixels <= 0 {
 		return fmt.Errorf("size limits must be positive")
 	}
+	var err error
+	if c.memoryBudget, err = parseBudget(c.MemoryBudget, physicalMemory()); err != nil {
+		return fmt.Errorf("-memory-budget: %w", err)
+	}
+	c.keepAlive, c.keepAlives = 5*time.Minute, map[string]time.Duration{}
+	for _, item := range list(c.KeepAlive) {
+		name, v, perModel := strings.Cut(item, "=")
+		if !perModel {
+			v = name
+		}
+		d, err := parseKeepAlive(v)
+		if err != nil {
+			return fmt.Errorf("-keep-alive: %w", err)
+		}
+		if perModel {
+			c.keepAlives[strings.TrimSpace(name)] = d
+		} else {
+			c.keepAlive = d
+		}
+	}
+	if c.BatchMax < 1 {
+		return fmt.Errorf("-batch-max must be at least 1 (1 turns batching off)")
+	}
+	if c.BatchDelay < 0 {
+		return fmt.Errorf("-batch-delay must not be negative")
+	}
+	if c.batchModels, err = parseBatch(c.Batch); err != nil {
+		return fmt.Errorf("-batch: %w", err)
+	}
+	if c.ModelConcurrency < 0 {
+		return fmt.Errorf("-model-concurrency must not be negative")
+	}
+	if c.DrainTimeout <= 0 {
+		return fmt.Errorf("-drain-timeout must be positive")
+	}
 	return nil
 }
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
+
+// parseBudget reads a memory budget: "" (75% of ram), "0" (no limit), a
+// percentage of ram, or bytes with an optional unit.
+func parseBudget(s string, ram int64) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return ram / 4 * 3, nil
+	}
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(p, 64)
+		if err != nil || f <= 0 || f > 100 {
+			return 0, fmt.Errorf("%q: want a percentage in (0, 100]", s)
+		}
+		if ram <= 0 {
+			return 0, fmt.Errorf("%q: the machine's memory is unknown; give bytes", s)
+		}
+		return int64(float64(ram) * f / 100), nil
+	}
+	mult := int64(1)
+	num := s
+	for _, u := range sizeUnits {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%q: want bytes with an optional unit (e.g. 8GiB), a percentage of RAM, or 0", s)
+	}
+	return int64(f * float64(mult)), nil
+}
+
+// parseKeepAlive reads a keep-alive: a duration, 0, or -1 (any negative
+// value) for never.
+func parseKeepAlive(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.Atoi(s); err == nil {
+		switch {
+		case n < 0:
+			return -1, nil
+		case n == 0:
+			return 0, nil
+		}
+		return 0, fmt.Errorf("%q: want a duration with a unit (5m), 0 or -1", s)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a duration (5m), 0 or -1", s)
+	}
+	if d < 0 {
+		d = -1
+	}
+	return d, nil
+}
+
+// parseBatch reads per-model batching: [model=]name:max[:delay],…
+func parseBatch(s string) (map[string]batchSetting, error) {
+	out := map[string]batchSetting{}
+	for _, item := range list(s) {
+		spec := strings.TrimPrefix(item, "model=")
+		parts := strings.Split(spec, ":")
+		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" {
+			return nil, fmt.Errorf("%q: want [model=]name:max[:delay]", item)
+		}
+		n, err := strconv.Atoi(parts[1])
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: max must be a positive integer", item)
+		}
+		b := batchSetting{max: n, delay: -1}
+		if len(parts) == 3 {
+			if b.delay, err = time.ParseDuration(parts[2]); err != nil || b.delay < 0 {
+				return nil, fmt.Errorf("%q: bad delay %q", item, parts[2])
+			}
+		}
+		out[parts[0]] = b
+	}
+	return out, nil
+}
+
+// physicalMemory is the machine's RAM (0 when unknown).
+var physicalMemory = engine.PhysicalMemory

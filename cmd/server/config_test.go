@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfig(t *testing.T) {
@@ -16,7 +17,8 @@ func TestConfig(t *testing.T) {
 		check   func(*Config) bool
 	}{
 		{"defaults", nil, nil, "", func(c *Config) bool {
-			return c.Listen == "127.0.0.1:8080" && c.Workers == 2 && c.Providers == "auto" && c.Retention > 0
+			return c.Listen == "127.0.0.1:8080" && c.Workers == 4 && c.Workers >= c.BatchMax && c.Providers == "auto" && c.Retention > 0 &&
+				c.keepAlive == 5*time.Minute && c.BatchDelay == 5*time.Millisecond && (physicalMemory() == 0 || c.memoryBudget == physicalMemory()/4*3)
 		}},
 		{"env", map[string]string{"FALOCAL_WORKERS": "4", "FALOCAL_KEYS": "a:b,c:d", "FALOCAL_REQUEST_TIMEOUT": "90s"}, nil, "",
 			func(c *Config) bool { return c.Workers == 4 && len(c.keys()) == 2 && c.RequestTimeout.Seconds() == 90 }},
@@ -26,6 +28,26 @@ func TestConfig(t *testing.T) {
 		{"bad key", nil, []string{"-keys", "nocolon"}, "key_id:key_secret", nil},
 		{"no workers", nil, []string{"-workers", "0"}, "workers", nil},
 		{"zero retention", nil, []string{"-retention", "0s"}, "retention", nil},
+		{"memory budget", map[string]string{"FALOCAL_MEMORY_BUDGET": "1.5GiB"}, nil, "", func(c *Config) bool { return c.memoryBudget == 3<<29 }},
+		{"memory budget bytes", nil, []string{"-memory-budget", "1000"}, "", func(c *Config) bool { return c.memoryBudget == 1000 }},
+		{"no memory limit", nil, []string{"-memory-budget", "0"}, "", func(c *Config) bool { return c.memoryBudget == 0 }},
+		{"bad memory budget", nil, []string{"-memory-budget", "lots"}, "-memory-budget", nil},
+		{"bad budget percent", nil, []string{"-memory-budget", "150%"}, "-memory-budget", nil},
+		{"keep-alive never", map[string]string{"FALOCAL_KEEP_ALIVE": "-1"}, nil, "", func(c *Config) bool { return c.keepAlive < 0 }},
+		{"keep-alive zero", nil, []string{"-keep-alive", "0"}, "", func(c *Config) bool { return c.keepAlive == 0 }},
+		{"keep-alive duration", nil, []string{"-keep-alive", "90s"}, "", func(c *Config) bool { return c.keepAlive == 90*time.Second }},
+		{"bad keep-alive", nil, []string{"-keep-alive", "300"}, "-keep-alive", nil},
+		{"keep-alive per model", nil, []string{"-keep-alive", "10m,isnet-general-use=-1,realesrgan-x4fast=0"}, "", func(c *Config) bool {
+			return c.keepAlive == 10*time.Minute && c.keepAlives["isnet-general-use"] < 0 && c.keepAlives["realesrgan-x4fast"] == 0
+		}},
+		{"bad per-model keep-alive", nil, []string{"-keep-alive", "isnet=soon"}, "-keep-alive", nil},
+		{"per-model batch", nil, []string{"-batch", "model=isnet-general-use:4:5ms,realesrgan-x4fast:8"}, "", func(c *Config) bool {
+			return c.batchModels["isnet-general-use"] == batchSetting{4, 5 * time.Millisecond} && c.batchModels["realesrgan-x4fast"] == batchSetting{8, -1}
+		}},
+		{"bad per-model batch", nil, []string{"-batch", "isnet:0"}, "-batch", nil},
+		{"bad batch env", map[string]string{"FALOCAL_BATCH_MAX": "x"}, nil, "FALOCAL_BATCH_MAX", nil},
+		{"batch off", nil, []string{"-batch-max", "1"}, "", func(c *Config) bool { return c.BatchMax == 1 }},
+		{"bad batch max", nil, []string{"-batch-max", "0"}, "-batch-max", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for k, v := range c.env {

@@ -89,17 +89,37 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		pcfg.Models["rembg"] = c.RembgModel
 		pcfg.Models["birefnet:General Use (Light)"] = c.RembgModel
 	}
-	reg, err := pipelines.Build(pipelines.Deps{Store: store, Runtime: rt, Ops: engine.CPUOps(), Log: log, Config: pcfg})
+	pcfg.Batch = engine.BatchConfig{MaxBatch: c.BatchMax, MaxDelay: c.BatchDelay}
+	pcfg.BatchModels = map[string]engine.BatchConfig{}
+	for name, b := range c.batchModels {
+		d := b.delay
+		if d < 0 {
+			d = c.BatchDelay
+		}
+		pcfg.BatchModels[name] = engine.BatchConfig{MaxBatch: b.max, MaxDelay: d}
+	}
+	pcfg.ModelConcurrency = c.ModelConcurrency
+	pcfg.KeepAliveModels = c.keepAlives
+	if c.Workers < c.BatchMax {
+		log.Warn("fewer workers than -batch-max: batches cannot fill", "workers", c.Workers, "batch_max", c.BatchMax)
+	}
+	device := "cpu"
+	for _, p := range providers {
+		if p != engine.CPU {
+			device = fmt.Sprintf("%s:%d", p, c.DeviceID)
+			break
+		}
+	}
+	res := engine.NewResidency(c.memoryBudget, c.keepAlive, device, log)
+	log.Info("model residency", "device", device, "memory_budget", c.memoryBudget, "keep_alive", c.keepAlive,
+		"batch_max", c.BatchMax, "batch_delay", c.BatchDelay)
+	reg, err := pipelines.Build(pipelines.Deps{Store: store, Runtime: rt, Ops: engine.CPUOps(), Log: log, Config: pcfg,
+		Residency: res})
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
-	if c.Preload {
-		if err := reg.Warm(ctx); err != nil {
-			return fmt.Errorf("preload: %w", err)
-		}
-		log.Info("models preloaded")
-	}
+	defer res.Close()
 
 	fstore, err := files.Open(filepath.Join(c.DataDir, "files"))
 	if err != nil {
@@ -125,7 +145,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		Webhooks: &webhook.Deliverer{Signer: signer, Log: log, Allowed: func(h string) bool {
 			return isLoopbackHost(h) || hostListed(hooks, h)
 		}},
-		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0,
+		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0, Preloading: c.Preload,
 		Health: func() map[string]any {
 			return map[string]any{"version": version, "onnxruntime": map[string]any{
 				"library": info.Library, "version": info.Version, "providers": providers}}
@@ -150,6 +170,20 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		"auth", len(c.keys()) > 0)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if c.Preload {
+		// Serve at once (liveness), ready once the preloads are done.
+		go func() {
+			t0 := time.Now()
+			if err := reg.Warm(ctx); err != nil {
+				if ctx.Err() == nil {
+					log.Error("preload failed; /readyz stays 503", "err", err)
+				}
+				return
+			}
+			log.Info("models preloaded", "took", time.Since(t0))
+			srv.SetReady(true)
+		}()
+	}
 	select {
 	case err := <-errc:
 		srv.Close(context.Background())
@@ -161,14 +195,13 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	// within the timeout; what is still running then is queued again.
 	log.Info("shutting down: draining")
 	srv.Drain()
-	hctx, hcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	hctx, hcancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer hcancel()
 	if err := hs.Shutdown(hctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("http shutdown", "err", err)
 	}
-	qctx, qcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer qcancel()
-	return srv.Close(qctx)
+	// The same deadline: in-flight work gets -drain-timeout in all.
+	return srv.Close(hctx)
 }
 
 // checkExposure refuses to serve beyond loopback without API keys.

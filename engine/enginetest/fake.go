@@ -21,7 +21,11 @@ type Model struct {
 	Inputs  []engine.TensorInfo
 	Outputs []engine.TensorInfo
 	Fn      Func
-	Delay   time.Duration // per Run, interrupted by ctx
+	// FnCtx, when set, is used instead of Fn and sees the run's context.
+	FnCtx func(ctx context.Context, inputs []*engine.Tensor) ([]*engine.Tensor, error)
+	Delay time.Duration // per Run, interrupted by ctx
+	// OpenFails makes the next n opens of the model fail (a load failure).
+	OpenFails int
 }
 
 // Runtime is the fake. The zero value is not usable; call New.
@@ -65,6 +69,11 @@ func (r *Runtime) Open(ctx context.Context, spec engine.SessionSpec) (engine.Ses
 	m, ok := r.models[spec.Path]
 	if !ok {
 		return nil, fmt.Errorf("enginetest: no model at %s", spec.Path)
+	}
+	if m.OpenFails > 0 {
+		m.OpenFails--
+		r.models[spec.Path] = m
+		return nil, errors.New("enginetest: simulated load failure")
 	}
 	r.opened++
 	return &session{rt: r, m: m}, nil
@@ -112,6 +121,9 @@ func (s *session) Run(ctx context.Context, in []*engine.Tensor) ([]*engine.Tenso
 	}
 	if len(in) != len(s.m.Inputs) {
 		return nil, fmt.Errorf("enginetest: got %d inputs, want %d", len(in), len(s.m.Inputs))
+	}
+	if s.m.FnCtx != nil {
+		return s.m.FnCtx(ctx, in)
 	}
 	if s.m.Fn == nil {
 		return nil, errors.New("enginetest: model has no Fn")

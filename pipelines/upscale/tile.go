@@ -7,6 +7,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/pipelines"
@@ -80,12 +81,17 @@ func Upscale(ctx context.Context, req *pipelines.Request, m Runner, ns, pad, til
 		if err != nil {
 			return nil, err
 		}
-		outs, err := m.Run(ctx, []*engine.Tensor{t})
+		var st engine.RunStats
+		outs, err := m.Run(engine.WithRunStats(ctx, &st), []*engine.Tensor{t})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
 			}
 			return nil, pipelines.Unavailable("upscaling model failed", err)
+		}
+		if st.Batch > 1 {
+			req.Logf(pipelines.Info, "tiles %d-%d ran in one batch with %d other request(s) (%d tiles; waited %s, ran %s)",
+				first+1, first+k, st.Batch-1, st.Rows, st.Wait.Round(time.Millisecond), st.Compute.Round(time.Millisecond))
 		}
 		r := outs[0]
 		nsx, nsy := sx*ns, sy*ns

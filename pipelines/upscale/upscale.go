@@ -230,7 +230,17 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	out, err := Upscale(ctx, req, pl, md.scale, md.pad, tileSize(tile, md, img.Bounds().Dx(), img.Bounds().Dy()), img, ow, oh)
+	// One residency admission for all the tile runs: the model is not
+	// evicted between them.
+	hctx, release, err := p.models.Hold(ctx, md.m)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, pipelines.Unavailable("upscaling model "+md.m.Name+" unavailable", err)
+	}
+	defer release()
+	out, err := Upscale(hctx, req, pl, md.scale, md.pad, tileSize(tile, md, img.Bounds().Dx(), img.Bounds().Dy()), img, ow, oh)
 	if err != nil {
 		return nil, err
 	}

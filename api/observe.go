@@ -1,0 +1,73 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/internal/metrics"
+)
+
+// SetReady marks the configured preloads done (or not): /readyz follows it.
+func (s *Server) SetReady(ok bool) {
+	s.ready.Store(ok)
+	if ok {
+		metrics.Ready.Set(1)
+	} else {
+		metrics.Ready.Set(0)
+	}
+}
+
+// readyz is 200 once the server can take work without a cold start of its
+// preloaded models, 503 before that and while draining.
+func (s *Server) readyz(c echo.Context) error {
+	switch {
+	case s.draining.Load():
+		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "draining", "detail": "the server is shutting down"})
+	case !s.ready.Load():
+		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "starting", "detail": "models are being preloaded"})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
+}
+
+// metrics serves Prometheus' text format, with the queue gauges read now.
+func (s *Server) metrics(c echo.Context) error {
+	queued, _ := s.q.Depth()
+	metrics.QueueDepth.Set(float64(queued))
+	metrics.Handler().ServeHTTP(c.Response(), c.Request())
+	return nil
+}
+
+// rejected counts a submission the queue refused.
+func (s *Server) rejected(endpoint string, err error) {
+	switch {
+	case errors.Is(err, queue.ErrFull):
+		metrics.Rejected.WithLabelValues(endpoint, "queue_full").Inc()
+	case errors.Is(err, queue.ErrClosed):
+		metrics.Rejected.WithLabelValues(endpoint, "shutting_down").Inc()
+	}
+}
+
+// finished records a completed request (the queue calls it for all).
+func finished(r queue.Record) {
+	metrics.Requests.WithLabelValues(r.Endpoint, outcomeLabel(r.Outcome)).Inc()
+	if !r.StartedAt.IsZero() && !r.CompletedAt.IsZero() {
+		metrics.Compute.WithLabelValues(r.Endpoint).Observe(r.CompletedAt.Sub(r.StartedAt).Seconds())
+	}
+}
+
+func outcomeLabel(o *queue.Outcome) string {
+	switch {
+	case o == nil || o.Status == 0:
+		return "ok"
+	case o.Status == 499:
+		return "cancelled"
+	case o.Status == http.StatusGatewayTimeout:
+		return "timeout"
+	case o.Status < 500:
+		return "client_error"
+	}
+	return "server_error"
+}
