@@ -202,6 +202,12 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		}
 	}
 
+	// keep the encoder and decoder resident across the many runs of one request
+	ctx, release, err := e.p.models.Hold(ctx, m.man)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	data, err := pipelines.LoadBytes(ctx, req, e.p.deps.Config, "audio_url", url)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ type hfConfig struct {
 // plain + with-past pair) and tokenizer.
 type Model struct {
 	Name    string
+	man     weights.Manifest
 	cfg     hfConfig
 	tok     *tokenizer.Tokenizer
 	enc     *decoderNet // the encoder, same bookkeeping
@@ -113,7 +114,7 @@ func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Mod
 	if tok.VocabSize() > cfg.VocabSize {
 		return nil, fmt.Errorf("whisper model %s: tokenizer has %d tokens, the model %d", man.Name, tok.VocabSize(), cfg.VocabSize)
 	}
-	m := &Model{Name: man.Name, cfg: cfg, tok: tok, headDim: cfg.DModel / cfg.DecoderHeads}
+	m := &Model{Name: man.Name, man: man, cfg: cfg, tok: tok, headDim: cfg.DModel / cfg.DecoderHeads}
 	encPool, err := models.PoolFor(man, "encoder_model.onnx", []string{"input_features"}, []string{"last_hidden_state"})
 	if err != nil {
 		return nil, err
