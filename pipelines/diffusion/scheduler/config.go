@@ -10,6 +10,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -82,7 +83,7 @@ type Config struct {
 // rest take the new class's defaults.
 func ParseConfig(data []byte, class string) (Config, error) {
 	raw := map[string]json.RawMessage{}
-	if err := json.Unmarshal(data, &raw); err != nil {
+	if err := json.Unmarshal(pythonJSON(data), &raw); err != nil {
 		return Config{}, fmt.Errorf("scheduler config: %w", err)
 	}
 	if class == "" {
@@ -233,4 +234,45 @@ func FromJSON(data []byte, class string) (Scheduler, error) {
 		return nil, err
 	}
 	return New(cfg)
+}
+
+// pythonJSON rewrites the non-standard numbers Python's json module writes
+// (diffusers saves DPM-Solver's lambda_min_clipped as -Infinity) into
+// values encoding/json reads: ±1e308 and null. Strings are left alone.
+func pythonJSON(b []byte) []byte {
+	var out []byte
+	inStr, esc := false, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if inStr {
+			out = append(out, c)
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+			continue
+		}
+		switch {
+		case c == '"':
+			inStr = true
+		case bytes.HasPrefix(b[i:], []byte("-Infinity")):
+			out = append(out, "-1e308"...)
+			i += len("-Infinity") - 1
+			continue
+		case bytes.HasPrefix(b[i:], []byte("Infinity")):
+			out = append(out, "1e308"...)
+			i += len("Infinity") - 1
+			continue
+		case bytes.HasPrefix(b[i:], []byte("NaN")):
+			out = append(out, "null"...)
+			i += len("NaN") - 1
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }

@@ -1,0 +1,102 @@
+package diffusion
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/falocal/falocal/pipelines/diffusion/scheduler"
+)
+
+// Job is one validated generation request.
+type Job struct {
+	Prompt, Negative string
+	// NegativeSet tells an explicit empty negative prompt from none (SDXL
+	// zeroes the unconditional embeddings when there is none).
+	NegativeSet   bool
+	Width, Height int
+	Steps         int
+	// Guidance is the classifier-free guidance scale for SD/SDXL (≤ 1 turns
+	// it off) and the distilled guidance input of FLUX dev.
+	Guidance  float64
+	NumImages int
+	// Scheduler overrides the model's scheduler class (diffusers name).
+	Scheduler string
+	// Init and Strength make an image-to-image job: Init is NCHW in
+	// [-1, 1] at Width×Height; Mask (H×W, 1 = repaint) makes it inpainting.
+	Init     []float32
+	Strength float64
+	Mask     []float32
+	// Noise supplies every Gaussian draw, in the order diffusers draws them.
+	Noise Noise
+	// Progress is told after every denoising step.
+	Progress func(step, total int)
+	// StepLatents, when set, sees the latents after every step (tests
+	// compare them with the reference's; previews could decode them).
+	StepLatents func(step int, latents []float32)
+}
+
+// Noise draws standard normal values.
+type Noise interface {
+	Normal(n int) []float32
+}
+
+// SeededNoise is the server's noise: the same seed gives the same values on
+// every run and machine (a PCG stream through Box–Muller; the values cannot
+// match torch's generator, so images differ from diffusers' for the same seed).
+type SeededNoise struct{ r *rand.Rand }
+
+// NewSeededNoise starts a noise stream.
+func NewSeededNoise(seed uint64) *SeededNoise {
+	return &SeededNoise{rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))}
+}
+
+// Normal returns n draws.
+func (s *SeededNoise) Normal(n int) []float32 {
+	out := make([]float32, n)
+	for i := 0; i < n; i += 2 {
+		u1 := 1 - s.r.Float64() // (0, 1]
+		u2 := s.r.Float64()
+		r := math.Sqrt(-2 * math.Log(u1))
+		out[i] = float32(r * math.Cos(2*math.Pi*u2))
+		if i+1 < n {
+			out[i+1] = float32(r * math.Sin(2*math.Pi*u2))
+		}
+	}
+	return out
+}
+
+// Result is a finished job: images as NHWC float32 in [0, 1].
+type Result struct {
+	Images  [][]float32
+	Width   int
+	Height  int
+	Timings map[string]float64 // seconds: text, denoise, vae
+}
+
+// Generate runs a job on the model's family.
+func (m *Model) Generate(ctx context.Context, j Job) (*Result, error) {
+	if j.NumImages < 1 {
+		j.NumImages = 1
+	}
+	if j.Noise == nil {
+		return nil, fmt.Errorf("diffusion: job without a noise source")
+	}
+	switch m.Family {
+	case SD, SDXL:
+		return m.generateSD(ctx, j)
+	case Flux:
+		return m.generateFlux(ctx, j)
+	}
+	return nil, fmt.Errorf("diffusion: unknown family %q", m.Family)
+}
+
+// newScheduler builds the job's scheduler from the model's config.
+func (m *Model) newScheduler(class string) (scheduler.Scheduler, error) {
+	return scheduler.FromJSON(m.SchedulerConfig, class)
+}
+
+// since returns seconds elapsed.
+func since(t time.Time) float64 { return time.Since(t).Seconds() }
