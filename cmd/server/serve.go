@@ -20,6 +20,7 @@ import (
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/pipelines"
+	_ "github.com/falocal/falocal/pipelines/diffusion"
 	_ "github.com/falocal/falocal/pipelines/rembg"
 	_ "github.com/falocal/falocal/pipelines/upscale"
 	_ "github.com/falocal/falocal/pipelines/whisper"

@@ -84,7 +84,7 @@ func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		timings["vae"] += since(tv)
+		timings["vae_encode"] = since(tv)
 		imgLat := make([]float32, 0, B*C*h*w)
 		for len(imgLat) < B*C*h*w {
 			imgLat = append(imgLat, img...)
@@ -151,7 +151,7 @@ func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	timings["vae"] += since(tv)
+	timings["vae"] = since(tv)
 	return &Result{Images: images, Width: j.Width, Height: j.Height, Timings: timings}, nil
 }
 

@@ -2,9 +2,11 @@ package diffusion
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/falocal/falocal/pipelines/diffusion/scheduler"
@@ -94,8 +96,29 @@ func (m *Model) Generate(ctx context.Context, j Job) (*Result, error) {
 }
 
 // newScheduler builds the job's scheduler from the model's config.
+// A class suffixed "+karras" also turns on Karras sigmas.
 func (m *Model) newScheduler(class string) (scheduler.Scheduler, error) {
-	return scheduler.FromJSON(m.SchedulerConfig, class)
+	cfg := m.SchedulerConfig
+	if c, ok := strings.CutSuffix(class, "+karras"); ok {
+		raw := map[string]json.RawMessage{}
+		if err := json.Unmarshal(scheduler.PythonJSON(cfg), &raw); err != nil {
+			return nil, fmt.Errorf("scheduler config: %w", err)
+		}
+		raw["use_karras_sigmas"] = json.RawMessage("true")
+		b, err := json.Marshal(raw)
+		if err != nil {
+			return nil, err
+		}
+		cfg, class = b, c
+	}
+	s, err := scheduler.FromJSON(cfg, class)
+	if err != nil && class == "" {
+		// the export ships a scheduler this package does not have (SD 1.5's
+		// PNDM): Euler with the same betas and spacing, as fal's endpoints
+		// let users choose among these anyway
+		return scheduler.FromJSON(cfg, scheduler.ClassEuler)
+	}
+	return s, err
 }
 
 // since returns seconds elapsed.

@@ -150,9 +150,13 @@ func (m *Model) generateSD(ctx context.Context, j Job) (*Result, error) {
 		}
 	default:
 		t1 := time.Now()
-		if imageLatents, err = m.encode(ctx, repeat(j.Init, B), B, j.Height, j.Width, j.Noise); err != nil {
+		// one image encoded once (one draw of the VAE's noise), its latents
+		// repeated per output, as diffusers' prepare_latents does
+		one, err := m.encode(ctx, j.Init, 1, j.Height, j.Width, j.Noise)
+		if err != nil {
 			return nil, err
 		}
+		imageLatents = repeat(one, B)
 		timings["vae_encode"] = since(t1)
 		start = sched.StartIndex(j.Strength)
 		if start >= len(ts) {

@@ -83,7 +83,7 @@ type Config struct {
 // rest take the new class's defaults.
 func ParseConfig(data []byte, class string) (Config, error) {
 	raw := map[string]json.RawMessage{}
-	if err := json.Unmarshal(pythonJSON(data), &raw); err != nil {
+	if err := json.Unmarshal(PythonJSON(data), &raw); err != nil {
 		return Config{}, fmt.Errorf("scheduler config: %w", err)
 	}
 	if class == "" {
@@ -236,10 +236,10 @@ func FromJSON(data []byte, class string) (Scheduler, error) {
 	return New(cfg)
 }
 
-// pythonJSON rewrites the non-standard numbers Python's json module writes
+// PythonJSON rewrites the non-standard numbers Python's json module writes
 // (diffusers saves DPM-Solver's lambda_min_clipped as -Infinity) into
 // values encoding/json reads: ±1e308 and null. Strings are left alone.
-func pythonJSON(b []byte) []byte {
+func PythonJSON(b []byte) []byte {
 	var out []byte
 	inStr, esc := false, false
 	for i := 0; i < len(b); i++ {

@@ -1,0 +1,270 @@
+//go:build cgo
+
+package diffusion
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/engine/ort"
+	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/weights"
+)
+
+type noFiles struct{}
+
+func (noFiles) Open(ctx context.Context, url string, limit int64) (pipelines.Blob, error) {
+	return pipelines.Blob{}, fmt.Errorf("no such file %s", url)
+}
+func (noFiles) Save(ctx context.Context, data []byte, ct, name string) (string, error) {
+	return "", errors.New("no storage in this test: use sync_mode")
+}
+
+// endpointsWith installs the named test models (with what they serve) and
+// builds the diffusion endpoints over them.
+func endpointsWith(t *testing.T, models map[string][]string) map[string]pipelines.Endpoint {
+	t.Helper()
+	st, err := weights.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, serves := range models {
+		files, err := st.AddDir(filepath.Join("testdata", "models", name), "fp32")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Put(weights.Manifest{Name: name, Pipeline: "diffusion", Files: files, Serves: serves}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps, err := New(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
+		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, MaxInputBytes: 8 << 20, MaxPixels: 1 << 24}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eps[0].(pipelines.Closer).Close() })
+	out := map[string]pipelines.Endpoint{}
+	for _, e := range eps {
+		out[e.ID()] = e
+	}
+	return out
+}
+
+type result struct {
+	out  Output
+	logs []string
+	err  error
+}
+
+func call(t *testing.T, ep pipelines.Endpoint, in map[string]any) result {
+	t.Helper()
+	b, _ := json.Marshal(in)
+	var mu sync.Mutex
+	var logs []string
+	req := &pipelines.Request{ID: "req", Endpoint: ep.ID(), Input: b, Files: noFiles{},
+		Log: func(l pipelines.Level, m string) { mu.Lock(); logs = append(logs, m); mu.Unlock() }}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o, err := ep.Run(ctx, req)
+	if err != nil {
+		return result{err: err, logs: logs}
+	}
+	return result{out: o.(Output), logs: logs}
+}
+
+func statusOf(err error) int {
+	var ve *pipelines.ValidationError
+	var he *pipelines.HTTPError
+	switch {
+	case errors.As(err, &ve):
+		return http.StatusUnprocessableEntity
+	case errors.As(err, &he):
+		return he.Status
+	}
+	return 500
+}
+
+func pngURI(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(b)
+}
+
+func decodeURI(t *testing.T, uri string) image.Image {
+	t.Helper()
+	_, b64, ok := strings.Cut(uri, ";base64,")
+	if !ok {
+		t.Fatalf("not a data URI: %.40s", uri)
+	}
+	b, _ := base64.StdEncoding.DecodeString(b64)
+	img, _, err := image.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func TestEndpointsBadInput(t *testing.T) {
+	eps := endpointsWith(t, map[string][]string{"sd15-tiny": nil})
+	init := pngURI(t, filepath.Join("testdata", "ref", "inputs", "init_64.png"))
+	cases := []struct {
+		ep  string
+		in  map[string]any
+		loc string
+	}{
+		{"fal-ai/flux/dev", map[string]any{}, "prompt"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": 3}, "prompt"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "image_size": "huge"}, "image_size"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "image_size": map[string]any{"width": 8, "height": 64}}, "image_size"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "image_size": map[string]any{"width": 20000, "height": 64}}, "image_size"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "image_size": map[string]any{"width": "wide"}}, "image_size"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "num_inference_steps": 0}, "num_inference_steps"},
+		{"fal-ai/flux/schnell", map[string]any{"prompt": "x", "num_inference_steps": 13}, "num_inference_steps"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "guidance_scale": 21}, "guidance_scale"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "num_images": 5}, "num_images"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "output_format": "gif"}, "output_format"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "acceleration": "max"}, "acceleration"},
+		{"fal-ai/flux/dev", map[string]any{"prompt": "x", "seed": "one"}, "seed"},
+		{"fal-ai/fast-sdxl", map[string]any{"prompt": "x", "format": "webp"}, "format"},
+		{"fal-ai/fast-sdxl", map[string]any{"prompt": "x", "loras": []any{map[string]any{"path": "a"}}}, "loras"},
+		{"fal-ai/fast-sdxl", map[string]any{"prompt": "x", "embeddings": []any{map[string]any{"path": "a"}}}, "embeddings"},
+		{"fal-ai/fast-sdxl", map[string]any{"prompt": "x", "expand_prompt": true}, "expand_prompt"},
+		{"fal-ai/fast-sdxl", map[string]any{"prompt": "x", "safety_checker_version": "v9"}, "safety_checker_version"},
+		{"fal-ai/fast-sdxl", map[string]any{"prompt": "x", "scheduler": "Heun"}, "scheduler"},
+		{"fal-ai/fast-turbo-diffusion", map[string]any{"prompt": "x", "model_name": "other"}, "model_name"},
+		{"fal-ai/flux/dev/image-to-image", map[string]any{"prompt": "x"}, "image_url"},
+		{"fal-ai/flux/dev/image-to-image", map[string]any{"prompt": "x", "image_url": init, "strength": 0}, "strength"},
+		{"fal-ai/flux/dev/image-to-image", map[string]any{"prompt": "x", "image_url": init, "strength": 1.5}, "strength"},
+		{"fal-ai/fast-sdxl/inpainting", map[string]any{"prompt": "x", "image_url": init}, "mask_url"},
+		{"fal-ai/stable-diffusion-v15", map[string]any{"prompt": "x", "num_images": 9}, "num_images"},
+	}
+	for _, c := range cases {
+		r := call(t, eps[c.ep], c.in)
+		if statusOf(r.err) != 422 {
+			t.Errorf("%s %v: %v", c.ep, c.in, r.err)
+			continue
+		}
+		if b, _ := json.Marshal(r.err); !strings.Contains(string(b), `"`+c.loc+`"`) {
+			t.Errorf("%s %v: error %s does not name %s", c.ep, c.in, b, c.loc)
+		}
+	}
+	// an image that is not one, and no model for an endpoint
+	r := call(t, eps["fal-ai/stable-diffusion-v15"], map[string]any{"prompt": "x"})
+	_ = r
+	if r := call(t, eps["fal-ai/flux/dev"], map[string]any{"prompt": "x"}); statusOf(r.err) != 503 || !strings.Contains(r.err.Error(), "weights import") {
+		t.Errorf("flux without a model: %v", r.err)
+	}
+}
+
+// Text-to-image through the endpoint: fal's output shape, num_images as one
+// batch, and the same seed giving the same bytes.
+func TestEndpointSeedsAndBatch(t *testing.T) {
+	eps := endpointsWith(t, map[string][]string{"sd15-tiny": nil, "sdxl-tiny": {"fast-sdxl"}})
+	for _, id := range []string{"fal-ai/stable-diffusion-v15", "fal-ai/fast-sdxl", "fal-ai/fast-turbo-diffusion"} {
+		in := map[string]any{"prompt": "a red cube", "image_size": map[string]any{"width": 64, "height": 150}, "num_inference_steps": 3,
+			"seed": 1234, "sync_mode": true, "num_images": 2, "format": "png"}
+		if id == "fal-ai/fast-turbo-diffusion" {
+			in["model_name"] = "stabilityai/sd-turbo"
+		}
+		a, b := call(t, eps[id], in), call(t, eps[id], in)
+		if a.err != nil || b.err != nil {
+			t.Fatalf("%s: %v %v", id, a.err, b.err)
+		}
+		if len(a.out.Images) != 2 || a.out.Seed != 1234 || len(a.out.HasNSFWConcepts) != 2 || a.out.Prompt != "a red cube" || a.out.Timings["inference"] <= 0 {
+			t.Fatalf("%s: output %+v", id, a.out)
+		}
+		for i := range a.out.Images {
+			if a.out.Images[i].URL != b.out.Images[i].URL {
+				t.Errorf("%s: same seed, different bytes for image %d", id, i)
+			}
+			img := decodeURI(t, a.out.Images[i].URL)
+			if img.Bounds().Dx() != 64 || img.Bounds().Dy() != 128 || a.out.Images[i].ContentType != "image/png" {
+				t.Errorf("%s: image %v %s", id, img.Bounds(), a.out.Images[i].ContentType)
+			}
+		}
+		if a.out.Images[0].URL == a.out.Images[1].URL {
+			t.Errorf("%s: the two images of a batch are identical", id)
+		}
+		in["seed"] = 1235
+		if c := call(t, eps[id], in); c.err != nil || c.out.Images[0].URL == a.out.Images[0].URL {
+			t.Errorf("%s: another seed gave the same image (%v)", id, c.err)
+		}
+		steps := 0
+		for _, l := range a.logs {
+			if strings.HasPrefix(l, "step ") {
+				steps++
+			}
+		}
+		if steps != 3 {
+			t.Errorf("%s: %d step log lines: %q", id, steps, a.logs)
+		}
+	}
+	// img2img and inpainting keep the input's size
+	init := pngURI(t, filepath.Join("testdata", "ref", "inputs", "init_64.png"))
+	mask := pngURI(t, filepath.Join("testdata", "ref", "inputs", "mask_64.png"))
+	for _, c := range []struct {
+		id string
+		in map[string]any
+	}{
+		{"fal-ai/fast-sdxl/image-to-image", map[string]any{"prompt": "x", "image_url": init, "strength": 0.6, "num_inference_steps": 4, "sync_mode": true}},
+		{"fal-ai/fast-sdxl/inpainting", map[string]any{"prompt": "x", "image_url": init, "mask_url": mask, "strength": 0.99, "num_inference_steps": 3, "sync_mode": true}},
+	} {
+		r := call(t, eps[c.id], c.in)
+		if r.err != nil {
+			t.Fatalf("%s: %v", c.id, r.err)
+		}
+		if img := decodeURI(t, r.out.Images[0].URL); img.Bounds().Dx() != 64 || img.Bounds().Dy() != 64 {
+			t.Errorf("%s: %v", c.id, img.Bounds())
+		}
+	}
+	_ = png.Decode
+}
+
+// FLUX dev and schnell through their endpoints, text-to-image and
+// image-to-image; a schnell export cannot serve dev (no guidance input).
+func TestEndpointFlux(t *testing.T) {
+	eps := endpointsWith(t, map[string][]string{"flux-dev-tiny": nil, "flux-schnell-tiny": nil})
+	for _, id := range []string{"fal-ai/flux/dev", "fal-ai/flux/schnell"} {
+		in := map[string]any{"prompt": "a red cube", "image_size": map[string]any{"width": 64, "height": 96},
+			"num_inference_steps": 2, "seed": 7, "sync_mode": true, "num_images": 2}
+		a, b := call(t, eps[id], in), call(t, eps[id], in)
+		if a.err != nil || b.err != nil {
+			t.Fatalf("%s: %v %v", id, a.err, b.err)
+		}
+		if len(a.out.Images) != 2 || a.out.Images[0].URL != b.out.Images[0].URL || a.out.Images[0].ContentType != "image/jpeg" {
+			t.Fatalf("%s: %d images, deterministic %v, %s", id, len(a.out.Images), a.out.Images[0].URL == b.out.Images[0].URL, a.out.Images[0].ContentType)
+		}
+		if img := decodeURI(t, a.out.Images[1].URL); img.Bounds().Dx() != 64 || img.Bounds().Dy() != 96 {
+			t.Errorf("%s: %v", id, img.Bounds())
+		}
+	}
+	init := pngURI(t, filepath.Join("testdata", "ref", "inputs", "init_128.png"))
+	r := call(t, eps["fal-ai/flux/dev/image-to-image"], map[string]any{"prompt": "x", "image_url": init, "strength": 0.6, "num_inference_steps": 4, "sync_mode": true})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if img := decodeURI(t, r.out.Images[0].URL); img.Bounds().Dx() != 128 {
+		t.Errorf("img2img: %v", img.Bounds())
+	}
+}
