@@ -76,6 +76,19 @@ func (s *Server) runRecord(ctx context.Context, rec *queue.Record, logf func(lev
 			s.log.Debug("progress", "request_id", rec.ID, "level", level, "msg", msg)
 		},
 	}
+	if v, ok := s.streams.Load(rec.ID); ok {
+		ch := v.(chan []byte)
+		req.Partial = func(out any) {
+			b, err := json.Marshal(out)
+			if err != nil {
+				return
+			}
+			select {
+			case ch <- b:
+			default: // a slow reader misses previews, never the result
+			}
+		}
+	}
 	out, err := ep.Run(ctx, req)
 	if err != nil {
 		return s.outcome(err, rec.ID)
@@ -130,29 +143,67 @@ func (s *Server) run(c echo.Context) error {
 	r := c.Request()
 	rec := s.newRecord(r, reqID, ep, body)
 	rec.Ephemeral = true
+	var partials chan []byte
+	if streaming {
+		partials = make(chan []byte, 4)
+		s.streams.Store(reqID, partials)
+		defer s.streams.Delete(reqID)
+	}
 	if _, err := s.q.Submit(rec); err != nil {
 		s.rejected(id, err)
 		return queueError(err)
 	}
-	done, err := s.q.Wait(r.Context(), reqID)
-	if err != nil {
-		s.q.Cancel(reqID)
-		return err
+	type waited struct {
+		rec queue.Record
+		err error
 	}
-	s.q.Forget(reqID)
-	if !streaming || done.Failed() {
-		// fal's stream protocol has no error event: a failed stream is
-		// answered as a normal JSON error, which both clients surface.
-		return reply(c, done)
-	}
-	// Server-Sent Events: the last event is the full output, then close.
-	// (The pipelines served today have no partial outputs to send first.)
+	finished := make(chan waited, 1)
+	go func() {
+		d, err := s.q.Wait(r.Context(), reqID)
+		finished <- waited{d, err}
+	}()
 	w := c.Response()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	writeEvent(w, done.Outcome.Output)
-	return nil
+	started := false
+	start := func() {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Cache-Control", "no-store")
+			w.Header().Set("x-fal-request-id", reqID)
+			w.WriteHeader(http.StatusOK)
+		}
+	}
+	for {
+		select {
+		case b := <-partials:
+			// Server-Sent Events: progressive outputs first...
+			start()
+			writeEvent(w, b)
+		case f := <-finished:
+			if f.err != nil {
+				s.q.Cancel(reqID)
+				if started {
+					return nil
+				}
+				return f.err
+			}
+			done := f.rec
+			s.q.Forget(reqID)
+			if !streaming || (done.Failed() && !started) {
+				// fal's stream protocol has no error event: a stream that
+				// fails before its first event is a normal JSON error,
+				// which both clients surface
+				return reply(c, done)
+			}
+			if done.Failed() {
+				return nil // mid-stream: just close, as fal does
+			}
+			// ...then the full output, and close.
+			start()
+			writeEvent(w, done.Outcome.Output)
+			return nil
+		}
+	}
 }
 
 func (s *Server) readBody(c echo.Context) ([]byte, error) {

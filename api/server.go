@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,6 +79,9 @@ type Server struct {
 
 	ready    atomic.Bool
 	draining atomic.Bool
+	// streams maps the id of a running /stream request to the channel its
+	// partial outputs go to.
+	streams sync.Map
 }
 
 // New is Open for configurations that cannot fail (no QueueDB).

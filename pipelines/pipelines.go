@@ -52,6 +52,10 @@ type Request struct {
 	Files    Files
 	// Log records a progress line for the caller (queue logs); may be nil.
 	Log func(level Level, msg string)
+	// Partial sends a progressive output (same schema as the final one) to
+	// a caller of /stream; nil when nobody streams, so pipelines can skip
+	// the work of making previews.
+	Partial func(output any)
 }
 
 // Logf records a progress line.

@@ -228,6 +228,23 @@ func (a *importArgs) runDir(store *weights.Store) (weights.Manifest, error) {
 // dirChecks reject a directory that cannot be a model of the pipeline before
 // anything is copied.
 var dirChecks = map[string]func(dir string) error{
+	"diffusion": func(dir string) error {
+		has := func(n string) bool { _, err := os.Stat(filepath.Join(dir, n)); return err == nil }
+		var missing []string
+		if !has("unet/model.onnx") && !has("transformer/model.onnx") {
+			missing = append(missing, "unet/model.onnx or transformer/model.onnx")
+		}
+		for _, n := range []string{"text_encoder/model.onnx", "vae_decoder/model.onnx", "vae_decoder/config.json",
+			"scheduler/scheduler_config.json", "tokenizer/vocab.json"} {
+			if !has(n) {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%s is not a diffusers ONNX export (optimum layout): missing %s", dir, strings.Join(missing, ", "))
+		}
+		return nil
+	},
 	"whisper": func(dir string) error {
 		has := func(n string) bool { _, err := os.Stat(filepath.Join(dir, n)); return err == nil }
 		var missing []string

@@ -88,3 +88,29 @@ func TestWeightsImportDir(t *testing.T) {
 		t.Fatal("incomplete export was recorded")
 	}
 }
+
+// A diffusers export imports with its folders; -serves names the endpoint.
+func TestWeightsImportDiffusers(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	src := "../../pipelines/diffusion/testdata/models/flux-schnell-tiny"
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "diffusion", "-name", "schnell", "-dir", src, "-serves", "flux/schnell"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s, _ := weights.Open(dir)
+	m, err := s.Get("schnell")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range m.Files {
+		found = found || f.Name == "transformer/model.onnx"
+	}
+	if !found || len(m.Serves) != 1 {
+		t.Fatalf("manifest %+v", m)
+	}
+	errb.Reset()
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "diffusion", "-name", "bad", "-dir", t.TempDir()}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "unet/model.onnx") {
+		t.Fatalf("empty dir: exit %d %s", code, errb.String())
+	}
+}

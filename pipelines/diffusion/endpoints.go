@@ -341,6 +341,21 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	}
 	defer release()
 	j.Progress = func(step, total int) { req.Logf(pipelines.Info, "step %d/%d", step, total) }
+	if req.Partial != nil {
+		// fal.stream: after each step, the current latents decoded, in the
+		// final output's shape (images as JPEG data URIs)
+		j.Preview = func(step, total int, imgs [][]float32) {
+			p := Output{Seed: seed, Prompt: prompt, Timings: map[string]float64{}, HasNSFWConcepts: make([]bool, n)}
+			for i, px := range imgs {
+				f, err := pipelines.SaveImage(ctx, req, toImage(px, j.Width, j.Height), "jpeg", true, fmt.Sprintf("%s-%d-step%d", req.ID, i, step))
+				if err != nil {
+					return
+				}
+				p.Images = append(p.Images, f)
+			}
+			req.Partial(p)
+		}
+	}
 	req.Logf(pipelines.Info, "%s (%s) %d×%d, %d step(s), %d image(s), seed %d", m.Name, m.Family, j.Width, j.Height, steps, n, seed)
 	res, err := m.Generate(ctx, j)
 	if err != nil {

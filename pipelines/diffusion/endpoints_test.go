@@ -268,3 +268,19 @@ func TestEndpointFlux(t *testing.T) {
 		t.Errorf("img2img: %v", img.Bounds())
 	}
 }
+
+// With a /stream listener, every step but the last sends a preview in the
+// output's shape before the result.
+func TestEndpointStreamPreviews(t *testing.T) {
+	eps := endpointsWith(t, map[string][]string{"flux-schnell-tiny": nil})
+	b, _ := json.Marshal(map[string]any{"prompt": "x", "image_size": map[string]any{"width": 64, "height": 64}, "num_inference_steps": 3, "seed": 1, "sync_mode": true})
+	var partials []Output
+	req := &pipelines.Request{ID: "s", Endpoint: "fal-ai/flux/schnell", Input: b, Files: noFiles{},
+		Partial: func(o any) { partials = append(partials, o.(Output)) }}
+	if _, err := eps["fal-ai/flux/schnell"].Run(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if len(partials) != 2 || len(partials[0].Images) != 1 || !strings.HasPrefix(partials[0].Images[0].URL, "data:image/jpeg;base64,") {
+		t.Fatalf("%d partials: %+v", len(partials), partials)
+	}
+}

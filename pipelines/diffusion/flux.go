@@ -143,6 +143,11 @@ func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 		if j.Progress != nil {
 			j.Progress(i-start+1, total)
 		}
+		if i < len(s.Timesteps())-1 && j.Preview != nil {
+			if err := m.preview(ctx, j, i-start+1, total, fluxUnpack(latents, B, C, h, w), B, h, w); err != nil {
+				return nil, err
+			}
+		}
 	}
 	timings["denoise"] = since(td)
 

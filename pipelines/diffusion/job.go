@@ -35,6 +35,9 @@ type Job struct {
 	Noise Noise
 	// Progress is told after every denoising step.
 	Progress func(step, total int)
+	// Preview, when set, gets the current latents decoded after every step
+	// (for fal.stream's progressive outputs; a VAE decode per step).
+	Preview func(step, total int, images [][]float32)
 	// StepLatents, when set, sees the latents after every step (tests
 	// compare them with the reference's; previews could decode them).
 	StepLatents func(step int, latents []float32)
@@ -123,3 +126,16 @@ func (m *Model) newScheduler(class string) (scheduler.Scheduler, error) {
 
 // since returns seconds elapsed.
 func since(t time.Time) float64 { return time.Since(t).Seconds() }
+
+// preview decodes unpacked latents for Job.Preview.
+func (m *Model) preview(ctx context.Context, j Job, step, total int, latents []float32, n, h, w int) error {
+	if j.Preview == nil {
+		return nil
+	}
+	imgs, err := m.decode(ctx, latents, n, h, w)
+	if err != nil {
+		return err
+	}
+	j.Preview(step, total, imgs)
+	return nil
+}

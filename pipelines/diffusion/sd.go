@@ -258,6 +258,11 @@ func (m *Model) generateSD(ctx context.Context, j Job) (*Result, error) {
 		if j.Progress != nil {
 			j.Progress(i-start+1, total)
 		}
+		if i < len(ts)-1 {
+			if err := m.preview(ctx, j, i-start+1, total, latents, B, h, w); err != nil {
+				return nil, err
+			}
+		}
 	}
 	timings["denoise"] = since(t1)
 	t2 := time.Now()

@@ -186,13 +186,18 @@ func TestClients(t *testing.T) {
 	})
 
 	t.Run("whisper", func(t *testing.T) {
-		// A server of its own whose store holds the tiny test Whisper model,
-		// imported as a user imports an optimum export.
+		// A server of its own whose store holds the tiny random-weight test
+		// models of Whisper and FLUX.1 schnell, imported as a user imports
+		// optimum exports.
 		data := t.TempDir()
-		imp := exec.Command(testenv.Binary(t), "weights", "import", "-data-dir", data, "-pipeline", "whisper",
-			"-name", "whisper-tiny-test", "-dir", filepath.Join("..", "..", "pipelines", "whisper", "testdata", "tiny-multi"))
-		if out, err := imp.CombinedOutput(); err != nil {
-			t.Fatalf("weights import: %v\n%s", err, out)
+		for _, args := range [][]string{
+			{"-pipeline", "whisper", "-name", "whisper-tiny-test", "-dir", filepath.Join("..", "..", "pipelines", "whisper", "testdata", "tiny-multi")},
+			{"-pipeline", "diffusion", "-name", "flux-schnell-tiny-test", "-serves", "flux/schnell", "-dir", filepath.Join("..", "..", "pipelines", "diffusion", "testdata", "models", "flux-schnell-tiny")},
+		} {
+			imp := exec.Command(testenv.Binary(t), append([]string{"weights", "import", "-data-dir", data}, args...)...)
+			if out, err := imp.CombinedOutput(); err != nil {
+				t.Fatalf("weights import: %v\n%s", err, out)
+			}
 		}
 		ws := testenv.StartServerAt(t, data, "")
 		audio := testenv.Asset(t, "whisper/jfk.wav")
@@ -206,7 +211,7 @@ func TestClients(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if report := string(b); count(t, report, "# pass") != 3 || count(t, report, "# fail") != 0 {
+			if report := string(b); count(t, report, "# pass") != 5 || count(t, report, "# fail") != 0 {
 				t.Fatalf("node --test:\n%s", report)
 			}
 		})

@@ -58,3 +58,28 @@ test("whisper: word-level chunks are a 422 naming chunk_level", async () => {
     (e) => e instanceof ValidationError && e.status === 422 && e.fieldErrors.some((f) => f.loc.includes("chunk_level")),
   );
 });
+
+test("flux/schnell: subscribe gives fal's image output (tiny test model)", async () => {
+  const { data } = await fal.subscribe("fal-ai/flux/schnell", {
+    input: { prompt: "a red cube", image_size: { width: 64, height: 64 }, num_inference_steps: 2, seed: 5 },
+  });
+  assert.equal(data.images.length, 1);
+  assert.equal(data.seed, 5);
+  assert.deepEqual(data.has_nsfw_concepts, [false]);
+  const img = await fetch(data.images[0].url);
+  assert.equal(img.status, 200);
+  assert.equal(img.headers.get("content-type"), "image/jpeg");
+});
+
+test("flux/schnell: fal.stream yields a preview per step, then the output", async () => {
+  const stream = await fal.stream("fal-ai/flux/schnell", {
+    input: { prompt: "a red cube", image_size: { width: 64, height: 64 }, num_inference_steps: 3, seed: 5, sync_mode: true },
+  });
+  const events = [];
+  for await (const ev of stream) events.push(ev);
+  const done = await stream.done();
+  assert.equal(events.length, 3); // two previews, then the full output
+  assert.ok(events[0].images[0].url.startsWith("data:image/jpeg;base64,"));
+  assert.equal(done.seed, 5);
+  assert.deepEqual(done, events[2]);
+});

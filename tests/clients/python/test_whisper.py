@@ -55,5 +55,20 @@ class WhisperTest(unittest.TestCase):
         self.assertEqual(ctx.exception.response.json()["detail"][0]["loc"], ["body", "audio_url"])
 
 
+class FluxTest(unittest.TestCase):
+    """fal-ai/flux/schnell on the tiny random-weight FLUX test model."""
+
+    def test_subscribe_and_stream(self):
+        args = {"prompt": "a red cube", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 3, "seed": 9}
+        out = fal_client.subscribe("fal-ai/flux/schnell", arguments=args)
+        self.assertEqual(out["seed"], 9)
+        self.assertEqual(len(out["images"]), 1)
+        self.assertEqual(out["images"][0]["content_type"], "image/jpeg")
+        events = list(fal_client.stream("fal-ai/flux/schnell", arguments=dict(args, sync_mode=True)))
+        self.assertEqual(len(events), 3)
+        self.assertEqual(events[-1]["seed"], 9)
+        self.assertTrue(events[0]["images"][0]["url"].startswith("data:image/jpeg;base64,"))
+
+
 if __name__ == "__main__":
     unittest.main()
