@@ -63,6 +63,7 @@ bench: test-assets
 	$(TEST_ENV) $(GO) test -run '^$$' -bench 'Rembg|Queue' -benchtime 5x -timeout 30m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Upscale -benchtime 1x -timeout 60m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Whisper -benchtime 1x -timeout 30m ./bench/
+	$(TEST_ENV) $(GO) test -run '^$$' -bench Diffusion -benchtime 3x -timeout 30m ./bench/
 
 # Load test through fal's API (bench/falbench): rembg and esrgan at 1, 2, 4 and 8 clients, cold vs warm, against the
 # bare engine and the @imgly/background-removal-node peer (bench/peer, installed offline from its lockfile); writes

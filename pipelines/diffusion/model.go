@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/pipelines"
@@ -50,7 +51,28 @@ type Model struct {
 	// the transformer takes a guidance input (dev).
 	Guidance         bool
 	SchedulerConfig  []byte
-	schedulerByClass map[string][]byte
+
+	statsMu sync.Mutex
+	stats   map[string]time.Duration // component → time in its runs
+}
+
+// ComponentTimes returns the time spent in each component's runs since the
+// last reset (benchmarks split model time from the Go loop's).
+func (m *Model) ComponentTimes() map[string]time.Duration {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	out := map[string]time.Duration{}
+	for k, v := range m.stats {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetComponentTimes zeroes the component times.
+func (m *Model) ResetComponentTimes() {
+	m.statsMu.Lock()
+	m.stats = nil
+	m.statsMu.Unlock()
 }
 
 // net is one ONNX component with its graph's input and output names.
@@ -195,7 +217,15 @@ func (m *Model) run(ctx context.Context, name string, feeds map[string]*engine.T
 		}
 		in[i] = t
 	}
+	t0 := time.Now()
 	outs, err := n.pool.Run(ctx, in)
+	took := time.Since(t0)
+	m.statsMu.Lock()
+	if m.stats == nil {
+		m.stats = map[string]time.Duration{}
+	}
+	m.stats[name] += took
+	m.statsMu.Unlock()
 	if err != nil {
 		return nil, err
 	}
