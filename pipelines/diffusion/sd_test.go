@@ -235,3 +235,56 @@ func TestSDMatchesDiffusers(t *testing.T) {
 		}
 	}
 }
+
+// Decoding in overlapping tiles leaves no seam: the pixel-to-pixel steps
+// where tiles meet are no larger than elsewhere. (The whole-image decode is
+// not the yardstick: the VAE's mid-block attention and group norms see the
+// whole latent, so tiles differ from it everywhere, with real weights too.)
+func TestTiledDecode(t *testing.T) {
+	m := tinyModel(t, "sd15-tiny")
+	const h, w = 40, 56
+	// a smooth latent, so that the decode is smooth and a seam would show
+	z := make([]float32, 4*h*w)
+	for c := 0; c < 4; c++ {
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				z[(c*h+y)*w+x] = float32(math.Sin(float64(x)/7+float64(c)) + math.Cos(float64(y)/9-float64(c)))
+			}
+		}
+	}
+	tileLatent, tileOverlap = 24, 8
+	defer func() { tileLatent, tileOverlap = 128, 16 }()
+	px, err := m.decodeOne(t.Context(), z, h, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	H, W := h*8, w*8
+	// columns where a later tile starts (its blend begins) and where an
+	// earlier one ends
+	border := map[int]bool{}
+	for _, x0 := range tileStarts(w, tileLatent, tileOverlap)[1:] {
+		border[x0*8] = true
+		border[(x0+tileOverlap)*8] = true
+	}
+	var atB, elsewhere float64
+	var nB, nE int
+	for c := 0; c < 3; c++ {
+		for y := 0; y < H; y++ {
+			for x := 1; x < W; x++ {
+				d := math.Abs(float64(px[(c*H+y)*W+x] - px[(c*H+y)*W+x-1]))
+				if border[x] {
+					atB += d
+					nB++
+				} else {
+					elsewhere += d
+					nE++
+				}
+			}
+		}
+	}
+	ratio := (atB / float64(nB)) / (elsewhere / float64(nE))
+	t.Logf("tiled decode %d×%d px: mean step at tile borders / elsewhere = %.2f", W, H, ratio)
+	if ratio > 1.1 {
+		t.Errorf("seams: steps at tile borders are %.2f× the usual", ratio)
+	}
+}

@@ -39,8 +39,10 @@ func (m *Model) decode(ctx context.Context, latents []float32, n, h, w int) ([][
 	return out, nil
 }
 
-// tileLatent is the largest latent side decoded in one piece (1024 px).
-const tileLatent = 128
+// tileLatent is the largest latent side decoded in one piece (1024 px);
+// tileOverlap the latent pixels neighbouring tiles share. Variables so
+// that tests can tile small images.
+var tileLatent, tileOverlap = 128, 16
 
 // decodeOne decodes one latent [C, h, w] to CHW pixels in [-1, 1]. Above
 // tileLatent it decodes overlapping tiles and blends them linearly across
@@ -61,7 +63,7 @@ func (m *Model) decodeOne(ctx context.Context, z []float32, h, w int) ([]float32
 		}
 		return px, nil
 	}
-	const overlap = 16 // latent pixels shared by neighbouring tiles
+	overlap := tileOverlap
 	H, W := h*vaeFactor, w*vaeFactor
 	acc := make([]float64, 3*H*W)
 	wsum := make([]float64, H*W)
