@@ -49,8 +49,8 @@ type Model struct {
 	LatentChannels     int
 	// SD/SDXL: the UNet's prediction of the scheduler config; FLUX: whether
 	// the transformer takes a guidance input (dev).
-	Guidance         bool
-	SchedulerConfig  []byte
+	Guidance        bool
+	SchedulerConfig []byte
 
 	statsMu sync.Mutex
 	stats   map[string]time.Duration // component → time in its runs
