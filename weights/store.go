@@ -291,6 +291,12 @@ func copyFile(src, dst string) error {
 // config.json, vocab.json, ...) or diffusers' (unet/model.onnx,
 // tokenizer/vocab.json, ...). Hidden files and directories are skipped.
 func (s *Store) AddDir(dir, dtype string) ([]File, error) {
+	return s.AddDirWith(dir, dtype, nil)
+}
+
+// AddDirWith is AddDir with a step that may rewrite each copied file (by
+// its name in the export) before it is hashed into the store.
+func (s *Store) AddDirWith(dir, dtype string, prepare func(name, path string) error) ([]File, error) {
 	tmp, err := s.TempDir()
 	if err != nil {
 		return nil, err
@@ -318,6 +324,11 @@ func (s *Store) AddDir(dir, dtype string) ([]File, error) {
 		cp := filepath.Join(tmp, fmt.Sprint(len(files)))
 		if err := copyFile(p, cp); err != nil {
 			return err
+		}
+		if prepare != nil {
+			if err := prepare(name, cp); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
 		}
 		f, err := s.AddBlob(cp, name, name, dtype, "")
 		if err != nil {

@@ -207,7 +207,19 @@ func (a *importArgs) runDir(store *weights.Store) (weights.Manifest, error) {
 			return weights.Manifest{}, err
 		}
 	}
-	files, err := store.AddDir(a.dir, a.dtype)
+	var prepare func(name, path string) error
+	if a.pipeline == "diffusion" {
+		// float16 graph inputs/outputs become float32 (Cast nodes at the
+		// edges): the engine cannot take runtime-sized float16 outputs
+		prepare = func(name, path string) error {
+			if !strings.HasSuffix(name, ".onnx") {
+				return nil
+			}
+			_, err := weights.Float32IO(path)
+			return err
+		}
+	}
+	files, err := store.AddDirWith(a.dir, a.dtype, prepare)
 	if err != nil {
 		return weights.Manifest{}, err
 	}

@@ -157,6 +157,10 @@ func maxAbs(a, b []float32) float64 {
 	return m
 }
 
+// fp16Tolerance, when set, loosens runCase's bounds (latents, image) for
+// float16 exports.
+var fp16Tolerance [2]float64
+
 // runCase replays a reference case through Generate and compares the
 // latents after every step (1e-3) and the decoded image (2/255).
 func runCase(t *testing.T, m *Model, dir string) {
@@ -204,13 +208,13 @@ func runCase(t *testing.T, m *Model, dir string) {
 	for i, s := range c.Steps {
 		d := maxAbs(steps[i], s.load(t, dir))
 		worst = math.Max(worst, d)
-		if d > 1e-3 {
+		if lim := max(1e-3, fp16Tolerance[0]); d > lim {
 			t.Errorf("step %d: latents differ by %g", i, d)
 		}
 	}
 	img := maxAbs(res.Images[0], c.Image.load(t, dir))
 	t.Logf("%s: latents max |Δ| %.2g over %d steps, image max |Δ| %.2g", c.Case, worst, len(steps), img)
-	if img > 2.0/255 {
+	if img > max(2.0/255, fp16Tolerance[1]) {
 		t.Errorf("image differs by %g (> 2/255)", img)
 	}
 }
@@ -288,3 +292,69 @@ func TestTiledDecode(t *testing.T) {
 		t.Errorf("seams: steps at tile borders are %.2f× the usual", ratio)
 	}
 }
+
+// A float16 export (UNet and VAE with float16 inputs and outputs), imported
+// with Cast nodes at its edges, follows the float32 reference within fp16's
+// precision.
+func TestFP16Export(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join("testdata", "models", "sd15-tiny")
+	err := filepath.WalkDir(src, func(p string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if over := filepath.Join("testdata", "models", "sd15-tiny-fp16", rel); fileExists(over) {
+			p = over
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, rel)), 0o755)
+		return os.WriteFile(filepath.Join(dir, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := weights.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewritten := 0
+	files, err := st.AddDirWith(dir, "fp16", func(name, path string) error {
+		if filepath.Ext(name) != ".onnx" {
+			return nil
+		}
+		changed, err := weights.Float32IO(path)
+		if changed {
+			rewritten++
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rewritten != 2 {
+		t.Fatalf("%d files rewritten, want the UNet and the VAE decoder", rewritten)
+	}
+	man := weights.Manifest{Name: "fp16", Pipeline: "diffusion", Files: files}
+	st.Put(man)
+	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
+		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1}})
+	defer models.Close()
+	m, err := LoadModel(man, st, models)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the first latents have σ = 14.6: 0.1 is under 1 % of their scale
+	fp16Tolerance = [2]float64{0.1, 4.0 / 255}
+	defer func() { fp16Tolerance = [2]float64{} }()
+	runCase(t, m, filepath.Join("testdata", "ref", "sd15-tiny", "txt2img_euler"))
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
