@@ -98,13 +98,13 @@ func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 
 	// Text embeddings are the same for every image of the batch.
 	feeds := map[string]*tensorT{
-		"encoder_hidden_states": tensor(fluxRepeat(t5, B), int64(B), int64(T), int64(t5Dim)),
-		"pooled_projections":    tensor(fluxRepeat(pooled, B), int64(B), int64(pooledDim)),
+		"encoder_hidden_states": tensor(repeat(t5, B), int64(B), int64(T), int64(t5Dim)),
+		"pooled_projections":    tensor(repeat(pooled, B), int64(B), int64(pooledDim)),
 		"img_ids":               tensor(fluxImageIDs(h/2, w/2), int64(N), 3),
 		"txt_ids":               tensor(make([]float32, T*3), int64(T), 3),
 	}
 	if m.Guidance {
-		feeds["guidance"] = tensor(fluxRepeat([]float32{float32(j.Guidance)}, B), int64(B))
+		feeds["guidance"] = tensor(repeat([]float32{float32(j.Guidance)}, B), int64(B))
 	}
 
 	td := time.Now()
@@ -114,7 +114,7 @@ func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 			return nil, err
 		}
 		// diffusers feeds timestep/1000 in float32 (sigma, up to rounding).
-		feeds["timestep"] = tensor(fluxRepeat([]float32{float32(ts[i]) / 1000}, B), int64(B))
+		feeds["timestep"] = tensor(repeat([]float32{float32(ts[i]) / 1000}, B), int64(B))
 		feeds["hidden_states"] = tensor(latents, int64(B), int64(N), int64(D))
 		if trace != nil && trace.call != nil {
 			trace.call("transformer", feeds)
@@ -276,13 +276,4 @@ func fluxImageIDs(h2, w2 int) []float32 {
 		}
 	}
 	return ids
-}
-
-// fluxRepeat concatenates n copies of v (the batch rows of one embedding).
-func fluxRepeat(v []float32, n int) []float32 {
-	out := make([]float32, 0, len(v)*n)
-	for range n {
-		out = append(out, v...)
-	}
-	return out
 }

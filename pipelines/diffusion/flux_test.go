@@ -109,7 +109,7 @@ func (r *fluxReplay) Normal(n int) []float32 {
 	if n%len(d) != 0 {
 		r.t.Fatalf("noise draw %d: %d values asked, %d recorded", r.next-1, n, len(d))
 	}
-	return fluxRepeat(d, n/len(d))
+	return repeat(d, n/len(d))
 }
 
 func fluxMaxAbs(a, b []float32) float64 {
@@ -260,7 +260,7 @@ func checkFluxCase(t *testing.T, m *Model, c *fluxCase, batch int) {
 				}
 				// Batch rows of batch-invariant inputs repeat the case's row.
 				if len(gv) == batch*len(wv) && want.Shape[0] == 1 {
-					wv = fluxRepeat(wv, batch)
+					wv = repeat(wv, batch)
 				}
 				e := fluxMaxAbs(gv, wv)
 				worstIn = max(worstIn, e)
@@ -276,7 +276,7 @@ func checkFluxCase(t *testing.T, m *Model, c *fluxCase, batch int) {
 				t.Errorf("step %d beyond the %d recorded", i, len(c.StepLatents))
 				return
 			}
-			want := fluxRepeat(c.f32(t, c.StepLatents[k]), batch)
+			want := repeat(c.f32(t, c.StepLatents[k]), batch)
 			e := fluxMaxAbs(latents, want)
 			worstStep = max(worstStep, e)
 			if e > 1e-3 {
