@@ -6,6 +6,7 @@
 package queue
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"encoding/json"
@@ -54,9 +55,9 @@ type Outcome struct {
 // Record is one request, as stored.
 type Record struct {
 	ID       string          `json:"id"`
-	Endpoint string          `json:"endpoint"` // full endpoint id
-	App      string          `json:"app"`      // [ns/]owner/alias: the status/result URL prefix
-	Input    json.RawMessage `json:"input"`
+	Endpoint string          `json:"endpoint"`        // full endpoint id
+	App      string          `json:"app"`             // [ns/]owner/alias: the status/result URL prefix
+	Input    json.RawMessage `json:"input,omitempty"` // stored once, in the inputs bucket
 	Priority int             `json:"priority"`
 	Seq      uint64          `json:"seq"`
 	Status   Status          `json:"status"`
@@ -115,6 +116,11 @@ var (
 )
 
 var bucket = []byte("requests")
+
+// inputs holds each request's input apart from its record: the record is
+// rewritten at every state change, the (often megabyte-sized) input only
+// once, at submission.
+var inputs = []byte("inputs")
 
 // Queue is the durable request queue.
 type Queue struct {
@@ -221,8 +227,13 @@ func (q *Queue) ExpireDeadlines() {
 
 func (q *Queue) recover() error {
 	var recs []Record
+	migrate := map[string]bool{} // live records written with their input inline
 	err := q.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
+		if err != nil {
+			return err
+		}
+		in, err := tx.CreateBucketIfNotExists(inputs)
 		if err != nil {
 			return err
 		}
@@ -232,11 +243,16 @@ func (q *Queue) recover() error {
 				q.log.Error("queue: unreadable record dropped", "id", string(k), "err", err)
 				return nil
 			}
+			inline := len(r.Input) > 0
+			if !inline {
+				r.Input = bytes.Clone(in.Get(k))
+			}
 			if r.Seq > q.seq {
 				q.seq = r.Seq
 			}
 			if r.Status != Completed || (r.Webhook != "" && !r.WebhookDone) {
 				recs = append(recs, r)
+				migrate[r.ID] = inline
 			}
 			return nil
 		})
@@ -260,8 +276,16 @@ func (q *Queue) recover() error {
 				r.Logs = append(r.Logs, q.logEntry("WARN", "the server restarted while this request was running; it was queued again"))
 				q.log.Info("queue: re-queued request interrupted by a restart", "id", r.ID)
 			}
-			if err := q.save(&r); err != nil {
+			if err := q.saveWith(&r, migrate[r.ID]); err != nil {
 				return err
+			}
+		default:
+			if migrate[r.ID] {
+				// written before inputs had their own bucket: move it there
+				// before a state change rewrites the record without it
+				if err := q.saveWith(&r, true); err != nil {
+					return err
+				}
 			}
 		}
 		e := &entry{rec: r, idx: -1}
@@ -287,15 +311,27 @@ func (q *Queue) logEntry(level, msg string) LogEntry {
 	return LogEntry{Message: msg, Level: level, Source: "USER", Timestamp: q.opts.Now().UTC().Format("2006-01-02T15:04:05.000000+00:00")}
 }
 
-func (q *Queue) save(r *Record) error {
+// save writes a record's state (not its input, which saveWith wrote once).
+func (q *Queue) save(r *Record) error { return q.saveWith(r, false) }
+
+func (q *Queue) saveWith(r *Record, withInput bool) error {
 	if r.Ephemeral || q.db == nil {
 		return nil
 	}
-	b, err := json.Marshal(r)
+	c := *r
+	c.Input = nil
+	b, err := json.Marshal(&c)
 	if err != nil {
 		return err
 	}
-	return q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(r.ID), b) })
+	return q.db.Update(func(tx *bolt.Tx) error {
+		if withInput {
+			if err := tx.Bucket(inputs).Put([]byte(r.ID), r.Input); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucket).Put([]byte(r.ID), b)
+	})
 }
 
 // Submit accepts a request: once it returns nil the request is on disk.
@@ -322,7 +358,7 @@ func (q *Queue) Submit(r Record) (int, error) {
 	}
 	q.mu.Unlock()
 	// Write outside the lock: an fsync must not stall status polls.
-	if err := q.save(&r); err != nil {
+	if err := q.saveWith(&r, true); err != nil {
 		q.mu.Lock()
 		q.reserved--
 		q.mu.Unlock()
@@ -387,7 +423,13 @@ func (q *Queue) Get(id string) (Record, int, error) {
 		if v == nil {
 			return ErrNotFound
 		}
-		return json.Unmarshal(v, &r)
+		if err := json.Unmarshal(v, &r); err != nil {
+			return err
+		}
+		if len(r.Input) == 0 {
+			r.Input = bytes.Clone(tx.Bucket(inputs).Get([]byte(id)))
+		}
+		return nil
 	})
 	return r, 0, err
 }
@@ -752,6 +794,9 @@ func (q *Queue) Sweep(cutoff time.Time) (int, []string, error) {
 			}
 			if r.Status == Completed && r.CompletedAt.Before(cutoff) && (r.Webhook == "" || r.WebhookDone) {
 				files = append(files, r.Files...)
+				if err := tx.Bucket(inputs).Delete(k); err != nil {
+					return err
+				}
 				if err := c.Delete(); err != nil {
 					return err
 				}

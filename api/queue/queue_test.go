@@ -190,9 +190,14 @@ func onDisk(t *testing.T, path string) map[string]Record {
 		if b == nil {
 			return nil
 		}
+		in := tx.Bucket(inputs)
 		return b.ForEach(func(k, v []byte) error {
 			var r Record
 			if json.Unmarshal(v, &r) == nil {
+				if len(r.Input) != 0 {
+					t.Errorf("record %s carries its input: the input is written once, apart", k)
+				}
+				r.Input = bytes.Clone(in.Get(k))
 				out[string(k)] = r
 			}
 			return nil
@@ -1198,5 +1203,37 @@ func TestMemoryMode(t *testing.T) {
 func TestOpenBadPath(t *testing.T) {
 	if _, err := Open(filepath.Join(t.TempDir(), "missing", "dir", "q.db"), newRunner().run, Options{Log: quiet()}); err == nil {
 		t.Fatal("Open in a missing directory succeeded")
+	}
+}
+
+// A queue.db written before inputs had their own bucket (input inside the
+// record) is read with its inputs, which move to the inputs bucket.
+func TestInlineInputMigrates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "queue.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := rec("old")
+	old.Input = json.RawMessage(`{"prompt":"from before"}`)
+	old.Status, old.Seq = InQueue, 1
+	b, _ := json.Marshal(old)
+	db.Update(func(tx *bolt.Tx) error {
+		bk, _ := tx.CreateBucketIfNotExists(bucket)
+		return bk.Put([]byte("old"), b)
+	})
+	db.Close()
+	f := newRunner()
+	gate := f.gate("old")
+	q := open(t, path, f.run, Options{Workers: 1})
+	r, _, err := q.Get("old")
+	if err != nil || string(r.Input) != `{"prompt":"from before"}` {
+		t.Fatalf("recovered %q, %v", r.Input, err)
+	}
+	close(gate)
+	waitDone(t, q, "old")
+	closeNow(q)
+	if d := onDisk(t, path); string(d["old"].Input) != `{"prompt":"from before"}` {
+		t.Fatalf("on disk after migration: %q", d["old"].Input)
 	}
 }
