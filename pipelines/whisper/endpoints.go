@@ -123,11 +123,10 @@ type Chunk struct {
 
 // WhisperOutput is fal-ai/whisper's output.
 type WhisperOutput struct {
-	Text                string    `json:"text"`
-	Chunks              []Chunk   `json:"chunks"`
-	InferredLanguages   []string  `json:"inferred_languages"`
-	DiarizationSegments []Chunk   `json:"diarization_segments"`
-	Timings             *struct{} `json:"-"`
+	Text                string   `json:"text"`
+	Chunks              []Chunk  `json:"chunks"`
+	InferredLanguages   []string `json:"inferred_languages"`
+	DiarizationSegments []Chunk  `json:"diarization_segments"`
 }
 
 // WizperOutput is fal-ai/wizper's output.
