@@ -9,7 +9,8 @@ CACHE_DIR ?= $(HOME)/.cache/falocal
 BIN       := bin/falocal
 DIRS      := --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
 
-.PHONY: all build setup run test test-assets client-deps vet deps-check bench bench-load clean proto
+.PHONY: all build setup run test test-assets client-deps vet deps-check bench bench-load clean proto \
+	kernels kernels-check cuda-check test-gpu gpu-bins docker-cuda
 
 all: build
 
@@ -54,7 +55,7 @@ TEST_ENV := FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$(CACHE_DIR)/onnxruntime-1
 	FALOCAL_TEST_DATA_DIR=$(DATA_DIR) FALOCAL_TEST_PACKAGES=$(CACHE_DIR)/packages FALOCAL_TEST_ASSETS=$(CACHE_DIR)/testdata FALOCAL_TEST_BIN=$(CURDIR)/$(BIN) \
 	FALOCAL_TEST_NODE_MODULES=$(CURDIR)/$(CLIENTS_JS)/node_modules FALOCAL_TEST_PYTHON=$(CLIENTS_VENV)/bin/python
 
-test: test-assets client-deps vet deps-check
+test: test-assets client-deps vet deps-check kernels-check cuda-check
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
 
 # Benchmarks (not timed tests): server overhead vs the bare engine; then upscaling, once (x4plus under ncnn on
@@ -64,6 +65,31 @@ bench: test-assets
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Upscale -benchtime 1x -timeout 60m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Whisper -benchtime 1x -timeout 30m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Diffusion -benchtime 3x -timeout 30m ./bench/
+
+# CUDA, without a GPU. kernels/ptx/*.ptx (committed, embedded by package kernels) come from kernels/*.cu through
+# NVRTC 12.0 from PyPI (tools/cuda/requirements.txt, --require-hashes; ptxas checks sm_80/sm_90); go test ./kernels/
+# fails when a .cu changed without `make kernels`. kernels-check compiles the CUDA C for the host (g++, ASan) and
+# compares every kernel with the Go CPU reference. cuda-check builds, vets and links kernels/cuda with -tags cuda
+# against CUDA 12.9 headers from PyPI and a generated libcuda stub, so the cuda build cannot rot.
+kernels:
+	CACHE_DIR=$(CACHE_DIR) PYTHON=$(PYTHON) tools/cuda/build-ptx.sh
+
+kernels-check:
+	GO=$(GO) tools/cuda/emu/check.sh
+
+cuda-check:
+	bash tools/cuda-headers/check.sh
+
+# On a machine with an NVIDIA GPU and a CUDA 12.x+ driver: the device tests.
+test-gpu:
+	eval "$$(bash tools/cuda-headers/check.sh --env)" && $(GO) test -tags cuda -count=1 ./kernels/cuda/ ./engine/vram/
+
+# The prebuilt -tags cuda test binaries the device check carries (bench/gpu/README.md).
+gpu-bins:
+	bash bench/gpu/build.sh
+
+docker-cuda:
+	docker build -f Dockerfile.cuda -t falocal:cuda .
 
 # Load test through fal's API (bench/falbench): rembg and esrgan at 1, 2, 4 and 8 clients, cold vs warm, against the
 # bare engine and the @imgly/background-removal-node peer (bench/peer, installed offline from its lockfile); writes

@@ -1,0 +1,376 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	"github.com/falocal/falocal/kernels"
+)
+
+// Device runs kernels.Kernels on one GPU. It works in the device's primary
+// context, the one ONNX Runtime's CUDA provider (runtime API) also uses, so
+// memory and streams can later be shared with it. All driver calls run on
+// one goroutine locked to its OS thread, because the current context is
+// per-thread state. Methods are safe for concurrent use; calls serialize.
+type Device struct {
+	// CPU runs every operation without a device kernel: those the PTX
+	// lacks, and Kernels methods added before this package launches them.
+	kernels.CPU
+
+	ord  cu.Device
+	pctx cu.CUContext
+
+	mu     sync.RWMutex // guards closed against sends on work
+	closed bool
+	work   chan func()
+	done   chan struct{}
+
+	mods []cu.Module
+	fns  map[string]kernel // kernels the modules provide
+
+	// poison, set by tests, fills every device output buffer with a NaN
+	// pattern before launch so a kernel that skips elements cannot pass on
+	// stale memory from an earlier run.
+	poison bool
+}
+
+var _ kernels.Kernels = (*Device)(nil)
+
+// New retains the primary context of the selected device on a dedicated OS
+// thread and loads the PTX modules. Kernels missing from them (or all
+// of them, if there is no PTX) fall back to the CPU reference.
+func New(opts ...Option) (*Device, error) {
+	cfg := config{}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if !cfg.ptxSet {
+		cfg.ptx = kernels.PTX()
+	}
+	d := &Device{work: make(chan func()), done: make(chan struct{}), fns: map[string]kernel{}}
+	ready := make(chan error, 1)
+	go d.loop(cfg, ready)
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// loop owns the OS thread. It never calls UnlockOSThread: when it returns,
+// the thread (which had a context made current) is discarded by the runtime.
+func (d *Device) loop(cfg config, ready chan<- error) {
+	runtime.LockOSThread()
+	defer close(d.done)
+	if err := d.open(cfg); err != nil {
+		ready <- err
+		return
+	}
+	ready <- nil
+	for f := range d.work {
+		f()
+	}
+	for _, m := range d.mods {
+		_ = m.Unload()
+	}
+	_ = d.ord.ReleasePrimaryCtx()
+}
+
+func (d *Device) open(cfg config) error {
+	n, err := cu.NumDevices()
+	if err != nil {
+		return fmt.Errorf("kernels/cuda: counting devices: %w", err)
+	}
+	if cfg.ordinal < 0 || cfg.ordinal >= n {
+		return fmt.Errorf("kernels/cuda: device %d not present (%d devices)", cfg.ordinal, n)
+	}
+	if d.ord, err = cu.GetDevice(cfg.ordinal); err != nil {
+		return fmt.Errorf("kernels/cuda: device %d: %w", cfg.ordinal, err)
+	}
+	// A retained primary context is not a *cu.Ctx, so no finalizer can
+	// destroy it behind ORT's back; we release it in loop.
+	if d.pctx, err = d.ord.RetainPrimaryCtx(); err != nil {
+		return fmt.Errorf("kernels/cuda: retaining primary context: %w", err)
+	}
+	if err = cu.SetCurrentContext(d.pctx); err != nil {
+		_ = d.ord.ReleasePrimaryCtx()
+		return fmt.Errorf("kernels/cuda: making context current: %w", err)
+	}
+	mods := map[string]cu.Module{}
+	for name, src := range cfg.ptx {
+		m, err := cu.LoadData(src)
+		if err != nil {
+			// Fail loudly: a PTX the driver rejects (say, a newer ISA than
+			// it knows) is a deployment error, not a reason to go slow.
+			for _, m := range d.mods {
+				_ = m.Unload()
+			}
+			_ = d.ord.ReleasePrimaryCtx()
+			return fmt.Errorf("kernels/cuda: loading PTX module %s: %w", name, err)
+		}
+		mods[name] = m
+		d.mods = append(d.mods, m)
+	}
+	entries := map[string]kernels.Entry{}
+	for _, e := range kernels.Entries() {
+		entries[e.Name] = e
+	}
+	for _, name := range kernelNames {
+		// A missing entry is not an error: that operation stays on the CPU.
+		e, ok := entries[name]
+		m, ok2 := mods[e.Module]
+		if !ok || !ok2 {
+			continue
+		}
+		if fn, err := m.Function(name); err == nil {
+			d.fns[name] = kernel{fn, e.Params}
+		}
+	}
+	return nil
+}
+
+// kernel is a loaded entry point and its parameter kinds (kernels.Entry).
+type kernel struct {
+	fn     cu.Function
+	params string
+}
+
+// do runs f on the device thread and waits for it.
+func (d *Device) do(f func() error) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	errc := make(chan error, 1)
+	d.work <- func() { errc <- f() }
+	return <-errc
+}
+
+// Close unloads the modules, releases the primary context and ends the
+// thread.
+// Buffers still allocated are freed with the context (if no one else holds
+// it) or leak; free them first.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	close(d.work)
+	d.mu.Unlock()
+	<-d.done
+	return nil
+}
+
+// Name returns the device's marketing name.
+func (d *Device) Name() (name string, err error) {
+	err = d.do(func() (e error) { name, e = d.ord.Name(); return })
+	return
+}
+
+// MemInfo returns free and total device memory in bytes, as the residency
+// budget needs; free reflects every process on the device.
+func (d *Device) MemInfo() (free, total int64, err error) {
+	err = d.do(func() (e error) { free, total, e = cu.MemInfo(); return })
+	return
+}
+
+// HasKernel reports whether name runs on the device (otherwise its
+// operation uses the CPU reference).
+func (d *Device) HasKernel(name string) bool {
+	_, ok := d.fns[name] // written only before New returns
+	return ok
+}
+
+// Buffer is device memory owned by a Device.
+type Buffer struct {
+	d    *Device
+	ptr  cu.DevicePtr
+	size int64
+}
+
+// Alloc allocates size bytes of device memory.
+func (d *Device) Alloc(size int64) (*Buffer, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("%w: kernels/cuda: Alloc(%d)", kernels.ErrInvalidArgument, size)
+	}
+	b := &Buffer{d: d, size: size}
+	err := d.do(func() (e error) { b.ptr, e = cu.MemAlloc(size); return })
+	if err != nil {
+		return nil, fmt.Errorf("kernels/cuda: allocating %d bytes: %w", size, err)
+	}
+	return b, nil
+}
+
+// Size is the buffer's length in bytes.
+func (b *Buffer) Size() int64 { return b.size }
+
+// Ptr is the device address, for handing to other CUDA users in the same
+// context.
+func (b *Buffer) Ptr() uintptr { return uintptr(b.ptr) }
+
+// Free releases the buffer; a second call does nothing.
+func (b *Buffer) Free() error {
+	if b.ptr == 0 {
+		return nil
+	}
+	err := b.d.do(func() error { return cu.MemFree(b.ptr) })
+	b.ptr = 0
+	return err
+}
+
+// CopyIn copies src to the start of dst (host to device).
+func CopyIn[T any](dst *Buffer, src []T) error {
+	n := byteLen(src)
+	if n == 0 {
+		return nil
+	}
+	if n > dst.size {
+		return fmt.Errorf("%w: kernels/cuda: CopyIn of %d bytes into %d", kernels.ErrInvalidArgument, n, dst.size)
+	}
+	p := unsafe.Pointer(unsafe.SliceData(src))
+	return dst.d.do(func() error { return cu.MemcpyHtoD(dst.ptr, p, n) })
+}
+
+// CopyOut copies the start of src into dst (device to host).
+func CopyOut[T any](dst []T, src *Buffer) error {
+	n := byteLen(dst)
+	if n == 0 {
+		return nil
+	}
+	if n > src.size {
+		return fmt.Errorf("%w: kernels/cuda: CopyOut of %d bytes from %d", kernels.ErrInvalidArgument, n, src.size)
+	}
+	p := unsafe.Pointer(unsafe.SliceData(dst))
+	return src.d.do(func() error { return cu.MemcpyDtoH(p, src.ptr, n) })
+}
+
+func byteLen[T any](s []T) int64 {
+	var z T
+	return int64(len(s)) * int64(unsafe.Sizeof(z))
+}
+
+// args packs kernel arguments. cu's Launch copies exactly 8 bytes from each
+// parameter pointer, so every argument gets its own 8-byte slot: a pointer
+// to a bare int32 or float32 would make it read 4 bytes past the value. The
+// driver then takes the parameter's real size (4 for int/float) from the
+// slot's start, which on little-endian hosts holds the low bytes.
+// kinds records 'p', 'i' or 'f' per slot, checked against kernels.Entry
+// before launch so a parameter-list mismatch is an error, not garbage.
+type args struct {
+	slots []uint64
+	kinds []byte
+}
+
+func (a *args) add(kind byte, v uint64) *args {
+	a.slots = append(a.slots, v)
+	a.kinds = append(a.kinds, kind)
+	return a
+}
+
+func (a *args) ptr(b *Buffer) *args { return a.add('p', uint64(b.ptr)) }
+
+func (a *args) f32(v float32) *args { return a.add('f', uint64(math.Float32bits(v))) }
+
+// i32 appends a C int. Callers check ranges with fitsInt32 first.
+func (a *args) i32(v int) *args { return a.add('i', uint64(uint32(int32(v)))) }
+
+func (a *args) params() []unsafe.Pointer {
+	p := make([]unsafe.Pointer, len(a.slots))
+	for i := range a.slots {
+		p[i] = unsafe.Pointer(&a.slots[i])
+	}
+	return p
+}
+
+func fitsInt32(vs ...int) bool {
+	for _, v := range vs {
+		if v < math.MinInt32 || v > math.MaxInt32 {
+			return false
+		}
+	}
+	return true
+}
+
+const blockSize = 256
+
+// launch runs kernel name with one thread per element of n (1-D grid of
+// blockSize threads) on the default stream and waits for it, so a kernel
+// fault surfaces here rather than at a later unrelated call.
+func (d *Device) launch(name string, n int, a *args) error {
+	k, ok := d.fns[name]
+	if !ok {
+		return fmt.Errorf("kernels/cuda: kernel %s not loaded", name)
+	}
+	if string(a.kinds) != k.params {
+		return fmt.Errorf("kernels/cuda: %s: arguments %q, PTX entry takes %q", name, a.kinds, k.params)
+	}
+	grid := (n + blockSize - 1) / blockSize
+	if grid > math.MaxInt32 {
+		return fmt.Errorf("kernels/cuda: %s: %d elements exceed one grid", name, n)
+	}
+	params := a.params()
+	err := d.do(func() error {
+		if err := k.fn.Launch(grid, 1, 1, blockSize, 1, 1, 0, cu.NoStream, params); err != nil {
+			return err
+		}
+		return cu.Synchronize()
+	})
+	runtime.KeepAlive(a)
+	if err != nil {
+		return fmt.Errorf("kernels/cuda: %s: %w", name, err)
+	}
+	return nil
+}
+
+// scratch allocates one device buffer per size and frees them all on release.
+type scratch struct {
+	d    *Device
+	bufs []*Buffer
+}
+
+func (s *scratch) alloc(size int64) (*Buffer, error) {
+	b, err := s.d.Alloc(max(size, 1))
+	if err != nil {
+		return nil, err
+	}
+	s.bufs = append(s.bufs, b)
+	return b, nil
+}
+
+// out allocates an output buffer, poisoned in tests.
+func (s *scratch) out(size int64) (*Buffer, error) {
+	b, err := s.alloc(size)
+	if err != nil || !s.d.poison {
+		return b, err
+	}
+	// 0xFF bytes are a NaN in float32 and float16 and 255 in uint8.
+	err = s.d.do(func() error { return cu.MemsetD8(b.ptr, 0xFF, b.size) })
+	return b, err
+}
+
+func (s *scratch) release() error {
+	var errs []error
+	for _, b := range s.bufs {
+		errs = append(errs, b.Free())
+	}
+	return errors.Join(errs...)
+}
+
+// upload allocates a buffer holding a copy of src.
+func upload[T any](s *scratch, src []T) (*Buffer, error) {
+	b, err := s.alloc(byteLen(src))
+	if err != nil {
+		return nil, err
+	}
+	return b, CopyIn(b, src)
+}

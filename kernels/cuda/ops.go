@@ -1,0 +1,322 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/falocal/falocal/kernels"
+)
+
+// Kernel entry points this package launches, all extern "C" in the PTX
+// module, one thread per output element of a 1-D grid (index =
+// blockIdx.x*blockDim.x+threadIdx.x, return when index >= the element count
+// given in parentheses). int is 32-bit, float is fp32, u16 holds binary16
+// bits, pointers are device pointers. Each has the meaning of the
+// kernels.CPU method of the same name.
+//
+// The modules come from kernels.PTX(); kernels.Entries() says which module
+// holds each entry and its parameter kinds, which launch checks against
+// the arguments built here. A missing entry leaves that operation on the
+// CPU reference.
+const (
+	// f32_to_f16(u16* dst, const float* src, int n)                          (n)
+	kF32ToF16 = "f32_to_f16"
+	// f16_to_f32(float* dst, const u16* src, int n)                          (n)
+	kF16ToF32 = "f16_to_f32"
+	// image_to_tensor(float* dst, const u8* src, int w, int h, int stride, int c,
+	//   int outW, int outH, float scale, float m0, float m1, float m2,
+	//   float s0, float s1, float s2)                                         (outW*outH)
+	kImageToTensor = "image_to_tensor"
+	// image_to_tensor_f16: as image_to_tensor with u16* dst                   (outW*outH)
+	kImageToTensorF16 = "image_to_tensor_f16"
+	// resize_plane(float* dst, int dw, int dh, const float* src, int sw, int sh) (dw*dh)
+	kResizePlane = "resize_plane"
+	// compose_alpha(u8* dst, const u8* src, int w, int h, int stride, int c,
+	//   const float* mask)                                                    (w*h)
+	kComposeAlpha = "compose_alpha"
+	// blend_tile(float* acc, float* wsum, int c, int H, int W, const float* tile,
+	//   int th, int tw, int x0, int y0, int overlap)                           (th*tw)
+	kBlendTile = "blend_tile"
+	// normalize_blend(float* acc, const float* wsum, int c, int plane)        (plane)
+	kNormalizeBlend = "normalize_blend"
+)
+
+// ForegroundEstimate has no device kernel yet (two box-blur passes of
+// radius 90 and 6 need a multi-kernel design); it always runs on the CPU.
+
+var kernelNames = []string{
+	kF32ToF16, kF16ToF32, kImageToTensor, kImageToTensorF16,
+	kResizePlane, kComposeAlpha, kBlendTile, kNormalizeBlend,
+}
+
+func argErr(op, format string, a ...any) error {
+	return fmt.Errorf("%w: %s: %s", kernels.ErrInvalidArgument, op, fmt.Sprintf(format, a...))
+}
+
+// maxInt32 bounds every element count and index the kernels compute in
+// 32-bit int; larger inputs stay on the CPU.
+const maxInt32 = 1<<31 - 1
+
+// area is the product of dims if every factor is positive and the product
+// fits a kernel's int.
+func area(dims ...int) (int, bool) {
+	p := 1
+	for _, v := range dims {
+		if v <= 0 || p > maxInt32/v {
+			return 0, false
+		}
+		p *= v
+	}
+	return p, true
+}
+
+// checkImage mirrors the CPU rule, plus the 32-bit limit: the last row
+// need not be padded to the full stride.
+func checkImage(op string, src []uint8, w, h, stride, c int) (need int, err error) {
+	if c != 1 && c != 3 && c != 4 {
+		return 0, argErr(op, "channels %d must be 1, 3 or 4", c)
+	}
+	row, ok := area(w, c)
+	if !ok || stride < row {
+		return 0, argErr(op, "image %dx%dx%d with stride %d invalid", w, h, c, stride)
+	}
+	if _, ok := area(stride, h); !ok {
+		return 0, argErr(op, "image %dx%d with stride %d too large", w, h, stride)
+	}
+	need = (h-1)*stride + row
+	if len(src) < need {
+		return 0, argErr(op, "len(src)=%d, need at least %d", len(src), need)
+	}
+	return need, nil
+}
+
+// F32ToF16 implements kernels.Kernels.
+func (d *Device) F32ToF16(dst []uint16, src []float32) error {
+	n := len(src)
+	if len(dst) != n || n == 0 || !d.HasKernel(kF32ToF16) || !fitsInt32(n) {
+		return d.CPU.F32ToF16(dst, src)
+	}
+	return d.run(func(s *scratch) error {
+		in, err := upload(s, src)
+		if err != nil {
+			return err
+		}
+		out, err := s.out(byteLen(dst))
+		if err != nil {
+			return err
+		}
+		if err := d.launch(kF32ToF16, n, new(args).ptr(out).ptr(in).i32(n)); err != nil {
+			return err
+		}
+		return CopyOut(dst, out)
+	})
+}
+
+// F16ToF32 implements kernels.Kernels.
+func (d *Device) F16ToF32(dst []float32, src []uint16) error {
+	n := len(src)
+	if len(dst) != n || n == 0 || !d.HasKernel(kF16ToF32) || !fitsInt32(n) {
+		return d.CPU.F16ToF32(dst, src)
+	}
+	return d.run(func(s *scratch) error {
+		in, err := upload(s, src)
+		if err != nil {
+			return err
+		}
+		out, err := s.out(byteLen(dst))
+		if err != nil {
+			return err
+		}
+		if err := d.launch(kF16ToF32, n, new(args).ptr(out).ptr(in).i32(n)); err != nil {
+			return err
+		}
+		return CopyOut(dst, out)
+	})
+}
+
+// ImageToTensor implements kernels.Kernels.
+func (d *Device) ImageToTensor(dst []float32, src []uint8, w, h, stride, c, outW, outH int, scale float32, mean, std [3]float32) error {
+	if !d.HasKernel(kImageToTensor) {
+		return d.CPU.ImageToTensor(dst, src, w, h, stride, c, outW, outH, scale, mean, std)
+	}
+	return toTensor(d, kImageToTensor, dst, src, w, h, stride, c, outW, outH, scale, mean, std)
+}
+
+// ImageToTensorF16 implements kernels.Kernels.
+func (d *Device) ImageToTensorF16(dst []uint16, src []uint8, w, h, stride, c, outW, outH int, scale float32, mean, std [3]float32) error {
+	if !d.HasKernel(kImageToTensorF16) {
+		return d.CPU.ImageToTensorF16(dst, src, w, h, stride, c, outW, outH, scale, mean, std)
+	}
+	return toTensor(d, kImageToTensorF16, dst, src, w, h, stride, c, outW, outH, scale, mean, std)
+}
+
+func toTensor[T float32 | uint16](d *Device, name string, dst []T, src []uint8, w, h, stride, c, outW, outH int, scale float32, mean, std [3]float32) error {
+	need, err := checkImage(name, src, w, h, stride, c)
+	if err != nil {
+		return err
+	}
+	n, ok := area(3, outW, outH)
+	if !ok || len(dst) != n {
+		return argErr(name, "len(dst)=%d for output %dx%d", len(dst), outW, outH)
+	}
+	if scale == 0 || std[0] == 0 || std[1] == 0 || std[2] == 0 {
+		return argErr(name, "scale %v and std %v must be non-zero", scale, std)
+	}
+	return d.run(func(s *scratch) error {
+		in, err := upload(s, src[:need])
+		if err != nil {
+			return err
+		}
+		out, err := s.out(byteLen(dst))
+		if err != nil {
+			return err
+		}
+		a := new(args).ptr(out).ptr(in).i32(w).i32(h).i32(stride).i32(c).i32(outW).i32(outH).
+			f32(scale).f32(mean[0]).f32(mean[1]).f32(mean[2]).f32(std[0]).f32(std[1]).f32(std[2])
+		if err := d.launch(name, outW*outH, a); err != nil {
+			return err
+		}
+		return CopyOut(dst, out)
+	})
+}
+
+// ResizePlane implements kernels.Kernels.
+func (d *Device) ResizePlane(dst []float32, dw, dh int, src []float32, sw, sh int) error {
+	sn, ok1 := area(sw, sh)
+	dn, ok2 := area(dw, dh)
+	if !ok1 || !ok2 || len(src) != sn || len(dst) != dn || !d.HasKernel(kResizePlane) {
+		return d.CPU.ResizePlane(dst, dw, dh, src, sw, sh) // validates, or runs
+	}
+	return d.run(func(s *scratch) error {
+		in, err := upload(s, src)
+		if err != nil {
+			return err
+		}
+		out, err := s.out(byteLen(dst))
+		if err != nil {
+			return err
+		}
+		if err := d.launch(kResizePlane, dn, new(args).ptr(out).i32(dw).i32(dh).ptr(in).i32(sw).i32(sh)); err != nil {
+			return err
+		}
+		return CopyOut(dst, out)
+	})
+}
+
+// ComposeAlpha implements kernels.Kernels.
+func (d *Device) ComposeAlpha(dst []uint8, src []uint8, w, h, stride, c int, mask []float32) error {
+	if !d.HasKernel(kComposeAlpha) {
+		return d.CPU.ComposeAlpha(dst, src, w, h, stride, c, mask)
+	}
+	const op = "ComposeAlpha"
+	need, err := checkImage(op, src, w, h, stride, c)
+	if err != nil {
+		return err
+	}
+	n, ok := area(4, w, h)
+	if !ok || len(mask) != w*h || len(dst) != n {
+		return argErr(op, "len(mask)=%d, len(dst)=%d for %dx%d", len(mask), len(dst), w, h)
+	}
+	return d.run(func(s *scratch) error {
+		in, err := upload(s, src[:need])
+		if err != nil {
+			return err
+		}
+		m, err := upload(s, mask)
+		if err != nil {
+			return err
+		}
+		out, err := s.out(byteLen(dst))
+		if err != nil {
+			return err
+		}
+		a := new(args).ptr(out).ptr(in).i32(w).i32(h).i32(stride).i32(c).ptr(m)
+		if err := d.launch(kComposeAlpha, w*h, a); err != nil {
+			return err
+		}
+		return CopyOut(dst, out)
+	})
+}
+
+// BlendTile implements kernels.Kernels. acc and wsum round-trip through
+// the device on every call; a tiling pipeline that keeps the canvas
+// resident should use Buffers directly (not wrapped yet).
+func (d *Device) BlendTile(acc, wsum []float32, c, H, W int, tile []float32, th, tw, x0, y0, overlap int) error {
+	if !d.HasKernel(kBlendTile) {
+		return d.CPU.BlendTile(acc, wsum, c, H, W, tile, th, tw, x0, y0, overlap)
+	}
+	const op = "BlendTile"
+	plane, ok := area(H, W)
+	cn, ok2 := area(c, H, W)
+	tn, ok3 := area(c, th, tw)
+	switch {
+	case !ok || !ok2 || !ok3 || len(acc) != cn || len(wsum) != plane || len(tile) != tn:
+		return argErr(op, "lengths acc=%d wsum=%d tile=%d do not match c=%d %dx%d tile %dx%d", len(acc), len(wsum), len(tile), c, W, H, tw, th)
+	case x0 < 0 || y0 < 0 || tw > W-x0 || th > H-y0:
+		return argErr(op, "tile %dx%d at (%d,%d) does not fit canvas %dx%d", tw, th, x0, y0, W, H)
+	case overlap < 0 || !fitsInt32(overlap):
+		return argErr(op, "overlap %d invalid", overlap)
+	}
+	return d.run(func(s *scratch) error {
+		a, err := upload(s, acc)
+		if err != nil {
+			return err
+		}
+		ws, err := upload(s, wsum)
+		if err != nil {
+			return err
+		}
+		t, err := upload(s, tile)
+		if err != nil {
+			return err
+		}
+		p := new(args).ptr(a).ptr(ws).i32(c).i32(H).i32(W).ptr(t).i32(th).i32(tw).i32(x0).i32(y0).i32(overlap)
+		if err := d.launch(kBlendTile, th*tw, p); err != nil {
+			return err
+		}
+		if err := CopyOut(acc, a); err != nil {
+			return err
+		}
+		return CopyOut(wsum, ws)
+	})
+}
+
+// NormalizeBlend implements kernels.Kernels.
+func (d *Device) NormalizeBlend(acc []float32, wsum []float32, c int) error {
+	plane := len(wsum)
+	if c <= 0 || plane == 0 || len(acc)/c != plane || len(acc)%c != 0 || !fitsInt32(len(acc)) || !d.HasKernel(kNormalizeBlend) {
+		return d.CPU.NormalizeBlend(acc, wsum, c) // validates, or runs
+	}
+	return d.run(func(s *scratch) error {
+		a, err := upload(s, acc)
+		if err != nil {
+			return err
+		}
+		ws, err := upload(s, wsum)
+		if err != nil {
+			return err
+		}
+		if err := d.launch(kNormalizeBlend, plane, new(args).ptr(a).ptr(ws).i32(c).i32(plane)); err != nil {
+			return err
+		}
+		return CopyOut(acc, a)
+	})
+}
+
+// ForegroundEstimate implements kernels.Kernels on the CPU: no device
+// kernel yet (see above).
+func (d *Device) ForegroundEstimate(dstF []float32, img []float32, alpha []float32, w, h int) error {
+	return d.CPU.ForegroundEstimate(dstF, img, alpha, w, h)
+}
+
+// run gives f a scratch set of device buffers freed afterwards.
+func (d *Device) run(f func(*scratch) error) (err error) {
+	s := &scratch{d: d}
+	defer func() {
+		if ferr := s.release(); err == nil {
+			err = ferr
+		}
+	}()
+	return f(s)
+}
