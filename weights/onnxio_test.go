@@ -66,11 +66,15 @@ func TestAddDirMaterialize(t *testing.T) {
 	for n, c := range files {
 		os.WriteFile(filepath.Join(src, n), []byte(c), 0o644)
 	}
+	// a linked file counts as the file it points to; a dangling link is skipped
+	os.Symlink("../config.json", filepath.Join(src, "unet", "config.json"))
+	os.Symlink("nowhere", filepath.Join(src, "dangling"))
+	files["unet/config.json"] = "{}"
 	fs, err := s.AddDir(src, "fp32")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fs) != 4 {
+	if len(fs) != 5 {
 		t.Fatalf("%d files", len(fs))
 	}
 	m := Manifest{Name: "w", Pipeline: "whisper", Files: fs}
