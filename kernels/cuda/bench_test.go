@@ -1,0 +1,87 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"testing"
+
+	"gorgonia.org/cu"
+)
+
+// Device-resident throughput: each benchmark reports bytes read plus bytes
+// written per op (b.SetBytes), so bench/gpu/check.sh can set every kernel's
+// achieved bandwidth against a plain device-to-device copy's.
+
+const benchElems = 64 << 20 // 64 Mi elements: large enough to saturate HBM
+
+func benchBuffers(b *testing.B, sizes ...int64) []*Buffer {
+	b.Helper()
+	var bufs []*Buffer
+	for _, s := range sizes {
+		buf, err := dev.Alloc(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bufs = append(bufs, buf)
+	}
+	b.Cleanup(func() {
+		for _, buf := range bufs {
+			buf.Free()
+		}
+	})
+	return bufs
+}
+
+// BenchmarkDtoDCopy is the reference: cuMemcpyDtoD of 256 MiB.
+func BenchmarkDtoDCopy(b *testing.B) {
+	const n = 4 * benchElems
+	bufs := benchBuffers(b, n, n)
+	b.SetBytes(2 * n)
+	for i := 0; i < b.N; i++ {
+		err := dev.do(func() error {
+			if err := cu.MemcpyDtoD(bufs[1].ptr, bufs[0].ptr, n); err != nil {
+				return err
+			}
+			return cu.Synchronize()
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchKernel(b *testing.B, name string, bytes int64, a *args) {
+	b.Helper()
+	if !dev.HasKernel(name) {
+		b.Skipf("%s not loaded", name)
+	}
+	b.SetBytes(bytes)
+	for i := 0; i < b.N; i++ {
+		if err := dev.launch(name, benchElems, a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkF32ToF16(b *testing.B) {
+	bufs := benchBuffers(b, 4*benchElems, 2*benchElems)
+	benchKernel(b, kF32ToF16, 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
+}
+
+func BenchmarkF16ToF32(b *testing.B) {
+	bufs := benchBuffers(b, 2*benchElems, 4*benchElems)
+	benchKernel(b, kF16ToF32, 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
+}
+
+// BenchmarkGuidance is classifier-free guidance: two reads, one write.
+func BenchmarkGuidance(b *testing.B) {
+	bufs := benchBuffers(b, 4*benchElems, 4*benchElems, 4*benchElems)
+	benchKernel(b, kGuidance, 12*benchElems, new(args).ptr(bufs[2]).ptr(bufs[0]).ptr(bufs[1]).f32(7.5).i32(benchElems))
+}
+
+// BenchmarkAxpby is a three-term scheduler step: three reads, one write.
+func BenchmarkAxpby(b *testing.B) {
+	bufs := benchBuffers(b, 4*benchElems, 4*benchElems, 4*benchElems, 4*benchElems)
+	benchKernel(b, kAxpby, 16*benchElems,
+		new(args).ptr(bufs[3]).ptr(bufs[0]).f32(0.9).ptr(bufs[1]).f32(0.1).ptr(bufs[2]).f32(-0.05).i32(benchElems))
+}
