@@ -438,12 +438,38 @@ func (m *Model) forward(ctx context.Context, st decoderState, tokens [][]int) ([
 
 // decodeWindows encodes windows and decodes them together as one batch.
 func (m *Model) decodeWindows(ctx context.Context, mels [][]float32, opt Options) ([]Result, error) {
+	dec, err := m.encodeWindows(ctx, mels)
+	if err != nil {
+		return nil, err
+	}
+	return dec(ctx, opt)
+}
+
+// encodeWindows runs the encoder once; the returned function decodes the
+// windows at any options (a fallback's higher temperatures).
+func (m *Model) encodeWindows(ctx context.Context, mels [][]float32) (windowDecode, error) {
 	f, err := m.encode(ctx, mels)
 	if err != nil {
 		return nil, err
 	}
+	return func(ctx context.Context, opt Options) ([]Result, error) {
+		return m.decodeFeatures(ctx, f, opt)
+	}, nil
+}
+
+func (m *Model) decodeFeatures(ctx context.Context, f *features, opt Options) ([]Result, error) {
 	task := newDecodeTask(m, m.tok, opt)
-	return task.run(ctx, func(rows int) (decoderState, error) { return m.newState(f, rows), nil }, len(mels))
+	return task.run(ctx, func(rows int) (decoderState, error) { return m.newState(f, rows), nil }, f.n)
+}
+
+// pick returns the features of windows idx, in that order.
+func (f *features) pick(idx []int) *features {
+	per := f.ctx * f.d
+	out := &features{n: len(idx), ctx: f.ctx, d: f.d, data: make([]float32, 0, len(idx)*per)}
+	for _, i := range idx {
+		out.data = append(out.data, f.data[i*per:(i+1)*per]...)
+	}
+	return out
 }
 
 // DetectLanguage returns the likeliest language of one window and the
@@ -472,7 +498,7 @@ func (m *Model) Transcribe(ctx context.Context, audio []float32, opt TranscribeO
 		c, _, err := m.DetectLanguage(ctx, w)
 		return c, err
 	}
-	return transcribe(ctx, m.decodeWindows, detect, m.tok, mel, opt)
+	return transcribe(ctx, m.encodeWindows, detect, m.tok, mel, opt)
 }
 
 // TranscribeBatched decodes independent 30 s windows batch at a time: Whisper's
@@ -518,8 +544,15 @@ func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt Transc
 	for lo := 0; lo < len(starts); lo += batch {
 		hi := min(len(starts), lo+batch)
 		pending := make([]int, 0, hi-lo)
+		mels := make([][]float32, 0, hi-lo)
 		for i := lo; i < hi; i++ {
 			pending = append(pending, i)
+			mels = append(mels, win(starts[i]))
+		}
+		// one encoder run per batch; fallbacks decode subsets of it again
+		all, err := m.encode(ctx, mels)
+		if err != nil {
+			return nil, err
 		}
 		for ti, temp := range opt.Temperatures {
 			o := opt.Options
@@ -527,11 +560,11 @@ func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt Transc
 			if temp > 0 {
 				o.BeamSize = 0
 			}
-			mels := make([][]float32, len(pending))
+			idx := make([]int, len(pending))
 			for j, i := range pending {
-				mels[j] = win(starts[i])
+				idx[j] = i - lo
 			}
-			rs, err := m.decodeWindows(ctx, mels, o)
+			rs, err := m.decodeFeatures(ctx, all.pick(idx), o)
 			if err != nil {
 				return nil, err
 			}

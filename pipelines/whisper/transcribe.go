@@ -72,15 +72,19 @@ func (o *TranscribeOptions) defaults() {
 	}
 }
 
-// decodeWindows runs one decode of several windows (encoder inputs, each
-// bands×3000) in a single batch.
-type windowDecoder func(ctx context.Context, mels [][]float32, opt Options) ([]Result, error)
+// windowEncoder encodes windows (encoder inputs, each bands×3000) once and
+// returns a decoder over them, so that a temperature fallback decodes again
+// without running the encoder again.
+type windowEncoder func(ctx context.Context, mels [][]float32) (windowDecode, error)
+
+// windowDecode decodes the encoded windows in a single batch.
+type windowDecode func(ctx context.Context, opt Options) ([]Result, error)
 
 // transcribe is Whisper's long-form algorithm: decode the 30 s window at
 // seek, cut it into segments at consecutive timestamp tokens, move seek to
 // the last complete segment, and retry a window at higher temperatures when
 // its text is too repetitive or improbable.
-func transcribe(ctx context.Context, dec windowDecoder, detect func(ctx context.Context, mel []float32) (string, error),
+func transcribe(ctx context.Context, enc windowEncoder, detect func(ctx context.Context, mel []float32) (string, error),
 	tok *tokenizer.Tokenizer, mel *Mel, opt TranscribeOptions) (*Transcript, error) {
 	opt.defaults()
 	content := mel.Frames - nFrames // the log-mel carries 30 s of padding
@@ -122,6 +126,10 @@ func transcribe(ctx context.Context, dec windowDecoder, detect func(ctx context.
 		}
 		o := opt.Options
 		o.Prompt = append([]int(nil), allTokens[promptReset:]...)
+		dec, err := enc(ctx, [][]float32{buf})
+		if err != nil {
+			return nil, err
+		}
 		var res Result
 		for i, temp := range opt.Temperatures {
 			o.Temperature = temp
@@ -130,7 +138,7 @@ func transcribe(ctx context.Context, dec windowDecoder, detect func(ctx context.
 			} else {
 				o.BeamSize = opt.BeamSize
 			}
-			rs, err := dec(ctx, [][]float32{buf}, o)
+			rs, err := dec(ctx, o)
 			if err != nil {
 				return nil, err
 			}
