@@ -20,7 +20,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$here/out}
 mkdir -p "$out"
-rm -f "$out"/{summary.md,gpu.csv,kernels.log,vram.log,bench.txt}
+rm -f "$out"/{summary.md,gpu.csv,image.txt,kernels.log,vram.log,bench.txt}
 end=$((SECONDS + ${CHECK_SECONDS:-450}))
 status=0
 
@@ -59,6 +59,8 @@ step() {
 	local rc=${PIPESTATUS[0]}
 	local pass fail skip
 	pass=$(grep -c -- '^--- PASS' "$out/$log")
+	# Benchmarks print no PASS line: count their result lines.
+	((pass += $(grep -c -- '^Benchmark.*ns/op' "$out/$log")))
 	fail=$(grep -c -- '^--- FAIL' "$out/$log")
 	skip=$(grep -c -- '^--- SKIP' "$out/$log")
 	case $rc in
@@ -72,6 +74,14 @@ date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.csv"
 IFS=, read -r card driver memory < <(nvidia-smi --query-gpu=name,driver_version,memory.total \
 	--format=csv,noheader | head -1 | sed 's/, */,/g')
+
+# What ONNX Runtime the image carries (for the CUDA provider bridge):
+# informational, never fails the check.
+{
+	python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())' 2>&1
+	timeout 20 find /usr /opt -name 'libonnxruntime_providers_*.so' 2>/dev/null | head -5
+	nvcc --version 2>&1 | tail -2
+} | tee "$out/image.txt"
 
 step kernels kernels.log "$work/cuda.test" -test.v -test.count=1 -test.timeout=240s
 step vram vram.log "$work/vram.test" -test.v -test.count=1 -test.timeout=120s
