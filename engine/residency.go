@@ -40,6 +40,55 @@ type Residency struct {
 	// so a steady stream of runs on one model cannot starve another.
 	waiters []uint64
 	ticket  uint64
+
+	dev DeviceMemory // nil on the CPU
+}
+
+// DeviceMemory is a GPU's memory beside the models the scheduler counts:
+// engine/vram.Pool implements it. The pool's cached blocks are memory a
+// model could load into, so before a model loads on a card whose free memory
+// is short of its need, the cache is trimmed by the difference; after a load
+// fails, it is emptied before the retry.
+type DeviceMemory interface {
+	// Budget is the device's free memory plus Cached.
+	Budget() (int64, error)
+	// Cached is what the pool holds free for reuse.
+	Cached() int64
+	// TrimTo returns cached blocks to the device until at most target bytes
+	// stay cached, and reports the bytes released.
+	TrimTo(target int64) (int64, error)
+}
+
+// UseDevice makes the scheduler trim m's cache when models need the room.
+// Call it before the first admission.
+func (r *Residency) UseDevice(m DeviceMemory) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dev = m
+}
+
+// roomLocked trims the device pool's cache so that need bytes are free on
+// the device, as far as the cache allows. Models admitted but still
+// loading are not subtracted: the counted budget covers them.
+func (r *Residency) roomLocked(model string, need int64) {
+	if r.dev == nil {
+		return
+	}
+	cached := r.dev.Cached()
+	if cached <= 0 {
+		return
+	}
+	budget, err := r.dev.Budget()
+	if err != nil {
+		r.Log.Warn("device memory info", "err", err)
+		return
+	}
+	short := need - (budget - cached)
+	if short <= 0 {
+		return
+	}
+	n, err := r.dev.TrimTo(max(cached-short, 0))
+	r.Log.Info("trimmed the device pool for a model", "model", model, "need", need, "released", n, "err", err)
 }
 
 // NewResidency makes a scheduler for one device.
@@ -228,6 +277,7 @@ func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
 				return nil, &NoMemoryError{Model: u.name, Need: need, Budget: r.Budget, Device: r.Device}
 			}
 			if r.Budget <= 0 || r.used+need <= r.Budget {
+				r.roomLocked(u.name, need)
 				u.resident = true
 				u.counted = need
 				r.used += need
@@ -379,7 +429,8 @@ func (r *Residency) signalLocked() {
 	r.changed = make(chan struct{})
 }
 
-// reclaim evicts every idle model but u, after u failed to load.
+// reclaim evicts every idle model but u, after u failed to load, and empties
+// the device pool's cache; it reports how many things it freed.
 func (u *Unit) reclaim() int {
 	r := u.r
 	r.mu.Lock()
@@ -389,6 +440,13 @@ func (u *Unit) reclaim() int {
 		if v != u && v.resident && v.refs == 0 {
 			r.unloadLocked(v, "load_retry")
 			n++
+		}
+	}
+	if r.dev != nil && r.dev.Cached() > 0 {
+		if released, err := r.dev.TrimTo(0); released > 0 {
+			n++
+		} else if err != nil {
+			r.Log.Warn("trimming the device pool", "err", err)
 		}
 	}
 	return n

@@ -21,8 +21,15 @@ eval "$(bash tools/cuda-headers/check.sh --env)"
 flags=(-c -tags cuda -trimpath -ldflags=-s\ -w)
 go test "${flags[@]}" -o "$bin/stage/cuda.test" ./kernels/cuda/
 go test "${flags[@]}" -o "$bin/stage/vram.test" ./engine/vram/
+go test "${flags[@]}" -o "$bin/stage/server.test" ./cmd/server/
+# The driver entry points the binaries import: they bind lazily, so one the
+# installed driver lacks would fail only when called. check.sh looks each
+# up in the device's real libcuda.so.1.
+for t in "$bin"/stage/*.test; do
+	nm -D --undefined-only "$t" | awk '$2 ~ /^cu[A-Z]/ {sub(/@.*/, "", $2); print $2}'
+done | sort -u >"$bin/cuda-symbols.txt"
 # Solid compression: the two binaries share Go's runtime and testing code.
-tar -C "$bin/stage" -cf - cuda.test vram.test | xz -9e -T0 >"$bin/tests.tar.xz"
+tar -C "$bin/stage" -cf - cuda.test vram.test server.test | xz -9e -T0 >"$bin/tests.tar.xz"
 rm -rf "$bin/stage"
 
 size=$(stat -c %s "$bin/tests.tar.xz")

@@ -4,7 +4,8 @@
 # bench/gpu/bin, then
 #   1. prints the card (nvidia-smi name, driver, memory),
 #   2. runs kernels/cuda's correctness tests (device vs CPU reference),
-#   3. runs engine/vram's pool tests (fake allocator and the real device),
+#   3. runs engine/vram's pool tests (fake allocator and the real device)
+#      and the server's GPU set-up (pool, budget, /metrics, trimming),
 #   4. runs kernels/cuda's benchmarks and prints achieved GB/s against a
 #      measured device-to-device copy as a short table,
 # all within CHECK_SECONDS (default 450: under the 8 minutes a check may
@@ -20,7 +21,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$here/out}
 mkdir -p "$out"
-rm -f "$out"/{summary.md,gpu.csv,image.txt,kernels.log,vram.log,bench.txt}
+rm -f "$out"/{summary.md,gpu.csv,image.txt,symbols.txt,kernels.log,vram.log,server.log,bench.txt}
 end=$((SECONDS + ${CHECK_SECONDS:-450}))
 status=0
 
@@ -83,8 +84,25 @@ IFS=, read -r card driver memory < <(nvidia-smi --query-gpu=name,driver_version,
 	nvcc --version 2>&1 | tail -2
 } | tee "$out/image.txt"
 
+# Every driver entry point the binaries import must exist in this driver.
+if [[ -f $here/bin/cuda-symbols.txt ]]; then
+	if python3 - "$here/bin/cuda-symbols.txt" >"$out/symbols.txt" 2>&1 <<'PY'
+import ctypes, sys
+lib = ctypes.CDLL("libcuda.so.1")
+names = [n.strip() for n in open(sys.argv[1]) if n.strip()]
+missing = [n for n in names if not hasattr(lib, n)]
+print(f"{len(names)} driver entry points imported, {len(missing)} missing: {missing}")
+sys.exit(1 if missing else 0)
+PY
+	then results[symbols]="ok ($(cat "$out/symbols.txt"))"
+	else results[symbols]="FAILED ($(cat "$out/symbols.txt"))"; status=1
+	fi
+fi
+
 step kernels kernels.log "$work/cuda.test" -test.v -test.count=1 -test.timeout=240s
 step vram vram.log "$work/vram.test" -test.v -test.count=1 -test.timeout=120s
+step server server.log "$work/server.test" -test.v -test.count=1 -test.timeout=60s \
+	-test.run='^(TestSetupGPU|TestDeviceBudget)'
 step bench bench.txt "$work/cuda.test" -test.run='^$' -test.bench="${CHECK_BENCH:-.}" \
 	-test.benchtime="${CHECK_BENCHTIME:-1s}" -test.count=1 -test.timeout=240s
 
@@ -118,8 +136,10 @@ END {
 	echo "# GPU device check, $date"
 	echo
 	echo "- card: $card, driver $driver, memory $memory"
+	echo "- driver entry points: ${results[symbols]:-not checked}"
 	echo "- kernels/cuda tests: ${results[kernels]:-not run}"
 	echo "- engine/vram tests: ${results[vram]:-not run}"
+	echo "- server GPU set-up tests: ${results[server]:-not run}"
 	echo "- benchmarks: ${results[bench]:-not run} (benchtime ${CHECK_BENCHTIME:-1s})"
 	echo "- took ${SECONDS}s"
 	echo

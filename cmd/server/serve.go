@@ -111,8 +111,19 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 			break
 		}
 	}
-	res := engine.NewResidency(c.memoryBudget, c.keepAlive, device, log)
-	log.Info("model residency", "device", device, "memory_budget", c.memoryBudget, "keep_alive", c.keepAlive,
+	budget, g := setupGPU(c, device, log)
+	if g != nil {
+		defer func() {
+			if err := g.close(); err != nil {
+				log.Warn("closing the GPU memory pool", "err", err)
+			}
+		}()
+	}
+	res := engine.NewResidency(budget, c.keepAlive, device, log)
+	if g != nil {
+		res.UseDevice(g.pool)
+	}
+	log.Info("model residency", "device", device, "memory_budget", budget, "keep_alive", c.keepAlive,
 		"batch_max", c.BatchMax, "batch_delay", c.BatchDelay)
 	reg, err := pipelines.Build(pipelines.Deps{Store: store, Runtime: rt, Ops: engine.CPUOps(), Log: log, Config: pcfg,
 		Residency: res})

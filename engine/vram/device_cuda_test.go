@@ -15,45 +15,16 @@ import (
 	"github.com/falocal/falocal/kernels/cuda"
 )
 
-// deviceAllocator adapts kernels/cuda's buffers to Allocator. (kernels/cuda
-// may grow this adapter itself; it lives here until then.)
-type deviceAllocator struct {
-	d    *cuda.Device
-	mu   sync.Mutex
-	bufs map[uintptr]*cuda.Buffer
-}
+// kernels/cuda's allocator is what the server gives the pool.
+var _ Allocator = (*cuda.Allocator)(nil)
 
-func (a *deviceAllocator) Alloc(n int64) (uintptr, error) {
-	b, err := a.d.Alloc(n)
-	if err != nil {
-		return 0, err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.bufs[b.Ptr()] = b
-	return b.Ptr(), nil
-}
-
-func (a *deviceAllocator) Free(p uintptr) error {
-	a.mu.Lock()
-	b, ok := a.bufs[p]
-	delete(a.bufs, p)
-	a.mu.Unlock()
-	if !ok {
-		return errors.New("deviceAllocator: unknown pointer")
-	}
-	return b.Free()
-}
-
-func (a *deviceAllocator) MemInfo() (free, total int64, err error) { return a.d.MemInfo() }
-
-func newDevicePool(t *testing.T, opts Options) (*Pool, *deviceAllocator) {
+func newDevicePool(t *testing.T, opts Options) (*Pool, *cuda.Allocator) {
 	t.Helper()
 	d, err := cuda.New()
 	if err != nil {
 		t.Fatalf("cuda.New: %v", err)
 	}
-	a := &deviceAllocator{d: d, bufs: map[uintptr]*cuda.Buffer{}}
+	a := d.Allocator()
 	p := New(a, opts)
 	t.Cleanup(func() {
 		if err := p.Close(); err != nil {

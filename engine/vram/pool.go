@@ -374,3 +374,10 @@ func (p *Pool) Close() error {
 }
 
 var _ Allocator = (*Pool)(nil)
+
+// Cached reports the bytes on the free lists (engine.DeviceMemory).
+func (p *Pool) Cached() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.st.Cached
+}
