@@ -92,8 +92,35 @@ func initialize(cfg Config) (*Runtime, error) {
 // Info reports the library, version and usable providers.
 func (r *Runtime) Info() engine.Info { return r.info }
 
-func appendProvider(so *ortgo.SessionOptions, p engine.Provider, spec engine.SessionSpec) error {
+// providerOptions are the ORT options for a GPU provider under spec (both
+// always carry device_id). CPU has none.
+func providerOptions(p engine.Provider, spec engine.SessionSpec) (map[string]string, error) {
 	dev := strconv.Itoa(spec.DeviceID)
+	switch p {
+	case engine.CUDA:
+		return map[string]string{"device_id": dev}, nil
+	case engine.TensorRT:
+		opts := map[string]string{"device_id": dev}
+		if spec.FP16 {
+			opts["trt_fp16_enable"] = "1"
+		}
+		if spec.TensorRTCacheDir != "" {
+			opts["trt_engine_cache_enable"] = "1"
+			opts["trt_engine_cache_path"] = spec.TensorRTCacheDir
+		}
+		return opts, nil
+	}
+	return nil, fmt.Errorf("unknown provider %q", p)
+}
+
+func appendProvider(so *ortgo.SessionOptions, p engine.Provider, spec engine.SessionSpec) error {
+	if p == engine.CPU {
+		return nil
+	}
+	opts, err := providerOptions(p, spec)
+	if err != nil {
+		return err
+	}
 	switch p {
 	case engine.CUDA:
 		o, err := ortgo.NewCUDAProviderOptions()
@@ -101,7 +128,7 @@ func appendProvider(so *ortgo.SessionOptions, p engine.Provider, spec engine.Ses
 			return err
 		}
 		defer o.Destroy()
-		if err := o.Update(map[string]string{"device_id": dev}); err != nil {
+		if err := o.Update(opts); err != nil {
 			return err
 		}
 		return so.AppendExecutionProviderCUDA(o)
@@ -111,20 +138,10 @@ func appendProvider(so *ortgo.SessionOptions, p engine.Provider, spec engine.Ses
 			return err
 		}
 		defer o.Destroy()
-		opts := map[string]string{"device_id": dev}
-		if spec.FP16 {
-			opts["trt_fp16_enable"] = "1"
-		}
-		if spec.TensorRTCacheDir != "" {
-			opts["trt_engine_cache_enable"] = "1"
-			opts["trt_engine_cache_path"] = spec.TensorRTCacheDir
-		}
 		if err := o.Update(opts); err != nil {
 			return err
 		}
 		return so.AppendExecutionProviderTensorRT(o)
-	case engine.CPU:
-		return nil
 	}
 	return fmt.Errorf("unknown provider %q", p)
 }
