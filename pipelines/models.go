@@ -54,7 +54,7 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 		path = filepath.Join(dir, fileName(man, role))
 	}
 	cfg := m.deps.Config
-	spec := cfg.SessionSpec(path, inputs, outputs)
+	spec := cfg.SessionSpec(man.Name, path, inputs, outputs)
 	opts := engine.PoolOptions{Size: cfg.SessionsPerModel, Name: man.Name}
 	if opts.Batch, err = cfg.batchFor(man); err != nil {
 		return nil, err

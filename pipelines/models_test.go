@@ -165,3 +165,29 @@ func TestUnavailableNoMemory(t *testing.T) {
 		t.Errorf("%d %q", err.Status, err.Msg)
 	}
 }
+
+func TestSessionSpecPerModel(t *testing.T) {
+	off := false
+	cfg := pipelines.Config{
+		Providers: []engine.Provider{engine.TensorRT, engine.CUDA, engine.CPU}, FP16: true, DeviceID: 1,
+		TensorRTCacheDir: "/trt",
+		ModelProviders: map[string]pipelines.ProviderSetting{
+			"isnet": {Providers: []engine.Provider{engine.CUDA, engine.CPU}},
+			"flux":  {Providers: []engine.Provider{engine.TensorRT, engine.CPU}, FP16: &off},
+		},
+	}
+	cases := []struct {
+		model, providers string
+		fp16             bool
+	}{
+		{"other", "[tensorrt cuda cpu]", true},
+		{"isnet", "[cuda cpu]", true},
+		{"flux", "[tensorrt cpu]", false},
+	}
+	for _, tc := range cases {
+		s := cfg.SessionSpec(tc.model, "m.onnx", nil, nil)
+		if got := fmt.Sprint(s.Providers); got != tc.providers || s.FP16 != tc.fp16 || s.DeviceID != 1 || s.TensorRTCacheDir != "/trt" {
+			t.Errorf("%s: providers %s fp16 %v device %d cache %q; want %s fp16 %v", tc.model, got, s.FP16, s.DeviceID, s.TensorRTCacheDir, tc.providers, tc.fp16)
+		}
+	}
+}

@@ -104,15 +104,33 @@ type Config struct {
 	// ModelConcurrency limits runs of one model at once across its files
 	// (0 = only the sessions per model).
 	ModelConcurrency int
+	// ModelProviders overrides Providers (and FP16) per model name.
+	ModelProviders map[string]ProviderSetting
 }
 
-// SessionSpec builds the engine spec for a model file under this config.
-func (c Config) SessionSpec(path string, inputs, outputs []string) engine.SessionSpec {
-	return engine.SessionSpec{
+// ProviderSetting is one model's execution providers, in priority order,
+// and, when set, its TensorRT precision.
+type ProviderSetting struct {
+	Providers []engine.Provider
+	FP16      *bool
+}
+
+// SessionSpec builds the engine spec for a file of model under this config.
+func (c Config) SessionSpec(model, path string, inputs, outputs []string) engine.SessionSpec {
+	spec := engine.SessionSpec{
 		Path: path, Inputs: inputs, Outputs: outputs,
 		Providers: c.Providers, IntraOpThreads: c.IntraOpThreads, DeviceID: c.DeviceID,
 		TensorRTCacheDir: c.TensorRTCacheDir, FP16: c.FP16,
 	}
+	if m, ok := c.ModelProviders[model]; ok {
+		if len(m.Providers) > 0 {
+			spec.Providers = m.Providers
+		}
+		if m.FP16 != nil {
+			spec.FP16 = *m.FP16
+		}
+	}
+	return spec
 }
 
 // Deps is what a pipeline factory gets.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/pipelines"
 )
 
 // Config is the server's whole configuration: flags, each with an
@@ -21,6 +22,7 @@ type Config struct {
 	CacheDir       string
 	ORTLibrary     string
 	Providers      string
+	ModelProviders string // per model: name=list;…
 	Threads        int
 	Sessions       int
 	DeviceID       int
@@ -58,10 +60,11 @@ type Config struct {
 	envErrs []string // environment values that did not parse
 
 	// Parsed by validate.
-	memoryBudget int64
-	keepAlive    time.Duration
-	keepAlives   map[string]time.Duration // per model
-	batchModels  map[string]batchSetting
+	memoryBudget   int64
+	keepAlive      time.Duration
+	keepAlives     map[string]time.Duration // per model
+	batchModels    map[string]batchSetting
+	modelProviders map[string]pipelines.ProviderSetting
 }
 
 type batchSetting struct {
@@ -132,6 +135,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.CacheDir, "cache-dir", "FALOCAL_CACHE_DIR", cacheDef, "downloaded registry packages and the ONNX Runtime library")
 	str(&c.ORTLibrary, "ort-library", "FALOCAL_ORT_LIBRARY", ortDef, "libonnxruntime to load (default: the pinned CPU build that setup installs; also $ONNXRUNTIME_SHARED_LIBRARY_PATH)")
 	str(&c.Providers, "providers", "FALOCAL_PROVIDERS", "auto", "execution providers in priority order: auto, or a list of tensorrt,cuda,cpu")
+	str(&c.ModelProviders, "model-providers", "FALOCAL_MODEL_PROVIDERS", "", "per-model providers, ';'-separated name=list, e.g. 'isnet-general-use=cuda,cpu; flux-dev=tensorrt:fp32,cuda,cpu' (tensorrt:fp16 or tensorrt:fp32 overrides -fp16 for that model)")
 	integer(&c.Threads, "threads", "FALOCAL_THREADS", 0, "intra-op threads per session (0 = cores / sessions)")
 	integer(&c.Sessions, "sessions", "FALOCAL_SESSIONS", 1, "sessions per model that may run at once")
 	integer(&c.DeviceID, "device", "FALOCAL_DEVICE", 0, "GPU index for CUDA/TensorRT")
@@ -238,6 +242,9 @@ func (c *Config) validate() error {
 	if c.batchModels, err = parseBatch(c.Batch); err != nil {
 		return fmt.Errorf("-batch: %w", err)
 	}
+	if c.modelProviders, err = parseModelProviders(c.ModelProviders); err != nil {
+		return fmt.Errorf("-model-providers: %w", err)
+	}
 	if c.ModelConcurrency < 0 {
 		return fmt.Errorf("-model-concurrency must not be negative")
 	}
@@ -328,6 +335,46 @@ func parseBatch(s string) (map[string]batchSetting, error) {
 			}
 		}
 		out[parts[0]] = b
+	}
+	return out, nil
+}
+
+// parseModelProviders reads "name=p1,p2,…; name2=…". A TensorRT entry may
+// carry its precision: tensorrt:fp16 or tensorrt:fp32.
+func parseModelProviders(s string) (map[string]pipelines.ProviderSetting, error) {
+	out := map[string]pipelines.ProviderSetting{}
+	for _, item := range strings.Split(s, ";") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, spec, ok := strings.Cut(item, "=")
+		if name = strings.TrimSpace(name); !ok || name == "" {
+			return nil, fmt.Errorf("%q: want name=providers", item)
+		}
+		var set pipelines.ProviderSetting
+		var names []string
+		for _, p := range list(spec) {
+			p, prec, hasPrec := strings.Cut(strings.ToLower(p), ":")
+			if hasPrec {
+				if p != string(engine.TensorRT) || (prec != "fp16" && prec != "fp32") {
+					return nil, fmt.Errorf("%q: only tensorrt takes a precision, fp16 or fp32", item)
+				}
+				fp16 := prec == "fp16"
+				set.FP16 = &fp16
+			}
+			names = append(names, p)
+		}
+		var err error
+		if set.Providers, err = engine.ParseProviders(strings.Join(names, ",")); err != nil {
+			return nil, fmt.Errorf("%q: %w", item, err)
+		}
+		if len(set.Providers) == 0 {
+			return nil, fmt.Errorf("%q: no providers", item)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("%q: model %s named twice", item, name)
+		}
+		out[name] = set
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -40,6 +41,16 @@ func TestConfig(t *testing.T) {
 		{"keep-alive per model", nil, []string{"-keep-alive", "10m,isnet-general-use=-1,realesrgan-x4fast=0"}, "", func(c *Config) bool {
 			return c.keepAlive == 10*time.Minute && c.keepAlives["isnet-general-use"] < 0 && c.keepAlives["realesrgan-x4fast"] == 0
 		}},
+		{"per-model providers", map[string]string{"FALOCAL_MODEL_PROVIDERS": "isnet-general-use=cuda,cpu; flux-dev = tensorrt:fp32,cuda,cpu;"}, nil, "", func(c *Config) bool {
+			isnet, flux := c.modelProviders["isnet-general-use"], c.modelProviders["flux-dev"]
+			return len(c.modelProviders) == 2 && fmt.Sprint(isnet.Providers) == "[cuda cpu]" && isnet.FP16 == nil &&
+				fmt.Sprint(flux.Providers) == "[tensorrt cuda cpu]" && flux.FP16 != nil && !*flux.FP16
+		}},
+		{"per-model providers, unknown", nil, []string{"-model-providers", "a=rocm"}, "-model-providers", nil},
+		{"per-model providers, precision on cuda", nil, []string{"-model-providers", "a=cuda:fp16"}, "only tensorrt", nil},
+		{"per-model providers, no name", nil, []string{"-model-providers", "=cuda"}, "want name=providers", nil},
+		{"per-model providers, empty list", nil, []string{"-model-providers", "a="}, "no providers", nil},
+		{"per-model providers, twice", nil, []string{"-model-providers", "a=cpu;a=cuda"}, "named twice", nil},
 		{"bad per-model keep-alive", nil, []string{"-keep-alive", "isnet=soon"}, "-keep-alive", nil},
 		{"per-model batch", nil, []string{"-batch", "model=isnet-general-use:4:5ms,realesrgan-x4fast:8"}, "", func(c *Config) bool {
 			return c.batchModels["isnet-general-use"] == batchSetting{4, 5 * time.Millisecond} && c.batchModels["realesrgan-x4fast"] == batchSetting{8, -1}

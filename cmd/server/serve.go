@@ -100,6 +100,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		pcfg.BatchModels[name] = engine.BatchConfig{MaxBatch: b.max, MaxDelay: d}
 	}
 	pcfg.ModelConcurrency = c.ModelConcurrency
+	pcfg.ModelProviders = c.modelProviders
 	pcfg.KeepAliveModels = c.keepAlives
 	if c.Workers < c.BatchMax {
 		log.Warn("fewer workers than -batch-max: batches cannot fill", "workers", c.Workers, "batch_max", c.BatchMax)
