@@ -39,8 +39,11 @@ func PTX() map[string]string {
 
 // Entry describes one extern "C" kernel in the embedded PTX.
 //
-// Launch convention (see image.cu): 1-D grid, one thread per element of
-// the count noted in the .cu file. Params has one letter per parameter,
+// Launch convention (see image.cu): 1-D grid of 256-thread blocks, with the
+// thread count noted per kernel in the .cu file: one thread per element for
+// most, one per 8 elements for convert.cu's, one per 4 pixels for
+// compose_alpha, and any count for the grid-stride image kernels
+// (kernels/cuda picks it). Params has one letter per parameter,
 // in order: 'p' a 64-bit device pointer, 'i' a 32-bit C int, 'f' a 32-bit
 // C float. gorgonia.org/cu copies 8 bytes from each parameter pointer, so
 // every argument needs its own 8-byte slot holding exactly that C type

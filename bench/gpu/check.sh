@@ -126,10 +126,24 @@ END {
 	if (n == 0) { print "(no benchmarks ran)"; exit }
 	printf "| benchmark | ns/op | GB/s | of copy |\n|---|---:|---:|---:|\n"
 	for (i = 1; i <= n; i++) {
+		# Host* benchmarks go host to host: set against the CPU, not the copy.
+		if (names[i] ~ /^Host/) continue
 		pct = (ref > 0 && rate[i] != "") ? sprintf("%.0f%%", 100 * rate[i] / ref) : "-"
 		printf "| %s | %s | %s | %s |\n", names[i], nsop[i], (rate[i] == "" ? "-" : sprintf("%.1f", rate[i])), pct
 	}
 	if (ref == 0) print "\n(no device-to-device copy benchmark matched /" copy "/: no reference)"
+	# HostXDevice against HostXCPU: one operation from host memory to host
+	# memory, through the device (copies included) or on the CPU.
+	host = 0
+	for (i = 1; i <= n; i++) {
+		if (names[i] !~ /^Host.*Device$/) continue
+		op = names[i]; sub(/^Host/, "", op); sub(/Device$/, "", op)
+		for (j = 1; j <= n; j++) {
+			if (names[j] != "Host" op "CPU") continue
+			if (!host++) printf "\n| host to host | device ns/op | CPU ns/op | device speed-up |\n|---|---:|---:|---:|\n"
+			printf "| %s | %s | %s | %.2fx |\n", op, nsop[i], nsop[j], nsop[j] / nsop[i]
+		}
+	}
 }' "$out/bench.txt" 2>/dev/null)
 
 {

@@ -55,6 +55,7 @@ func BenchmarkDtoDCopy(b *testing.B) {
 	}
 }
 
+// benchKernel times a one-thread-per-element kernel over benchElems.
 func benchKernel(b *testing.B, name string, bytes int64, a *args) {
 	b.Helper()
 	benchLaunch(b, name, benchElems, bytes, a)
@@ -77,12 +78,12 @@ func benchLaunch(b *testing.B, name string, n int, bytes int64, a *args) {
 
 func BenchmarkF32ToF16(b *testing.B) {
 	bufs := benchBuffers(b, 4*benchElems, 2*benchElems)
-	benchKernel(b, kF32ToF16, 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
+	benchLaunch(b, kF32ToF16, convertThreads(benchElems), 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
 }
 
 func BenchmarkF16ToF32(b *testing.B) {
 	bufs := benchBuffers(b, 2*benchElems, 4*benchElems)
-	benchKernel(b, kF16ToF32, 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
+	benchLaunch(b, kF16ToF32, convertThreads(benchElems), 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
 }
 
 // BenchmarkGuidance is classifier-free guidance: two reads, one write.
@@ -107,7 +108,7 @@ func benchImageToTensor(b *testing.B, name string, outSize int64) {
 	bufs := benchBuffers(b, 3*px, 3*outSize*px)
 	a := new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchSide).i32(benchSide).i32(3 * benchSide).i32(3).
 		i32(benchSide).i32(benchSide).f32(1.0 / 255).f32(0.5).f32(0.5).f32(0.5).f32(0.25).f32(0.25).f32(0.25)
-	benchLaunch(b, name, px, 3*px+3*outSize*px, a)
+	benchLaunch(b, name, strideThreads(px/2, benchSide/2), 3*px+3*outSize*px, a) // pixel pairs
 }
 
 func BenchmarkImageToTensor(b *testing.B)    { benchImageToTensor(b, kImageToTensor, 4) }
@@ -118,5 +119,5 @@ func BenchmarkComposeAlpha(b *testing.B) {
 	const px = benchSide * benchSide
 	bufs := benchBuffers(b, 3*px, 4*px, 4*px)
 	a := new(args).ptr(bufs[2]).ptr(bufs[0]).i32(benchSide).i32(benchSide).i32(3 * benchSide).i32(3).ptr(bufs[1])
-	benchLaunch(b, kComposeAlpha, px, 3*px+4*px+4*px, a)
+	benchLaunch(b, kComposeAlpha, composeThreads(px), 3*px+4*px+4*px, a)
 }

@@ -303,9 +303,45 @@ func fitsInt32(vs ...int) bool {
 
 const blockSize = 256
 
-// launch runs kernel name with one thread per element of n (1-D grid of
-// blockSize threads) on the default stream and waits for it, so a kernel
-// fault surfaces here rather than at a later unrelated call.
+// convertPerThread is how many elements one thread of f32_to_f16 and
+// f16_to_f32 converts (convert.cu).
+const convertPerThread = 8
+
+// convertThreads is the thread count of a conversion over n elements.
+func convertThreads(n int) int { return (n + convertPerThread - 1) / convertPerThread }
+
+// composeThreads is compose_alpha's thread count for n pixels: 4 a thread.
+func composeThreads(n int) int { return (n + 3) / 4 }
+
+// Grid-stride kernels (image.cu: image_to_tensor(_f16) over pixel pairs,
+// resize_plane and resize_mask over pixels) are correct for any thread
+// count and compute what is uniform over the launch once per thread.
+// strideThreads gives, for n elements in rows of w, one thread per element
+// up to strideFill, so small images still spread over the whole GPU (an
+// H200 holds 132*2048 = 270336 resident threads), and beyond that up to
+// stridePerThread elements a thread, which amortises the per-thread set-up
+// while leaving many blocks (8192 for the 8192x8192 benchmark's pairs) so
+// the last wave's imbalance stays small. That count is then rounded up to
+// whole rows: with a stride that is a multiple of w, each thread stays in
+// one column and maps it onto the source once.
+const (
+	strideFill      = 1 << 18
+	stridePerThread = 16
+)
+
+func strideThreads(n, w int) int {
+	k := min(max(n/strideFill, 1), stridePerThread)
+	t := (n + k - 1) / k
+	if t < n {
+		t = (t + w - 1) / w * w // at most n+w-1: the extra threads return at once
+	}
+	return t
+}
+
+// launch runs kernel name with n threads (1-D grid of ceil(n/blockSize)
+// blocks of blockSize threads; ops.go notes each kernel's count) on the
+// default stream and waits for it, so a kernel fault surfaces here rather
+// than at a later unrelated call.
 func (d *Device) launch(name string, n int, a *args) error {
 	k, ok := d.fns[name]
 	if !ok {

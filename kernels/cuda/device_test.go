@@ -549,3 +549,83 @@ func TestMel(t *testing.T) {
 		t.Errorf("MelFilterbank relative error %g", e)
 	}
 }
+
+// TestGridStride launches the grid-stride kernels directly with thread
+// counts from one block to one per element (pixel, or pixel pair for
+// image_to_tensor), including the one strideThreads picks and a whole
+// number of rows (as it picks for large images), so the loop is checked
+// with grids much smaller than the element count; the results must match
+// the CPU reference bit for bit whatever the count.
+func TestGridStride(t *testing.T) {
+	r := newRand(t)
+	const w, h, c, outH = 301, 203, 3, 389
+	src := bytesRand(r, w*h*c)
+	planeSrc := nonZero(r, w*h, 10)
+	// counts are the thread counts for n elements in rows of rw.
+	counts := func(n, rw int) []int { return []int{1, 256, 1000, 7 * rw, strideThreads(n, rw), n} }
+	// Odd width: rows straddle blocks, pairs straddle nothing but the last
+	// pixel of a row is alone. Even width: the paired stores.
+	for _, outW := range []int{517, 518} {
+		plane := outW * outH
+		pw := (outW + 1) / 2
+		for _, threads := range counts(pw*outH, pw) {
+			name := fmt.Sprintf("image_to_tensor %dx%d, %d threads", outW, outH, threads)
+			gridStrideCase(t, name, kImageToTensor, threads, src, 3*plane,
+				func(dst []float32) error {
+					return cpu.ImageToTensor(dst, src, w, h, w*c, c, outW, outH, 255,
+						[3]float32{0.485, 0.456, 0.406}, [3]float32{0.229, 0.224, 0.225})
+				},
+				func(out, in *Buffer) *args {
+					return new(args).ptr(out).ptr(in).i32(w).i32(h).i32(w * c).i32(c).i32(outW).i32(outH).
+						f32(255).f32(0.485).f32(0.456).f32(0.406).f32(0.229).f32(0.224).f32(0.225)
+				})
+		}
+		for _, threads := range counts(plane, outW) {
+			name := fmt.Sprintf("resize_plane %dx%d, %d threads", outW, outH, threads)
+			gridStrideCase(t, name, kResizePlane, threads, planeSrc, plane,
+				func(dst []float32) error { return cpu.ResizePlane(dst, outW, outH, planeSrc, w, h) },
+				func(out, in *Buffer) *args {
+					return new(args).ptr(out).i32(outW).i32(outH).ptr(in).i32(w).i32(h)
+				})
+		}
+	}
+}
+
+// gridStrideCase runs kernel with the given thread count on src (uploaded)
+// into an n-float output and compares it bit for bit with the CPU
+// reference that ref computes.
+func gridStrideCase[S any](t *testing.T, name, kernel string, threads int, src []S, n int,
+	ref func([]float32) error, mk func(out, in *Buffer) *args) {
+	t.Helper()
+	if !dev.HasKernel(kernel) {
+		return
+	}
+	want := make([]float32, n)
+	if err := ref(want); err != nil {
+		t.Fatal(err)
+	}
+	got := poisonF32(n)
+	err := dev.run(func(s *scratch) error {
+		in, err := upload(s, src)
+		if err != nil {
+			return err
+		}
+		out, err := s.out(byteLen(got))
+		if err != nil {
+			return err
+		}
+		if err := dev.launch(kernel, threads, mk(out, in)); err != nil {
+			return err
+		}
+		return CopyOut(got, out)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Errorf("%s: [%d] = %v, CPU %v", name, i, got[i], want[i])
+			return
+		}
+	}
+}

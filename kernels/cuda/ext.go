@@ -16,7 +16,7 @@ const (
 	//   const float* z, float c, int n); z may be a 0 pointer             (n)
 	kAxpby = "axpby"
 	// resize_mask(float* dst, int dw, int dh, const float* src, int sw, int sh,
-	//   float lo, float hi)                                               (dw*dh)
+	//   float lo, float hi)                                               (stride)
 	kResizeMask = "resize_mask"
 	// power_spectrum(float* dst, const float* spec, int n); spec is n
 	//   interleaved (re, im) pairs, as []complex64                        (n)
@@ -113,7 +113,7 @@ func (d *Device) ResizeMask(dst []float32, dw, dh int, src []float32, sw, sh int
 			return err
 		}
 		p := new(args).ptr(out).i32(dw).i32(dh).ptr(in).i32(sw).i32(sh).f32(lo).f32(hi)
-		if err := d.launch(kResizeMask, dn, p); err != nil {
+		if err := d.launch(kResizeMask, strideThreads(dn, dw), p); err != nil {
 			return err
 		}
 		return CopyOut(dst, out)

@@ -9,10 +9,17 @@ import (
 )
 
 // Kernel entry points this package launches, all extern "C" in the PTX
-// module, one thread per output element of a 1-D grid (index =
-// blockIdx.x*blockDim.x+threadIdx.x, return when index >= the element count
-// given in parentheses). int is 32-bit, float is fp32, u16 holds binary16
-// bits, pointers are device pointers. Each has the meaning of the
+// module, in a 1-D grid of blockSize-thread blocks. The thread count is
+// given in parentheses: "(n)" is one thread per output element (index =
+// blockIdx.x*blockDim.x+threadIdx.x, return when index >= n); "(n/8)" is
+// ceil(n/8) threads of 8 elements each (convertThreads), "(n/4)" ceil(n/4)
+// threads of 4 pixels (composeThreads); "(stride)" is a grid-stride loop
+// over the pixels, correct for any count (strideThreads), and
+// "(stride, pairs)" the same over pairs of horizontally adjacent pixels (a
+// raster ceil(outW/2) wide). int is 32-bit, float is fp32, u16 holds
+// binary16 bits, pointers are device pointers: whole cuMemAlloc buffers,
+// whose alignment (256 bytes) the vector accesses of convert.cu,
+// compose_alpha and image_to_tensor rely on. Each has the meaning of the
 // kernels.CPU method of the same name.
 //
 // The modules come from kernels.PTX(); kernels.Entries() says which module
@@ -20,20 +27,20 @@ import (
 // the arguments built here. A missing entry leaves that operation on the
 // CPU reference.
 const (
-	// f32_to_f16(u16* dst, const float* src, int n)                          (n)
+	// f32_to_f16(u16* dst, const float* src, int n)                          (n/8)
 	kF32ToF16 = "f32_to_f16"
-	// f16_to_f32(float* dst, const u16* src, int n)                          (n)
+	// f16_to_f32(float* dst, const u16* src, int n)                          (n/8)
 	kF16ToF32 = "f16_to_f32"
 	// image_to_tensor(float* dst, const u8* src, int w, int h, int stride, int c,
 	//   int outW, int outH, float scale, float m0, float m1, float m2,
-	//   float s0, float s1, float s2)                                         (outW*outH)
+	//   float s0, float s1, float s2)                                         (stride, pairs)
 	kImageToTensor = "image_to_tensor"
-	// image_to_tensor_f16: as image_to_tensor with u16* dst                   (outW*outH)
+	// image_to_tensor_f16: as image_to_tensor with u16* dst                   (stride, pairs)
 	kImageToTensorF16 = "image_to_tensor_f16"
-	// resize_plane(float* dst, int dw, int dh, const float* src, int sw, int sh) (dw*dh)
+	// resize_plane(float* dst, int dw, int dh, const float* src, int sw, int sh) (stride)
 	kResizePlane = "resize_plane"
 	// compose_alpha(u8* dst, const u8* src, int w, int h, int stride, int c,
-	//   const float* mask)                                                    (w*h)
+	//   const float* mask)                                                    (n/4)
 	kComposeAlpha = "compose_alpha"
 	// blend_tile(float* acc, float* wsum, int c, int H, int W, const float* tile,
 	//   int th, int tw, int x0, int y0, int overlap)                           (th*tw)
@@ -106,7 +113,7 @@ func (d *Device) F32ToF16(dst []uint16, src []float32) error {
 		if err != nil {
 			return err
 		}
-		if err := d.launch(kF32ToF16, n, new(args).ptr(out).ptr(in).i32(n)); err != nil {
+		if err := d.launch(kF32ToF16, convertThreads(n), new(args).ptr(out).ptr(in).i32(n)); err != nil {
 			return err
 		}
 		return CopyOut(dst, out)
@@ -128,7 +135,7 @@ func (d *Device) F16ToF32(dst []float32, src []uint16) error {
 		if err != nil {
 			return err
 		}
-		if err := d.launch(kF16ToF32, n, new(args).ptr(out).ptr(in).i32(n)); err != nil {
+		if err := d.launch(kF16ToF32, convertThreads(n), new(args).ptr(out).ptr(in).i32(n)); err != nil {
 			return err
 		}
 		return CopyOut(dst, out)
@@ -174,7 +181,8 @@ func toTensor[T float32 | uint16](d *Device, name string, dst []T, src []uint8, 
 		}
 		a := new(args).ptr(out).ptr(in).i32(w).i32(h).i32(stride).i32(c).i32(outW).i32(outH).
 			f32(scale).f32(mean[0]).f32(mean[1]).f32(mean[2]).f32(std[0]).f32(std[1]).f32(std[2])
-		if err := d.launch(name, outW*outH, a); err != nil {
+		pw := (outW + 1) / 2 // the kernels walk pairs of adjacent pixels
+		if err := d.launch(name, strideThreads(pw*outH, pw), a); err != nil {
 			return err
 		}
 		return CopyOut(dst, out)
@@ -197,7 +205,7 @@ func (d *Device) ResizePlane(dst []float32, dw, dh int, src []float32, sw, sh in
 		if err != nil {
 			return err
 		}
-		if err := d.launch(kResizePlane, dn, new(args).ptr(out).i32(dw).i32(dh).ptr(in).i32(sw).i32(sh)); err != nil {
+		if err := d.launch(kResizePlane, strideThreads(dn, dw), new(args).ptr(out).i32(dw).i32(dh).ptr(in).i32(sw).i32(sh)); err != nil {
 			return err
 		}
 		return CopyOut(dst, out)
@@ -232,7 +240,7 @@ func (d *Device) ComposeAlpha(dst []uint8, src []uint8, w, h, stride, c int, mas
 			return err
 		}
 		a := new(args).ptr(out).ptr(in).i32(w).i32(h).i32(stride).i32(c).ptr(m)
-		if err := d.launch(kComposeAlpha, w*h, a); err != nil {
+		if err := d.launch(kComposeAlpha, composeThreads(w*h), a); err != nil {
 			return err
 		}
 		return CopyOut(dst, out)

@@ -40,11 +40,20 @@ for s in "${srcs[@]}"; do
 		--gpu-architecture=compute_80 --fmad=false --std=c++17
 done
 # Assemble each module as the driver's JIT would, so invalid PTX fails here
-# rather than at load time on a GPU; -v prints register and spill counts.
+# rather than at load time on a GPU; -v gives register and spill counts,
+# printed one line per entry and architecture.
 ptxas=$(echo "$venv"/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas)
 for p in ptx/*.ptx; do
 	for sm in sm_80 sm_90; do
-		"$ptxas" -arch=$sm -Werror -o /dev/null "$p"
+		if ! out=$("$ptxas" -arch=$sm -Werror -v -o /dev/null "$p" 2>&1); then
+			echo "$out" >&2
+			exit 1
+		fi
+		awk -v sm=$sm '
+			/Compiling entry function/ { e = $(NF - 2); gsub(/\047/, "", e) }
+			/spill stores/ { sp = $5 " B spill stores, " $9 " B spill loads" }
+			/Used [0-9]+ registers/ { printf "ptxas %s %-20s %3d registers, %s\n", sm, e, $5, sp }
+		' <<<"$out"
 	done
 done
 # sha256sum format, so `cd kernels && sha256sum -c ptx/SOURCES.sha256`

@@ -6,9 +6,13 @@
 // AddressSanitizer so a thread writing outside its buffer aborts.
 //
 // stdin: one launch, as lines
-//   kernel <name> <n>   n = element count; threads run up to the next
-//                       multiple of 256, like a real 1-D launch, so the
-//                       bound checks are exercised
+//   kernel <name> <n>   n = thread count, as kernels/cuda's launch gets
+//                       it (the element count for one-thread-per-element
+//                       kernels, not for convert.cu's or the grid-stride
+//                       ones); threads run up to the next multiple of 256
+//                       in ceil(n/256) blocks (gridDim.x), like a real 1-D
+//                       launch, so the bound checks and grid-stride loops
+//                       are exercised
 //   p <file> | p -      device pointer: the file's bytes (written back
 //                       after the launch), or a null pointer
 //   i <int>             C int
@@ -33,7 +37,7 @@
 struct Dim {
     unsigned x, y, z;
 };
-static Dim blockIdx, threadIdx, blockDim;
+static Dim blockIdx, threadIdx, blockDim, gridDim;
 using std::max;
 using std::min;
 
@@ -72,7 +76,8 @@ static void call(void (*k)(Ps...), const std::vector<Arg> &a, std::index_sequenc
     k(a[I]...);
 }
 
-// launch runs k for every thread of ceil(n/256) blocks of 256 after checking
+// launch runs k for every thread of ceil(n/256) blocks of 256, one after
+// the other (the kernels use no shared memory or barriers), after checking
 // the argument kinds against the kernel's C signature.
 template <class... Ps> static bool launch(void (*k)(Ps...), const std::vector<Arg> &a, int n) {
     const char kinds[] = {(std::is_pointer<Ps>::value ? 'p' : std::is_same<Ps, int>::value ? 'i' : 'f')..., 0};
@@ -81,6 +86,7 @@ template <class... Ps> static bool launch(void (*k)(Ps...), const std::vector<Ar
         if (a[j].kind != kinds[j]) return false;
     blockDim = {256, 1, 1};
     int blocks = (n + 255) / 256;
+    gridDim = {(unsigned)blocks, 1, 1};
     for (int b = 0; b < blocks; b++)
         for (unsigned t = 0; t < 256; t++) {
             blockIdx = {(unsigned)b, 0, 0};

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 
 	"github.com/falocal/falocal/kernels"
 )
@@ -65,7 +66,9 @@ func eqBits[T float32 | uint16 | uint8](a, b T) bool {
 
 func (c *checker) image() {
 	type tc struct{ w, h, pad, ch, ow, oh int }
-	for _, t := range []tc{{37, 23, 0, 3, 64, 48}, {64, 48, 5, 4, 17, 13}, {9, 9, 3, 1, 31, 20}, {1, 1, 0, 3, 4, 4}, {300, 200, 1, 3, 224, 224}} {
+	// Odd and even output widths: a lone last pixel per row, paired stores.
+	for _, t := range []tc{{37, 23, 0, 3, 64, 48}, {64, 48, 5, 4, 17, 13}, {9, 9, 3, 1, 31, 20}, {1, 1, 0, 3, 4, 4},
+		{300, 200, 1, 3, 224, 224}, {5, 7, 0, 3, 1, 3}, {40, 30, 2, 1, 18, 9}, {50, 40, 0, 4, 33, 21}} {
 		stride := t.w*t.ch + t.pad
 		src := make([]uint8, (t.h-1)*stride+t.w*t.ch) // last row unpadded
 		for i := range src {
@@ -80,22 +83,41 @@ func (c *checker) image() {
 		if !c.must(what, c.cpu.ImageToTensor(want, src, t.w, t.h, stride, t.ch, t.ow, t.oh, scale, mean, std)) {
 			continue
 		}
-		got := nanFilled(n)
-		if c.must(what, c.r.launch("image_to_tensor", t.ow*t.oh, bytesOf(got), bytesOf(src), t.w, t.h, stride, t.ch, t.ow, t.oh,
-			scale, mean[0], mean[1], mean[2], std[0], std[1], std[2])) {
-			same(c, what, got, want)
-		}
 		want16 := make([]uint16, n)
 		c.must(what, c.cpu.ImageToTensorF16(want16, src, t.w, t.h, stride, t.ch, t.ow, t.oh, scale, mean, std))
-		got16 := make([]uint16, n)
-		for i := range got16 {
-			got16[i] = 0x7e01 // a NaN the kernel never writes
-		}
-		if c.must(what+" f16", c.r.launch("image_to_tensor_f16", t.ow*t.oh, bytesOf(got16), bytesOf(src), t.w, t.h, stride, t.ch, t.ow, t.oh,
-			scale, mean[0], mean[1], mean[2], std[0], std[1], std[2])) {
-			same(c, what+" f16", got16, want16)
+		pw := (t.ow + 1) / 2 // image_to_tensor walks pairs of adjacent pixels
+		for _, threads := range strideCounts(pw*t.oh, pw) {
+			what := fmt.Sprintf("%s, %d threads", what, threads)
+			got := nanFilled(n)
+			if c.must(what, c.r.launch("image_to_tensor", threads, bytesOf(got), bytesOf(src), t.w, t.h, stride, t.ch, t.ow, t.oh,
+				scale, mean[0], mean[1], mean[2], std[0], std[1], std[2])) {
+				same(c, what, got, want)
+			}
+			got16 := make([]uint16, n)
+			for i := range got16 {
+				got16[i] = 0x7e01 // a NaN the kernel never writes
+			}
+			if c.must(what+" f16", c.r.launch("image_to_tensor_f16", threads, bytesOf(got16), bytesOf(src), t.w, t.h, stride, t.ch, t.ow, t.oh,
+				scale, mean[0], mean[1], mean[2], std[0], std[1], std[2])) {
+				same(c, what+" f16", got16, want16)
+			}
 		}
 	}
+}
+
+// strideCounts are the thread counts a grid-stride kernel over n pixels,
+// w a row, is checked with: one per pixel (what kernels/cuda launches for
+// small images), a whole number of rows (what it launches for large ones:
+// each thread keeps its column), and counts that are not, down to a single
+// block, so threads walk many pixels across row ends.
+func strideCounts(n, w int) []int {
+	var counts []int
+	for _, k := range []int{n, 3 * w, (n + 15) / 16, 300, 1} {
+		if k <= n && !slices.Contains(counts, k) {
+			counts = append(counts, k)
+		}
+	}
+	return counts
 }
 
 func (c *checker) resize() {
@@ -106,23 +128,28 @@ func (c *checker) resize() {
 		what := fmt.Sprintf("resize_plane %dx%d->%dx%d", sw, sh, dw, dh)
 		want := make([]float32, dw*dh)
 		c.must(what, c.cpu.ResizePlane(want, dw, dh, src, sw, sh))
-		got := nanFilled(dw * dh)
-		if c.must(what, c.r.launch("resize_plane", dw*dh, bytesOf(got), dw, dh, bytesOf(src), sw, sh)) {
-			same(c, what, got, want)
-		}
-		src[len(src)-1] = float32(math.NaN())
+		src2 := append([]float32(nil), src...)
+		src2[len(src2)-1] = float32(math.NaN())
 		lo, hi := float32(-0.5), float32(2.5)
-		want = make([]float32, dw*dh)
-		c.must(what, c.cpu.ResizeMask(want, dw, dh, src, sw, sh, lo, hi))
-		got = nanFilled(dw * dh)
-		if c.must("resize_mask", c.r.launch("resize_mask", dw*dh, bytesOf(got), dw, dh, bytesOf(src), sw, sh, lo, hi)) {
-			same(c, "resize_mask "+what, got, want)
+		wantMask := make([]float32, dw*dh)
+		c.must(what, c.cpu.ResizeMask(wantMask, dw, dh, src2, sw, sh, lo, hi))
+		for _, threads := range strideCounts(dw*dh, dw) {
+			what := fmt.Sprintf("%s, %d threads", what, threads)
+			got := nanFilled(dw * dh)
+			if c.must(what, c.r.launch("resize_plane", threads, bytesOf(got), dw, dh, bytesOf(src), sw, sh)) {
+				same(c, what, got, want)
+			}
+			got = nanFilled(dw * dh)
+			if c.must("resize_mask", c.r.launch("resize_mask", threads, bytesOf(got), dw, dh, bytesOf(src2), sw, sh, lo, hi)) {
+				same(c, "resize_mask "+what, got, wantMask)
+			}
 		}
 	}
 }
 
 func (c *checker) compose() {
-	for _, t := range [][3]int{{13, 7, 1}, {13, 7, 3}, {64, 33, 4}} {
+	// w*h = 91 (groups of 4 across row ends, a tail of 3), 2112, 1, 6.
+	for _, t := range [][3]int{{13, 7, 1}, {13, 7, 3}, {64, 33, 4}, {1, 1, 4}, {3, 2, 3}} {
 		w, h, ch := t[0], t[1], t[2]
 		stride := w*ch + 2
 		src := make([]uint8, (h-1)*stride+w*ch)
@@ -138,7 +165,7 @@ func (c *checker) compose() {
 		for i := range got {
 			got[i] = uint8(i*7 + 1)
 		}
-		if c.must(what, c.r.launch("compose_alpha", w*h, bytesOf(got), bytesOf(src), w, h, stride, ch, bytesOf(mask))) {
+		if c.must(what, c.r.launch("compose_alpha", (w*h+3)/4, bytesOf(got), bytesOf(src), w, h, stride, ch, bytesOf(mask))) {
 			same(c, what, got, want)
 		}
 	}
@@ -167,18 +194,17 @@ func (c *checker) blend() {
 	}
 }
 
+// convertThreads is kernels/cuda's thread count for convert.cu: 8 elements
+// a thread.
+func convertThreads(n int) int { return (n + 7) / 8 }
+
 func (c *checker) convert() {
 	// Every binary16 pattern one way; NaNs compare by NaN-ness only.
 	h := make([]uint16, 1<<16)
 	for i := range h {
 		h[i] = uint16(i)
 	}
-	want := make([]float32, len(h))
-	c.must("f16_to_f32", c.cpu.F16ToF32(want, h))
-	got := nanFilled(len(h))
-	if c.must("f16_to_f32", c.r.launch("f16_to_f32", len(h), bytesOf(got), bytesOf(h), len(h))) {
-		same(c, "f16_to_f32", got, want)
-	}
+	c.f16ToF32(h)
 	// float32 across the half range, subnormals, ties and overflow.
 	var f []float32
 	for e := -30; e <= 17; e++ {
@@ -193,11 +219,35 @@ func (c *checker) convert() {
 	for _, bits := range []uint32{0x33000000, 0x33000001, 0x387fc000, 0x3f801000, 0x3f803000, 0x477fefff, 0x477ff000, 0x7f800000, 0xff800000, 0, 0x80000000} {
 		f = append(f, math.Float32frombits(bits))
 	}
-	want16 := make([]uint16, len(f))
-	c.must("f32_to_f16", c.cpu.F32ToF16(want16, f))
-	got16 := make([]uint16, len(f))
-	if c.must("f32_to_f16", c.r.launch("f32_to_f16", len(f), bytesOf(got16), bytesOf(f), len(f))) {
-		same(c, "f32_to_f16", got16, want16)
+	c.f32ToF16(f) // 9611 elements: 1201 vector groups and a tail of 3
+	// Short lengths: tail only, one group, one group and a tail. The
+	// buffers are exact-size copies, so a vector access past n trips ASan.
+	for _, n := range []int{1, 3, 7, 8, 9, 15, 16, 17} {
+		c.f16ToF32(append([]uint16(nil), h[15360:15360+n]...)) // around 1.0
+		c.f32ToF16(append([]float32(nil), f[len(f)-n:]...))
+	}
+}
+
+func (c *checker) f16ToF32(h []uint16) {
+	what := fmt.Sprintf("f16_to_f32 n=%d", len(h))
+	want := make([]float32, len(h))
+	c.must(what, c.cpu.F16ToF32(want, h))
+	got := nanFilled(len(h))
+	if c.must(what, c.r.launch("f16_to_f32", convertThreads(len(h)), bytesOf(got), bytesOf(h), len(h))) {
+		same(c, what, got, want)
+	}
+}
+
+func (c *checker) f32ToF16(f []float32) {
+	what := fmt.Sprintf("f32_to_f16 n=%d", len(f))
+	want := make([]uint16, len(f))
+	c.must(what, c.cpu.F32ToF16(want, f))
+	got := make([]uint16, len(f))
+	for i := range got {
+		got[i] = 0x7e01 // a NaN the kernel never writes
+	}
+	if c.must(what, c.r.launch("f32_to_f16", convertThreads(len(f)), bytesOf(got), bytesOf(f), len(f))) {
+		same(c, what, got, want)
 	}
 }
 

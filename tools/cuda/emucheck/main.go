@@ -91,8 +91,9 @@ type runner struct {
 	launches int
 }
 
-// launch runs one kernel over n elements. Arguments: *buf (nil for a null
-// pointer), int (C int, checked to fit) or float32.
+// launch runs one kernel with n threads (kernels/cuda's launch count: the
+// element count for one-thread-per-element kernels). Arguments: *buf (nil
+// for a null pointer), int (C int, checked to fit) or float32.
 func (r *runner) launch(name string, n int, args ...any) error {
 	if r.used == nil {
 		r.used = map[string]bool{}
