@@ -6,9 +6,11 @@ package pipelines
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -237,18 +239,48 @@ func (r *Registry) Close() error {
 }
 
 // Warmer is implemented by endpoints that can load their default model ahead
-// of the first request.
+// of the first request. Warm returns an error wrapping ErrNoModel when no
+// installed model serves the endpoint.
 type Warmer interface {
 	Warm(ctx context.Context) error
 }
 
-// Warm loads every endpoint's default model.
-func (r *Registry) Warm(ctx context.Context) error {
-	for _, id := range r.IDs() {
+// ErrNoModel is what Warm wraps when there is nothing to load.
+var ErrNoModel = errors.New("no installed model serves this endpoint")
+
+// Warm loads the default model of the endpoints ids, or of every endpoint
+// when none is named (skipping those with no model installed).
+func (r *Registry) Warm(ctx context.Context, ids ...string) error {
+	if err := r.CanWarm(ids...); err != nil {
+		return err
+	}
+	all := len(ids) == 0
+	if all {
+		ids = r.IDs()
+	}
+	for _, id := range ids {
 		if w, ok := r.endpoints[id].(Warmer); ok {
-			if err := w.Warm(ctx); err != nil {
+			err := w.Warm(ctx)
+			if all && errors.Is(err, ErrNoModel) {
+				continue
+			}
+			if err != nil {
 				return fmt.Errorf("%s: %w", id, err)
 			}
+		}
+	}
+	return nil
+}
+
+// CanWarm checks that every id names an endpoint with a model to preload.
+func (r *Registry) CanWarm(ids ...string) error {
+	for _, id := range ids {
+		e, ok := r.endpoints[id]
+		if !ok {
+			return fmt.Errorf("no endpoint %s to preload (endpoints: %s)", id, strings.Join(r.IDs(), ", "))
+		}
+		if _, ok := e.(Warmer); !ok {
+			return fmt.Errorf("endpoint %s has no model to preload", id)
 		}
 	}
 	return nil

@@ -392,3 +392,59 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("logged %v", logged)
 	}
 }
+
+// warmEndpoint records its warm-ups; noModel makes it report nothing to load.
+type warmEndpoint struct {
+	fakeEndpoint
+	noModel bool
+	fail    error
+	warmed  *[]string
+}
+
+func (w warmEndpoint) Warm(context.Context) error {
+	if w.noModel {
+		return fmt.Errorf("wrapped: %w", pipelines.ErrNoModel)
+	}
+	if w.fail != nil {
+		return w.fail
+	}
+	*w.warmed = append(*w.warmed, w.id)
+	return nil
+}
+
+func TestRegistryWarm(t *testing.T) {
+	cases := []struct {
+		name    string
+		ids     []string
+		warmed  string
+		wantErr string
+	}{
+		{"all, skipping endpoints with no model", nil, "[a c]", ""},
+		{"named", []string{"c"}, "[c]", ""},
+		{"named without a model", []string{"nomodel"}, "[]", "nomodel: wrapped: no installed model"},
+		{"unknown endpoint", []string{"a", "zz"}, "[]", "no endpoint zz to preload"},
+		{"endpoint with nothing to preload", []string{"plain"}, "[]", "endpoint plain has no model to preload"},
+		{"a failing load", []string{"bad"}, "[]", "bad: disk on fire"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var warmed []string
+			r := pipelines.NewRegistry(
+				warmEndpoint{fakeEndpoint: fakeEndpoint{"a"}, warmed: &warmed},
+				warmEndpoint{fakeEndpoint: fakeEndpoint{"nomodel"}, noModel: true, warmed: &warmed},
+				warmEndpoint{fakeEndpoint: fakeEndpoint{"c"}, warmed: &warmed},
+				fakeEndpoint{"plain"},
+			)
+			if tc.name == "a failing load" {
+				r = pipelines.NewRegistry(warmEndpoint{fakeEndpoint: fakeEndpoint{"bad"}, fail: errors.New("disk on fire"), warmed: &warmed})
+			}
+			err := r.Warm(context.Background(), tc.ids...)
+			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err %v, want %q", err, tc.wantErr)
+			}
+			if got := fmt.Sprint(warmed); got != tc.warmed {
+				t.Errorf("warmed %s, want %s", got, tc.warmed)
+			}
+		})
+	}
+}

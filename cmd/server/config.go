@@ -34,7 +34,7 @@ type Config struct {
 	MaxPixels      int64
 	MaxUpscale     int64
 	AllowFetch     string
-	Preload        bool
+	Preload        string // "", false: none; true, all: every endpoint's default model; else endpoint ids
 	Retention      time.Duration
 	Keys           string
 	Workers        int
@@ -65,7 +65,22 @@ type Config struct {
 	keepAlives     map[string]time.Duration // per model
 	batchModels    map[string]batchSetting
 	modelProviders map[string]pipelines.ProviderSetting
+	preload        bool     // anything to preload
+	preloadIDs     []string // the endpoints to preload; none = all
 }
+
+// preloadFlag lets -preload stand alone, as a boolean flag does, or carry a
+// list of endpoint ids (-preload=fal-ai/whisper,...).
+type preloadFlag struct{ p *string }
+
+func (f preloadFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return *f.p
+}
+func (f preloadFlag) Set(v string) error { *f.p = v; return nil }
+func (f preloadFlag) IsBoolFlag() bool   { return true }
 
 type batchSetting struct {
 	max   int
@@ -147,7 +162,8 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	num(&c.MaxPixels, "max-pixels", "FALOCAL_MAX_PIXELS", 25_000_000, "largest decoded input image, in pixels")
 	num(&c.MaxUpscale, "max-upscale-pixels", "FALOCAL_MAX_UPSCALE_PIXELS", 64<<20, "largest upscaled output image, in pixels (bigger requests get a 413)")
 	str(&c.AllowFetch, "allow-fetch", "FALOCAL_ALLOW_FETCH", "", "comma-separated hosts (or *.domain) whose URLs may be fetched as inputs; none by default")
-	boolean(&c.Preload, "preload", "FALOCAL_PRELOAD", false, "load the default models at start instead of on first use")
+	c.Preload = os.Getenv("FALOCAL_PRELOAD")
+	fs.Var(preloadFlag{&c.Preload}, "preload", "load models at start instead of on first use: -preload alone loads every endpoint's default model, -preload=fal-ai/whisper,fal-ai/flux/schnell those endpoints' ($FALOCAL_PRELOAD)")
 	dur(&c.Retention, "retention", "FALOCAL_RETENTION", 7*24*time.Hour, "how long finished requests, their results and files (outputs and uploads) stay fetchable")
 	str(&c.Keys, "keys", "FALOCAL_KEYS", "", "accepted API keys, comma-separated key_id:key_secret; without keys the server only listens on loopback")
 	integer(&c.Workers, "workers", "FALOCAL_WORKERS", 4, "requests (sync and queued) that run at once (at least -batch-max, or batches cannot fill)")
@@ -241,6 +257,13 @@ func (c *Config) validate() error {
 	}
 	if c.batchModels, err = parseBatch(c.Batch); err != nil {
 		return fmt.Errorf("-batch: %w", err)
+	}
+	switch v := strings.ToLower(strings.TrimSpace(c.Preload)); v {
+	case "", "false", "0", "no", "off":
+	case "true", "1", "yes", "on", "all":
+		c.preload = true
+	default:
+		c.preload, c.preloadIDs = true, list(c.Preload)
 	}
 	if c.modelProviders, err = parseModelProviders(c.ModelProviders); err != nil {
 		return fmt.Errorf("-model-providers: %w", err)

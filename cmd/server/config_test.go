@@ -46,6 +46,13 @@ func TestConfig(t *testing.T) {
 			return len(c.modelProviders) == 2 && fmt.Sprint(isnet.Providers) == "[cuda cpu]" && isnet.FP16 == nil &&
 				fmt.Sprint(flux.Providers) == "[tensorrt cuda cpu]" && flux.FP16 != nil && !*flux.FP16
 		}},
+		{"preload all", nil, []string{"-preload"}, "", func(c *Config) bool { return c.preload && c.preloadIDs == nil }},
+		{"preload all from the environment", map[string]string{"FALOCAL_PRELOAD": "true"}, nil, "", func(c *Config) bool { return c.preload && c.preloadIDs == nil }},
+		{"preload endpoints", nil, []string{"-preload=fal-ai/whisper, fal-ai/flux/schnell"}, "", func(c *Config) bool {
+			return c.preload && fmt.Sprint(c.preloadIDs) == "[fal-ai/whisper fal-ai/flux/schnell]"
+		}},
+		{"preload off", map[string]string{"FALOCAL_PRELOAD": "fal-ai/whisper"}, []string{"-preload=false"}, "", func(c *Config) bool { return !c.preload }},
+		{"no preload", nil, nil, "", func(c *Config) bool { return !c.preload }},
 		{"per-model providers, unknown", nil, []string{"-model-providers", "a=rocm"}, "-model-providers", nil},
 		{"per-model providers, precision on cuda", nil, []string{"-model-providers", "a=cuda:fp16"}, "only tensorrt", nil},
 		{"per-model providers, no name", nil, []string{"-model-providers", "=cuda"}, "want name=providers", nil},

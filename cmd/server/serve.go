@@ -28,9 +28,13 @@ import (
 )
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	c, _, err := parse("serve", args, stderr, nil)
+	c, fs, err := parse("serve", args, stderr, nil)
 	if err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		// -preload is also a boolean flag: a list must follow it with '='.
+		return fmt.Errorf("serve: unexpected argument %q (endpoints to preload go as -preload=ID,ID)", fs.Arg(0))
 	}
 	log := newLogger(c, stderr)
 
@@ -133,6 +137,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer reg.Close()
 	defer res.Close()
+	if err := reg.CanWarm(c.preloadIDs...); err != nil {
+		return fmt.Errorf("-preload: %w", err)
+	}
 
 	fstore, err := files.Open(filepath.Join(c.DataDir, "files"))
 	if err != nil {
@@ -158,7 +165,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		Webhooks: &webhook.Deliverer{Signer: signer, Log: log, Allowed: func(h string) bool {
 			return isLoopbackHost(h) || hostListed(hooks, h)
 		}},
-		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0, Preloading: c.Preload,
+		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0, Preloading: c.preload,
 		Health: func() map[string]any {
 			return map[string]any{"version": version, "onnxruntime": map[string]any{
 				"library": info.Library, "version": info.Version, "providers": providers}}
@@ -183,11 +190,11 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		"auth", len(c.keys()) > 0)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	if c.Preload {
+	if c.preload {
 		// Serve at once (liveness), ready once the preloads are done.
 		go func() {
 			t0 := time.Now()
-			if err := reg.Warm(ctx); err != nil {
+			if err := reg.Warm(ctx, c.preloadIDs...); err != nil {
 				if ctx.Err() == nil {
 					log.Error("preload failed; /readyz stays 503", "err", err)
 				}

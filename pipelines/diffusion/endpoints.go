@@ -127,7 +127,7 @@ func (p *Pipeline) model(s endpointSpec, variant string) (*Model, error) {
 			msg += fmt.Sprintf(" (installed: %s)", strings.Join(names, ", "))
 		}
 		return nil, pipelines.Unavailable(msg+"; import a diffusers ONNX export with "+
-			"'falocal weights import -pipeline diffusion -name NAME -dir DIR -serves "+want+"'", nil)
+			"'falocal weights import -pipeline diffusion -name NAME -dir DIR -serves "+want+"'", pipelines.ErrNoModel)
 	}
 	return p.load(*pick)
 }
@@ -151,7 +151,16 @@ type endpoint struct {
 	spec endpointSpec
 }
 
-func (e *endpoint) ID() string   { return e.spec.id }
+func (e *endpoint) ID() string { return e.spec.id }
+
+// Warm opens the sessions of the endpoint's default model.
+func (e *endpoint) Warm(ctx context.Context) error {
+	m, err := e.p.model(e.spec, "")
+	if err != nil {
+		return err
+	}
+	return m.warm(ctx, e.spec.kind)
+}
 func (e *endpoint) Close() error { return e.p.Close() }
 
 // input is the union of the served schemas; pointers tell absent from zero.

@@ -21,9 +21,11 @@ import (
 
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
+	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/weights"
+	dto "github.com/prometheus/client_model/go"
 )
 
 type noFiles struct{}
@@ -38,6 +40,12 @@ func (noFiles) Save(ctx context.Context, data []byte, ct, name string) (string, 
 // endpointsWith installs the named test models (with what they serve) and
 // builds the diffusion endpoints over them.
 func endpointsWith(t *testing.T, models map[string][]string) map[string]pipelines.Endpoint {
+	t.Helper()
+	return endpointsUnder(t, models, nil)
+}
+
+// endpointsUnder is endpointsWith with a residency scheduler (nil: none).
+func endpointsUnder(t *testing.T, models map[string][]string, res *engine.Residency) map[string]pipelines.Endpoint {
 	t.Helper()
 	st, err := weights.Open(t.TempDir())
 	if err != nil {
@@ -57,7 +65,8 @@ func endpointsWith(t *testing.T, models map[string][]string) map[string]pipeline
 		t.Fatal(err)
 	}
 	eps, err := New(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, MaxInputBytes: 8 << 20, MaxPixels: 1 << 24}})
+		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, MaxInputBytes: 8 << 20, MaxPixels: 1 << 24},
+		Residency: res})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,5 +288,44 @@ func TestEndpointStreamPreviews(t *testing.T) {
 	}
 	if len(partials) != 2 || len(partials[0].Images) != 1 || !strings.HasPrefix(partials[0].Images[0].URL, "data:image/jpeg;base64,") {
 		t.Fatalf("%d partials: %+v", len(partials), partials)
+	}
+}
+
+// Warm opens the components an endpoint's default model runs, and reports
+// ErrNoModel where no installed model serves the endpoint.
+func TestEndpointWarm(t *testing.T) {
+	res := engine.NewResidency(0, -1, "cpu", nil)
+	eps := endpointsUnder(t, map[string][]string{"sd15-tiny": {"stable-diffusion-v15"}, "flux-schnell-tiny": {"flux/schnell"}}, res)
+	loads := func(model string) float64 {
+		var m dto.Metric
+		if err := metrics.ModelLoads.WithLabelValues(model, "ok").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	cases := []struct {
+		id, model string
+		files     float64 // sessions the warm-up opens
+	}{
+		{"fal-ai/stable-diffusion-v15", "sd15-tiny", 3}, // text encoder, UNet, VAE decoder
+		{"fal-ai/flux/schnell", "flux-schnell-tiny", 4}, // two text encoders, transformer, VAE decoder
+		{"fal-ai/flux/schnell", "flux-schnell-tiny", 0}, // open already
+	}
+	for _, tc := range cases {
+		before := loads(tc.model)
+		if err := eps[tc.id].(pipelines.Warmer).Warm(context.Background()); err != nil {
+			t.Fatalf("%s: %v", tc.id, err)
+		}
+		if got := loads(tc.model) - before; got != tc.files {
+			t.Errorf("%s: %v sessions opened, want %v", tc.id, got, tc.files)
+		}
+	}
+	if got := fmt.Sprint(res.Resident()); got != "[flux-schnell-tiny sd15-tiny]" {
+		t.Errorf("resident %s", got)
+	}
+	for _, id := range []string{"fal-ai/flux/dev", "fal-ai/fast-sdxl/inpainting"} {
+		if err := eps[id].(pipelines.Warmer).Warm(context.Background()); !errors.Is(err, pipelines.ErrNoModel) {
+			t.Errorf("%s with no model: %v", id, err)
+		}
 	}
 }

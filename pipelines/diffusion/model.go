@@ -202,6 +202,24 @@ func (m *Model) component(name string) (*net, error) {
 	return n, nil
 }
 
+// warm opens every component a job of kind runs (the VAE encoder only for
+// image-to-image and inpainting), so the first request does not load them.
+func (m *Model) warm(ctx context.Context, kind string) error {
+	for _, c := range []string{"text_encoder", "text_encoder_2", "unet", "transformer", "vae_decoder", "vae_encoder"} {
+		if !m.has(c+"/model.onnx") || (c == "vae_encoder" && kind == "t2i") {
+			continue
+		}
+		n, err := m.component(c)
+		if err != nil {
+			return err
+		}
+		if err := n.pool.Warm(ctx); err != nil {
+			return fmt.Errorf("diffusion model %s: %s: %w", m.Name, c, err)
+		}
+	}
+	return nil
+}
+
 // run feeds a component by input name and returns its outputs by name.
 // Inputs the graph does not declare are an error; so are missing ones.
 func (m *Model) run(ctx context.Context, name string, feeds map[string]*engine.Tensor) (map[string]*engine.Tensor, error) {

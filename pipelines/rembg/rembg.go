@@ -138,8 +138,11 @@ func (p *Pipeline) pool(md *model) (*engine.Pool, error) {
 // Warm loads the default model now (used by preload).
 func (p *Pipeline) Warm(ctx context.Context) error {
 	md, _, err := p.resolve("rembg")
-	if err != nil || md == nil {
+	if err != nil {
 		return err
+	}
+	if md == nil {
+		return pipelines.ErrNoModel
 	}
 	pl, err := p.pool(md)
 	if err != nil {

@@ -55,8 +55,11 @@ func (p *Pipeline) Close() error { return p.models.Close() }
 // Warm loads the default model, when installed.
 func (p *Pipeline) Warm(ctx context.Context) error {
 	md, _, err := p.resolve("RealESRGAN_x4plus", 4)
-	if err != nil || md == nil {
+	if err != nil {
 		return err
+	}
+	if md == nil {
+		return pipelines.ErrNoModel
 	}
 	pl, err := p.pool(md)
 	if err != nil {

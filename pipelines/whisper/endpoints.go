@@ -59,7 +59,7 @@ func (p *Pipeline) model(key string) (*Model, error) {
 	}
 	if len(cands) == 0 {
 		return nil, pipelines.Unavailable("no Whisper model is installed: import an ONNX export (optimum layout) with "+
-			"'falocal weights import -pipeline whisper -name NAME -dir DIR'", nil)
+			"'falocal weights import -pipeline whisper -name NAME -dir DIR'", pipelines.ErrNoModel)
 	}
 	pick := cands[0]
 	want := p.deps.Config.Models[key]
@@ -96,7 +96,32 @@ type endpoint struct {
 	wizper bool
 }
 
-func (e *endpoint) ID() string   { return e.id }
+func (e *endpoint) ID() string { return e.id }
+
+// key names the endpoint's model setting in pipelines.Config.Models.
+func (e *endpoint) key() string {
+	if e.wizper {
+		return "wizper"
+	}
+	return "whisper"
+}
+
+// Warm opens the sessions of the endpoint's model: encoder and decoders.
+func (e *endpoint) Warm(ctx context.Context) error {
+	m, err := e.p.model(e.key())
+	if err != nil {
+		return err
+	}
+	for _, n := range []*decoderNet{m.enc, m.dec, m.decPast} {
+		if n == nil {
+			continue
+		}
+		if err := n.pool.Warm(ctx); err != nil {
+			return fmt.Errorf("whisper model %s: %w", m.Name, err)
+		}
+	}
+	return nil
+}
 func (e *endpoint) Close() error { return e.p.Close() }
 
 // input is the union of fal's whisper and wizper inputs; pointers tell
@@ -185,7 +210,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	m, err := e.p.model(map[bool]string{false: "whisper", true: "wizper"}[e.wizper])
+	m, err := e.p.model(e.key())
 	if err != nil {
 		return nil, err
 	}

@@ -17,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	dto "github.com/prometheus/client_model/go"
 )
 
 type noFiles struct{}
@@ -219,5 +222,37 @@ func TestEndpointOutputShape(t *testing.T) {
 		if strings.TrimSpace(text) == "" || len(r.logs) < 2 {
 			t.Errorf("%s: text %q, logs %q", c.ep, text, r.logs)
 		}
+	}
+}
+
+// Warm opens the encoder and decoder sessions of the endpoint's model, and
+// reports ErrNoModel when no Whisper model is installed.
+func TestEndpointWarm(t *testing.T) {
+	eps := endpoints(t, tinyDeps(t))
+	if err := eps["fal-ai/whisper"].(pipelines.Warmer).Warm(context.Background()); !errors.Is(err, pipelines.ErrNoModel) {
+		t.Fatalf("no model: %v", err)
+	}
+	loads := func() float64 {
+		var m dto.Metric
+		if err := metrics.ModelLoads.WithLabelValues("tiny-multi", "ok").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	d := tinyDeps(t, "tiny-multi")
+	d.Residency = engine.NewResidency(0, -1, "cpu", nil)
+	eps = endpoints(t, d)
+	before := loads()
+	for _, id := range []string{"fal-ai/whisper", "fal-ai/wizper"} {
+		if err := eps[id].(pipelines.Warmer).Warm(context.Background()); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	// tiny-multi has a merged decoder: encoder + decoder, once for both endpoints.
+	if got := loads() - before; got != 2 {
+		t.Errorf("%v sessions opened, want 2", got)
+	}
+	if got := fmt.Sprint(d.Residency.Resident()); got != "[tiny-multi]" {
+		t.Errorf("resident %s", got)
 	}
 }
