@@ -67,18 +67,17 @@ func (r *Residency) UseDevice(m DeviceMemory) {
 	r.dev = m
 }
 
-// roomLocked trims the device pool's cache so that need bytes are free on
-// the device, as far as the cache allows. Models admitted but still
-// loading are not subtracted: the counted budget covers them.
-func (r *Residency) roomLocked(model string, need int64) {
-	if r.dev == nil {
-		return
-	}
-	cached := r.dev.Cached()
+// room trims the device pool's cache so that need bytes are free on the
+// device, as far as the cache allows. Models admitted but still loading are
+// not subtracted: the counted budget covers them. It runs without r.mu:
+// freeing device memory waits for the device, and must not stall every
+// other admission meanwhile.
+func (r *Residency) room(dev DeviceMemory, model string, need int64) {
+	cached := dev.Cached()
 	if cached <= 0 {
 		return
 	}
-	budget, err := r.dev.Budget()
+	budget, err := dev.Budget()
 	if err != nil {
 		r.Log.Warn("device memory info", "err", err)
 		return
@@ -87,7 +86,7 @@ func (r *Residency) roomLocked(model string, need int64) {
 	if short <= 0 {
 		return
 	}
-	n, err := r.dev.TrimTo(max(cached-short, 0))
+	n, err := dev.TrimTo(max(cached-short, 0))
 	r.Log.Info("trimmed the device pool for a model", "model", model, "need", need, "released", n, "err", err)
 }
 
@@ -263,7 +262,8 @@ func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
 	}
 	r := u.r
 	r.mu.Lock()
-	var ticket uint64 // set once this admission waits
+	var ticket uint64  // set once this admission waits
+	var loadNeed int64 // set when this admission makes the model resident
 	for {
 		if len(r.waiters) == 0 || r.waiters[0] == ticket {
 			if u.resident {
@@ -277,7 +277,7 @@ func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
 				return nil, &NoMemoryError{Model: u.name, Need: need, Budget: r.Budget, Device: r.Device}
 			}
 			if r.Budget <= 0 || r.used+need <= r.Budget {
-				r.roomLocked(u.name, need)
+				loadNeed = need
 				u.resident = true
 				u.counted = need
 				r.used += need
@@ -317,7 +317,11 @@ func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
 		u.timer.Stop()
 		u.timer = nil
 	}
+	dev := r.dev
 	r.mu.Unlock()
+	if dev != nil && loadNeed > 0 {
+		r.room(dev, u.name, loadNeed)
+	}
 	var once sync.Once
 	return func() { once.Do(u.release) }, nil
 }
@@ -434,7 +438,6 @@ func (r *Residency) signalLocked() {
 func (u *Unit) reclaim() int {
 	r := u.r
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := 0
 	for _, v := range r.units {
 		if v != u && v.resident && v.refs == 0 {
@@ -442,8 +445,10 @@ func (u *Unit) reclaim() int {
 			n++
 		}
 	}
-	if r.dev != nil && r.dev.Cached() > 0 {
-		if released, err := r.dev.TrimTo(0); released > 0 {
+	dev := r.dev
+	r.mu.Unlock()
+	if dev != nil && dev.Cached() > 0 {
+		if released, err := dev.TrimTo(0); released > 0 {
 			n++
 		} else if err != nil {
 			r.Log.Warn("trimming the device pool", "err", err)
@@ -469,7 +474,10 @@ func (u *Unit) loaded(took time.Duration, grew int64, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	u.failed = false
-	if grew > 0 {
+	// The process's growth measures host memory: on a GPU the model's
+	// weights live on the card (and the growth would count the CUDA
+	// libraries), so the manifest's estimate stands there.
+	if grew > 0 && r.dev == nil {
 		u.measured = max(u.measured, grew)
 	}
 	if u.resident && u.need() != u.counted {

@@ -249,7 +249,9 @@ type Warmer interface {
 var ErrNoModel = errors.New("no installed model serves this endpoint")
 
 // Warm loads the default model of the endpoints ids, or of every endpoint
-// when none is named (skipping those with no model installed).
+// when none is named (skipping those with no model installed). It stops at
+// the first failure of a named endpoint; preloading all, it goes on with the
+// others and returns every failure joined.
 func (r *Registry) Warm(ctx context.Context, ids ...string) error {
 	if err := r.CanWarm(ids...); err != nil {
 		return err
@@ -258,18 +260,22 @@ func (r *Registry) Warm(ctx context.Context, ids ...string) error {
 	if all {
 		ids = r.IDs()
 	}
+	var errs []error
 	for _, id := range ids {
-		if w, ok := r.endpoints[id].(Warmer); ok {
-			err := w.Warm(ctx)
-			if all && errors.Is(err, ErrNoModel) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", id, err)
-			}
+		w, ok := r.endpoints[id].(Warmer)
+		if !ok {
+			continue
+		}
+		err := w.Warm(ctx)
+		switch {
+		case err == nil, all && errors.Is(err, ErrNoModel):
+		case !all || ctx.Err() != nil:
+			return errors.Join(append(errs, fmt.Errorf("%s: %w", id, err))...)
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", id, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CanWarm checks that every id names an endpoint with a model to preload.

@@ -424,20 +424,23 @@ func TestRegistryWarm(t *testing.T) {
 		{"named without a model", []string{"nomodel"}, "[]", "nomodel: wrapped: no installed model"},
 		{"unknown endpoint", []string{"a", "zz"}, "[]", "no endpoint zz to preload"},
 		{"endpoint with nothing to preload", []string{"plain"}, "[]", "endpoint plain has no model to preload"},
-		{"a failing load", []string{"bad"}, "[]", "bad: disk on fire"},
+		{"a failing load", []string{"bad", "a"}, "[]", "bad: disk on fire"},
+		{"all, past a failing load", nil, "[a c]", "bad: disk on fire"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var warmed []string
-			r := pipelines.NewRegistry(
+			eps := []pipelines.Endpoint{
 				warmEndpoint{fakeEndpoint: fakeEndpoint{"a"}, warmed: &warmed},
 				warmEndpoint{fakeEndpoint: fakeEndpoint{"nomodel"}, noModel: true, warmed: &warmed},
 				warmEndpoint{fakeEndpoint: fakeEndpoint{"c"}, warmed: &warmed},
 				fakeEndpoint{"plain"},
-			)
-			if tc.name == "a failing load" {
-				r = pipelines.NewRegistry(warmEndpoint{fakeEndpoint: fakeEndpoint{"bad"}, fail: errors.New("disk on fire"), warmed: &warmed})
 			}
+			if strings.Contains(tc.name, "failing") {
+				// "b" sorts between a and c: preloading all must go past it.
+				eps = append(eps, warmEndpoint{fakeEndpoint: fakeEndpoint{"bad"}, fail: errors.New("disk on fire"), warmed: &warmed})
+			}
+			r := pipelines.NewRegistry(eps...)
 			err := r.Warm(context.Background(), tc.ids...)
 			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("err %v, want %q", err, tc.wantErr)

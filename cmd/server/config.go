@@ -258,12 +258,13 @@ func (c *Config) validate() error {
 	if c.batchModels, err = parseBatch(c.Batch); err != nil {
 		return fmt.Errorf("-batch: %w", err)
 	}
-	switch v := strings.ToLower(strings.TrimSpace(c.Preload)); v {
-	case "", "false", "0", "no", "off":
-	case "true", "1", "yes", "on", "all":
+	if v := strings.TrimSpace(c.Preload); v == "" {
+	} else if b, err := strconv.ParseBool(v); err == nil {
+		c.preload = b
+	} else if strings.EqualFold(v, "all") {
 		c.preload = true
-	default:
-		c.preload, c.preloadIDs = true, list(c.Preload)
+	} else {
+		c.preload, c.preloadIDs = true, list(v)
 	}
 	if c.modelProviders, err = parseModelProviders(c.ModelProviders); err != nil {
 		return fmt.Errorf("-model-providers: %w", err)

@@ -53,6 +53,8 @@ func TestConfig(t *testing.T) {
 		}},
 		{"preload off", map[string]string{"FALOCAL_PRELOAD": "fal-ai/whisper"}, []string{"-preload=false"}, "", func(c *Config) bool { return !c.preload }},
 		{"no preload", nil, nil, "", func(c *Config) bool { return !c.preload }},
+		{"preload as Go booleans", map[string]string{"FALOCAL_PRELOAD": "t"}, nil, "", func(c *Config) bool { return c.preload && c.preloadIDs == nil }},
+		{"preload all by name", nil, []string{"-preload=all"}, "", func(c *Config) bool { return c.preload && c.preloadIDs == nil }},
 		{"per-model providers, unknown", nil, []string{"-model-providers", "a=rocm"}, "-model-providers", nil},
 		{"per-model providers, precision on cuda", nil, []string{"-model-providers", "a=cuda:fp16"}, "only tensorrt", nil},
 		{"per-model providers, no name", nil, []string{"-model-providers", "=cuda"}, "want name=providers", nil},

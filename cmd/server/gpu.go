@@ -44,7 +44,16 @@ func setupGPU(c *Config, device string, log *slog.Logger) (int64, *gpu) {
 		log.Warn("GPU memory pool unavailable", "device", device, "err", err)
 		return budget, nil
 	}
-	metrics.Registry.MustRegister(vrammetrics.Collector(g.pool, device))
+	coll := vrammetrics.Collector(g.pool, device)
+	if err := metrics.Registry.Register(coll); err != nil {
+		log.Warn("GPU pool metrics", "err", err)
+	} else {
+		closePool := g.close
+		g.close = func() error {
+			metrics.Registry.Unregister(coll)
+			return closePool()
+		}
+	}
 	avail, err := g.pool.Budget()
 	if err != nil {
 		log.Warn("device memory", "err", err)

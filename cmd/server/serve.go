@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,11 +110,20 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if c.Workers < c.BatchMax {
 		log.Warn("fewer workers than -batch-max: batches cannot fill", "workers", c.Workers, "batch_max", c.BatchMax)
 	}
+	// One scheduler for the device the provider list puts first: TensorRT
+	// and CUDA both run on CUDA device N.
 	device := "cpu"
-	for _, p := range providers {
-		if p != engine.CPU {
-			device = fmt.Sprintf("%s:%d", p, c.DeviceID)
-			break
+	if slices.ContainsFunc(providers, func(p engine.Provider) bool { return p != engine.CPU }) {
+		device = fmt.Sprintf("cuda:%d", c.DeviceID)
+	}
+	for name, m := range c.modelProviders {
+		gpu := slices.ContainsFunc(m.Providers, func(p engine.Provider) bool { return p != engine.CPU })
+		if gpu != (device != "cpu") {
+			log.Warn("-model-providers puts a model on another device than -providers: it is still counted against the "+device+" memory budget",
+				"model", name, "providers", m.Providers)
+		}
+		if !slices.ContainsFunc(installed, func(m weights.Manifest) bool { return m.Name == name }) {
+			log.Warn("-model-providers names a model that is not installed", "model", name)
 		}
 	}
 	budget, g := setupGPU(c, device, log)
@@ -195,10 +205,16 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		go func() {
 			t0 := time.Now()
 			if err := reg.Warm(ctx, c.preloadIDs...); err != nil {
-				if ctx.Err() == nil {
-					log.Error("preload failed; /readyz stays 503", "err", err)
+				if ctx.Err() != nil {
+					return
 				}
-				return
+				if len(c.preloadIDs) > 0 {
+					log.Error("preload failed; /readyz stays 503", "err", err)
+					return
+				}
+				// Preloading everything installed: what failed will answer
+				// its own error on use; the rest is ready.
+				log.Warn("some models did not preload", "err", err)
 			}
 			log.Info("models preloaded", "took", time.Since(t0))
 			srv.SetReady(true)

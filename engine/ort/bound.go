@@ -94,13 +94,14 @@ func (v *Value) Close() error {
 	return nil
 }
 
-func (v *Value) ortValue() (*C.OrtValue, error) {
+// withValue calls f with the OrtValue, holding v open meanwhile.
+func (v *Value) withValue(f func(*C.OrtValue) error) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.v == nil {
-		return nil, engine.ErrClosed
+		return engine.ErrClosed
 	}
-	return v.v, nil
+	return f(v.v)
 }
 
 // checkPlace refuses GPU places on a library without the CUDA provider, so
@@ -215,8 +216,9 @@ func (h *HostMemory) Free() {
 }
 
 // BoundSession is a model session run through ORT IO binding: inputs and
-// outputs are bound once to memory the caller owns (host or device), and
-// Run reuses the binding until it changes. Its methods are serialised: one
+// outputs are bound to memory the caller owns (host or device), and Run
+// reuses the binding until it changes (see BindInput for when a changed
+// input must be bound again). Its methods are serialised: one
 // run at a time per BoundSession (open several for parallel runs).
 type BoundSession struct {
 	rt        *Runtime
@@ -356,6 +358,10 @@ func check(kind string, model []engine.TensorInfo, name string, v *Value) error 
 // BindInput binds v to the input name, replacing an earlier binding of it.
 // The binding holds its own reference: v may be closed afterwards, but its
 // memory must stay valid until the binding is cleared or replaced.
+// Where the input is consumed in another place than v's memory (host memory
+// for a graph input on CUDA, device memory for one the graph reads on the
+// CPU), ORT copies it now, at bind time: after changing such memory, bind it
+// again. Memory already where the graph reads it is read by every run.
 func (s *BoundSession) BindInput(name string, v *Value) error { return s.bindValue(true, name, v) }
 
 // BindOutput binds a preallocated v to the output name: the run writes into
@@ -377,12 +383,14 @@ func (s *BoundSession) bindValue(input bool, name string, v *Value) error {
 	if v == nil {
 		return fmt.Errorf("ort: nil value for %s", name)
 	}
-	ov, err := v.ortValue()
+	err := v.withValue(func(ov *C.OrtValue) error {
+		if err := bindC(s.bind, input, name, ov); err != nil {
+			return fmt.Errorf("ort: bind %s %s: %w", kind, name, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	if err := bindC(s.bind, input, name, ov); err != nil {
-		return fmt.Errorf("ort: bind %s %s: %w", kind, name, err)
 	}
 	if !input {
 		delete(s.toDev, name)

@@ -299,8 +299,10 @@ func fp16(f float32) uint16 {
 	return sign | uint16(exp)<<10 | uint16(b>>13&0x3ff)
 }
 
-// Writing new data into bound memory and running again reuses the binding;
-// rebinding with another batch size changes the outputs' shapes.
+// Writing new data into bound memory and running again reuses the binding
+// (host memory read by the CPU provider: read at every run; on CUDA a host
+// input is copied at bind time, see BindInput); rebinding with another batch
+// size changes the outputs' shapes.
 func TestBoundRebindAndRerun(t *testing.T) {
 	rt := boundRT(t)
 	s := openBound(t, rt, engine.SessionSpec{Path: "testdata/ops_dyn.onnx"})
