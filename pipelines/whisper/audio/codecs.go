@@ -89,6 +89,35 @@ func decodeFLAC(data []byte, limit time.Duration) (*Audio, error) {
 	return &Audio{Samples: out, Rate: rate, Channels: ch}, nil
 }
 
+// readAll calls read, which appends decoded samples to *out, until the
+// stream ends: io.EOF, a truncated last frame after some audio, or 64
+// empty reads in a row (decoders may return nothing without an error
+// between frames; a long run of that means they are stuck). More than most
+// samples (most > 0) is the duration limit's error.
+func readAll(format string, limit time.Duration, most int, out *[]float32, read func() (int, error)) error {
+	idle := 0
+	for {
+		n, err := read()
+		if most > 0 && len(*out) > most {
+			return tooLongErr(limit)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if len(*out) > 0 && errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			return corrupt(format, err)
+		}
+		if n > 0 {
+			idle = 0
+		} else if idle++; idle > 64 {
+			return nil
+		}
+	}
+}
+
 func decodeMP3(data []byte, limit time.Duration) (*Audio, error) {
 	// Decode has cut any ID3v2 tag off already: go-mp3 would allocate the
 	// tag's declared size before reading it.
@@ -109,8 +138,8 @@ func decodeMP3(data []byte, limit time.Duration) (*Audio, error) {
 	most := maxSamples(rate, 2, limit)
 	out := make([]float32, 0, prealloc(frames, 2, most))
 	buf := make([]byte, 4*4096)
-	idle, carry := 0, 0 // carry: a byte of a sample split across reads
-	for {
+	carry := 0 // a byte of a sample split across reads
+	err = readAll("MP3", limit, most, &out, func() (int, error) {
 		n, err := d.Read(buf[carry:])
 		n += carry
 		for i := 0; i+1 < n; i += 2 {
@@ -118,26 +147,10 @@ func decodeMP3(data []byte, limit time.Duration) (*Audio, error) {
 		}
 		carry = n & 1
 		buf[0] = buf[n-carry]
-		n -= carry
-		if most > 0 && len(out) > most {
-			return nil, tooLongErr(limit)
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if len(out) > 0 && errors.Is(err, io.ErrUnexpectedEOF) {
-				break
-			}
-			return nil, corrupt("MP3", err)
-		}
-		// Decoders may return nothing without an error between frames;
-		// a long run of that means they are stuck.
-		if n > 0 {
-			idle = 0
-		} else if idle++; idle > 64 {
-			break
-		}
+		return n - carry, err
+	})
+	if err != nil {
+		return nil, err
 	}
 	out = out[:len(out)&^1]
 	return &Audio{Samples: out, Rate: rate, Channels: 2}, nil
@@ -159,29 +172,13 @@ func decodeVorbis(data []byte, limit time.Duration) (*Audio, error) {
 	most := maxSamples(rate, ch, limit)
 	out := make([]float32, 0, prealloc(r.Length(), ch, most))
 	buf := make([]float32, 4096*ch)
-	idle := 0
-	for {
+	err = readAll("Ogg Vorbis", limit, most, &out, func() (int, error) {
 		n, err := r.Read(buf)
 		out = append(out, buf[:n]...)
-		if most > 0 && len(out) > most {
-			return nil, tooLongErr(limit)
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if len(out) > 0 && errors.Is(err, io.ErrUnexpectedEOF) {
-				break
-			}
-			return nil, corrupt("Ogg Vorbis", err)
-		}
-		// Decoders may return nothing without an error between frames;
-		// a long run of that means they are stuck.
-		if n > 0 {
-			idle = 0
-		} else if idle++; idle > 64 {
-			break
-		}
+		return n, err
+	})
+	if err != nil {
+		return nil, err
 	}
 	out = out[:len(out)/ch*ch]
 	return &Audio{Samples: out, Rate: rate, Channels: ch}, nil
