@@ -15,7 +15,7 @@ DIRS      := --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/server
+	$(GO) build -o $(BIN) ./cmd/falocal
 
 setup: build
 	$(BIN) setup $(DIRS)

@@ -23,7 +23,7 @@ import (
 	"github.com/falocal/falocal/pipelines"
 )
 
-// Config is everything the API needs; cmd/server fills it.
+// Config is everything the API needs; cmd/falocal fills it.
 type Config struct {
 	Registry *pipelines.Registry
 	Files    *files.Store
@@ -56,7 +56,7 @@ type Config struct {
 	Webhooks *webhook.Deliverer
 	// LocalOnly answers only requests addressed to loopback or fal's host
 	// names and, from browsers, pages on this machine: the guard for a server
-	// without keys against web pages and DNS rebinding. cmd/server sets it
+	// without keys against web pages and DNS rebinding. cmd/falocal sets it
 	// whenever no keys are configured.
 	LocalOnly bool
 	// CACert is the local CA certificate (PEM) served at /ca.pem, for

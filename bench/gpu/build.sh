@@ -21,7 +21,7 @@ eval "$(bash tools/cuda-headers/check.sh --env)"
 flags=(-c -tags cuda -trimpath -ldflags=-s\ -w)
 go test "${flags[@]}" -o "$bin/stage/cuda.test" ./kernels/cuda/
 go test "${flags[@]}" -o "$bin/stage/vram.test" ./engine/vram/
-go test "${flags[@]}" -o "$bin/stage/server.test" ./cmd/server/
+go test "${flags[@]}" -o "$bin/stage/server.test" ./cmd/falocal/
 # The driver entry points the binaries import: they bind lazily, so one the
 # installed driver lacks would fail only when called. check.sh looks each
 # up in the device's real libcuda.so.1.

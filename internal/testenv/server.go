@@ -62,7 +62,7 @@ func binary(t testing.TB) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "falocal")
-		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/server")
+		cmd := exec.Command("go", "build", "-o", builtBin, "./cmd/falocal")
 		cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

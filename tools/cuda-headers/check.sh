@@ -87,8 +87,8 @@ grep -q 'define CUDA_VERSION 12' "$inc/cuda.h" || { echo "check.sh: headers are 
 set -x
 go build -tags cuda ./kernels/cuda/
 go vet -tags cuda ./kernels/cuda/
-go build -tags cuda -o /dev/null ./cmd/server/
-go vet -tags cuda ./cmd/server/ ./engine/vram/
+go build -tags cuda -o /dev/null ./cmd/falocal/
+go vet -tags cuda ./cmd/falocal/ ./engine/vram/
 go test -c -tags cuda -o "$cache/cuda.test" ./kernels/cuda/
 set +x
 
