@@ -1,6 +1,14 @@
 // Package api serves the fal wire protocol over echo: sync runs under /run/,
 // files under /cdn/, host-based routing for fal's own host names, and fal's
 // error bodies. It knows pipelines, never the engine.
+//
+// Files are named by the fal surface they serve: run.go (fal.run's sync
+// calls), queue.go (queue.fal.run: submit, status, result, cancel),
+// storage.go (rest.fal.ai's storage uploads), files.go (the /cdn/files
+// downloads), inputs.go (input URLs a run opens, outputs it saves),
+// webhooks.go (fal_webhook delivery and the JWKS), jsproxy.go (the JS
+// client's /fal/proxy), auth.go (API keys) and observe.go (/readyz,
+// /metrics). server.go, hosts.go, lookup.go and errors.go are shared.
 package api
 
 import (
@@ -177,14 +185,6 @@ func (s *Server) caCert(c echo.Context) error {
 		return echo.ErrNotFound
 	}
 	return c.Blob(http.StatusOK, "application/x-pem-file", s.cfg.CACert)
-}
-
-// jwks publishes the webhook signing key, where fal publishes its own.
-func (s *Server) jwks(c echo.Context) error {
-	if s.cfg.Webhooks == nil || s.cfg.Webhooks.Signer == nil {
-		return echo.ErrNotFound
-	}
-	return c.JSONBlob(http.StatusOK, s.cfg.Webhooks.Signer.JWKS())
 }
 
 // Handler returns the root http.Handler.

@@ -1,22 +1,19 @@
 package api_test
 
 // The queue's HTTP surface (queue.fal.run's shape), sync runs through the
-// queue, the JS proxy convention, auth and webhooks. Ordering comes from
-// gates in the fake endpoints, never from sleeps.
+// queue and auth. Ordering comes from gates in the fake endpoints, never
+// from sleeps.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"reflect"
 	"strings"
 	"sync"
@@ -24,7 +21,6 @@ import (
 	"time"
 
 	"github.com/falocal/falocal/api"
-	"github.com/falocal/falocal/api/webhook"
 	"github.com/falocal/falocal/pipelines"
 )
 
@@ -852,47 +848,6 @@ func TestSyncClientDisconnect(t *testing.T) {
 	}
 }
 
-// The JS client's proxyUrl convention.
-func TestJSProxy(t *testing.T) {
-	g := newGated("fal-ai/x")
-	e := newQEnv(t, nil, g)
-	tgt := "x-fal-target-url"
-	r := e.do(http.MethodPost, "", "/fal/proxy", in("p"), tgt, "https://queue.fal.run/fal-ai/x")
-	s := checkSubmit(t, r, "http://example.com")
-	e.waitDone(t, "", s)
-	r = e.do(http.MethodGet, "", "/fal/proxy", "", tgt, "https://queue.fal.run/fal-ai/x/requests/"+s.ID+"/status?logs=1")
-	if r.Code != 200 || r.body["status"] != "COMPLETED" || r.body["request_id"] != s.ID {
-		t.Fatalf("status through the proxy: %d %s", r.Code, r.Body.String())
-	}
-	checkLogs(t, r.body["logs"], "running p")
-	r = e.do(http.MethodGet, "", "/fal/proxy", "", tgt, "https://queue.fal.run/fal-ai/x/requests/"+s.ID)
-	if r.Code != 200 || r.body["name"] != "p" || r.Header().Get("x-fal-request-id") != s.ID {
-		t.Fatalf("result through the proxy: %d %s", r.Code, r.Body.String())
-	}
-	r = e.do(http.MethodPut, "", "/fal/proxy", "", tgt, "https://queue.fal.run/fal-ai/x/requests/"+s.ID+"/cancel")
-	if r.Code != 400 || r.body["status"] != "ALREADY_COMPLETED" {
-		t.Errorf("cancel through the proxy: %d %s", r.Code, r.Body.String())
-	}
-	r = e.do(http.MethodPost, "", "/fal/proxy", in("sync"), tgt, "https://fal.run/fal-ai/x")
-	if r.Code != 200 || r.body["name"] != "sync" {
-		t.Errorf("sync run through the proxy: %d %s", r.Code, r.Body.String())
-	}
-	before := len(g.ran())
-	// Not a fal host: refused, nothing fetched (the env's client fails the
-	// test on any outbound request) and nothing run.
-	for _, target := range []string{"https://example.com/fal-ai/x", "https://queue.fal.run.evil.com/fal-ai/x", "https://127.0.0.1/fal-ai/x"} {
-		r = e.do(http.MethodPost, "", "/fal/proxy", in("evil"), tgt, target)
-		checkDetail(t, r, http.StatusForbidden)
-	}
-	r = e.do(http.MethodPost, "", "/fal/proxy", in("evil"))
-	checkDetail(t, r, http.StatusBadRequest, "missing the x-fal-target-url header")
-	r = e.do(http.MethodPost, "", "/fal/proxy", in("evil"), tgt, "http://queue.fal.run/fal-ai/x")
-	checkDetail(t, r, http.StatusBadRequest)
-	if got := g.ran(); len(got) != before {
-		t.Errorf("refused proxy requests ran: %v", got[before:])
-	}
-}
-
 func TestQueueAuth(t *testing.T) {
 	const key = "id:secret"
 	g := newGated("fal-ai/x")
@@ -938,126 +893,6 @@ func TestQueueAuth(t *testing.T) {
 	checkDetail(t, r, 401)
 	r = e.do(http.MethodPost, "", "/fal/proxy", in("p"), "x-fal-target-url", "https://queue.fal.run/fal-ai/x", "Authorization", "Key "+key)
 	checkSubmit(t, r, "http://example.com")
-}
-
-type delivery struct {
-	hdr  http.Header
-	body []byte
-}
-
-func TestWebhooks(t *testing.T) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan delivery, 10)
-	var fails sync.Map
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		// The first attempt for /flaky fails: delivery retries.
-		if r.URL.Path == "/flaky" {
-			if _, again := fails.LoadOrStore("flaky", true); !again {
-				w.WriteHeader(http.StatusBadGateway)
-				return
-			}
-		}
-		got <- delivery{r.Header.Clone(), b}
-	}))
-	defer recv.Close()
-	if u, _ := url.Parse(recv.URL); u.Hostname() != "127.0.0.1" {
-		t.Fatalf("receiver on %s", recv.URL)
-	}
-	g := newGated("fal-ai/x")
-	g.fail = func(name string) error {
-		if name == "bad" {
-			return &pipelines.HTTPError{Status: 413, Type: "file_too_large", Msg: "too big"}
-		}
-		return nil
-	}
-	signer := webhook.NewSigner(priv)
-	e := newQEnv(t, func(c *api.Config) {
-		c.Webhooks = &webhook.Deliverer{Signer: signer, Backoff: []time.Duration{time.Millisecond, time.Millisecond}}
-	}, g)
-	jr := e.do(http.MethodGet, "", "/.well-known/jwks.json", "")
-	if jr.Code != 200 {
-		t.Fatalf("jwks: %d", jr.Code)
-	}
-	jwks := jr.Body.Bytes()
-	if r := e.do(http.MethodGet, "", "/rest/.well-known/jwks.json", ""); r.Body.String() != string(jwks) {
-		t.Errorf("rest jwks differs: %s", r.Body.String())
-	}
-
-	receive := func(s submitted) map[string]any {
-		t.Helper()
-		select {
-		case d := <-got:
-			if err := webhook.Verify(jwks, d.hdr, d.body, time.Now()); err != nil {
-				t.Errorf("signature: %v", err)
-			}
-			if d.hdr.Get(webhook.HeaderRequestID) != s.ID {
-				t.Errorf("webhook request id header %q, want %s", d.hdr.Get(webhook.HeaderRequestID), s.ID)
-			}
-			var env map[string]any
-			if err := json.Unmarshal(d.body, &env); err != nil {
-				t.Fatalf("envelope %s: %v", d.body, err)
-			}
-			if env["request_id"] != s.ID || env["gateway_request_id"] != s.ID {
-				t.Errorf("envelope ids %v", env)
-			}
-			return env
-		case <-time.After(qwait):
-			t.Fatalf("no webhook for %s", s.ID)
-		}
-		return nil
-	}
-	ok := e.submit(t, "", "/fal-ai/x?fal_webhook="+url.QueryEscape(recv.URL+"/hook"), in("good"))
-	env := receive(ok)
-	if env["status"] != "OK" || env["error"] != nil {
-		t.Errorf("success envelope %v", env)
-	}
-	if p, _ := env["payload"].(map[string]any); p["name"] != "good" || p["request_id"] != ok.ID {
-		t.Errorf("payload %v", env["payload"])
-	}
-
-	bad := e.submit(t, "", "/fal-ai/x?fal_webhook="+url.QueryEscape(recv.URL+"/flaky"), in("bad"))
-	env = receive(bad)
-	if env["status"] != "ERROR" || env["error"] != "Invalid status code: 413" {
-		t.Errorf("error envelope %v", env)
-	}
-	if p, _ := env["payload"].(map[string]any); p["detail"] != "too big" || p["error_type"] != "file_too_large" {
-		t.Errorf("error payload %v", env["payload"])
-	}
-
-	// Refused hosts and bad URLs: 422 at submit, nothing queued.
-	before := len(g.ran())
-	for _, hook := range []string{"https://example.com/hook", "http://10.0.0.1/hook", "ftp://127.0.0.1/x", "not a url"} {
-		r := e.do(http.MethodPost, "", "/fal-ai/x?fal_webhook="+url.QueryEscape(hook), in("refused"))
-		if r.Code != http.StatusUnprocessableEntity {
-			t.Errorf("webhook %q: %d %s", hook, r.Code, r.Body.String())
-		}
-	}
-	// Sync runs ignore fal_webhook.
-	if r := e.do(http.MethodPost, "", "/run/fal-ai/x?fal_webhook="+url.QueryEscape(recv.URL+"/sync"), in("sync")); r.Code != 200 {
-		t.Errorf("sync run with fal_webhook: %d", r.Code)
-	}
-	if got := g.ran()[before:]; !reflect.DeepEqual(got, []string{"sync"}) {
-		t.Errorf("ran %v after refused submits", got)
-	}
-	select {
-	case d := <-got:
-		t.Errorf("unexpected delivery %s", d.body)
-	default:
-	}
-
-	// Without webhooks configured: 422, and no JWKS.
-	e2 := newQEnv(t, nil, echoEP("fal-ai/x"))
-	r := e2.do(http.MethodPost, "", "/fal-ai/x?fal_webhook="+url.QueryEscape(recv.URL+"/hook"), `{}`)
-	if r.Code != http.StatusUnprocessableEntity {
-		t.Errorf("webhooks disabled: %d %s", r.Code, r.Body.String())
-	}
-	if r := e2.do(http.MethodGet, "", "/.well-known/jwks.json", ""); r.Code != 404 {
-		t.Errorf("jwks without a signer: %d", r.Code)
-	}
 }
 
 // A queued request survives a server restart on the same database.
