@@ -1,6 +1,7 @@
 # falocal: local inference server with fal's API.
 #   make run    fetch what is missing (ONNX Runtime, default models), build, serve on 127.0.0.1:8080
-#   make test   everything, including the tests that run real models and fal's real clients
+#   make check  the fast loop, no downloads: gofmt, go vet, the cgo-free build, go test -short
+#   make test   everything, including the tests that run real models and fal's real clients, and the race detector
 GO        ?= go
 NPM       ?= npm
 PYTHON    ?= python3
@@ -9,7 +10,7 @@ CACHE_DIR ?= $(HOME)/.cache/falocal
 BIN       := bin/falocal
 DIRS      := --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
 
-.PHONY: all build setup run test test-assets client-deps vet deps-check bench bench-load clean proto \
+.PHONY: all build setup run check test test-race test-assets client-deps vet deps-check bench bench-load clean proto \
 	kernels kernels-check cuda-check test-gpu gpu-bins docker-cuda
 
 all: build
@@ -23,8 +24,11 @@ setup: build
 run: setup
 	$(BIN) serve $(DIRS)
 
-test-assets: build
-	$(BIN) setup $(DIRS) --test-assets $(CACHE_DIR)/testdata
+# The models (setup), then the pinned test photographs, recordings and upscaler packages: tools/testassets,
+# a separate program, so the server binary carries no test recipes.
+test-assets: setup
+	$(GO) run ./tools/testassets -dir $(CACHE_DIR)/testdata -packages $(CACHE_DIR)/packages \
+		$(if $(FALOCAL_NPM_REGISTRY),-npm-registry $(FALOCAL_NPM_REGISTRY))
 
 # fal's real clients for tests/clients: @fal-ai/client from package-lock.json (integrity-checked by npm ci)
 # and fal-client with every dependency from requirements.txt (pip --require-hashes). Reinstalled when the pins change.
@@ -53,10 +57,25 @@ deps-check:
 
 TEST_ENV := FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$(CACHE_DIR)/onnxruntime-1.30.0/libonnxruntime.so.1 \
 	FALOCAL_TEST_DATA_DIR=$(DATA_DIR) FALOCAL_TEST_PACKAGES=$(CACHE_DIR)/packages FALOCAL_TEST_ASSETS=$(CACHE_DIR)/testdata FALOCAL_TEST_BIN=$(CURDIR)/$(BIN) \
-	FALOCAL_TEST_NODE_MODULES=$(CURDIR)/$(CLIENTS_JS)/node_modules FALOCAL_TEST_PYTHON=$(CLIENTS_VENV)/bin/python
+	FALOCAL_TEST_NODE_MODULES=$(CURDIR)/$(CLIENTS_JS)/node_modules FALOCAL_TEST_PYTHON=$(CLIENTS_VENV)/bin/python \
+	FALOCAL_REQUIRE_NCNN=1
 
+# FALOCAL_REQUIRE_ASSETS and FALOCAL_REQUIRE_NCNN make every missing asset, client or Vulkan driver a failure,
+# never a skip (apt-get install mesa-vulkan-drivers gives the lavapipe driver the ncnn reference test needs).
 test: test-assets client-deps vet deps-check kernels-check cuda-check
 	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory test-race
+
+# The race detector on the concurrent packages (server, queue, engine, pipelines), with the real assets.
+# -short: under -race the full model tests of these packages are too slow for a 2-core runner (timings below).
+RACE_PKGS := ./api/... ./engine/... ./pipelines/...
+test-race: test-assets
+	$(TEST_ENV) $(GO) test -race -short -count=1 -timeout 30m $(RACE_PKGS)
+
+# The fast loop for contributors: no downloads, no ~/.cache/falocal (tests that need assets skip, long ones
+# skip under -short).
+check: vet deps-check
+	$(GO) test -short -count=1 ./...
 
 # Benchmarks (not timed tests): server overhead vs the bare engine; then upscaling, once (x4plus under ncnn on
 # lavapipe alone takes ~20 min).

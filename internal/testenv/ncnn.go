@@ -24,8 +24,9 @@ const (
 // folder, from pkgs (weights.UpscalePackages()) in the package cache
 // ($FALOCAL_TEST_PACKAGES), each checked against its pinned SHA-256. It
 // runs on the CPU through Mesa's lavapipe Vulkan driver; without one the
-// test skips, unless FALOCAL_REQUIRE_NCNN=1 (set by .ci/run, which installs
-// mesa-vulkan-drivers), when it fails.
+// test skips, unless FALOCAL_REQUIRE_NCNN=1 (set by make test, whose CI,
+// .ci/run, installs mesa-vulkan-drivers and fails if it cannot), when it
+// fails.
 func NCNN(t testing.TB, pkgs []fetch.Artifact) (bin, models string) {
 	t.Helper()
 	icds, _ := filepath.Glob("/usr/share/vulkan/icd.d/lvp_icd*.json")
