@@ -34,6 +34,7 @@ type gatedEP struct {
 	order   []string
 	gates   map[string]chan struct{}
 	ctxErrs map[string]error
+	ended   map[string]chan struct{} // closed once a name's ctxErrs entry is set
 	seen    map[string]bool
 	started chan string
 	// fail, when set, may answer an error for a name.
@@ -42,7 +43,17 @@ type gatedEP struct {
 
 func newGated(id string) *gatedEP {
 	return &gatedEP{id: id, gates: map[string]chan struct{}{}, ctxErrs: map[string]error{},
-		seen: map[string]bool{}, started: make(chan string, 100)}
+		ended: map[string]chan struct{}{}, seen: map[string]bool{}, started: make(chan string, 100)}
+}
+
+// endedLocked returns the channel closed when name's run saw its ctx end.
+func (g *gatedEP) endedLocked(name string) chan struct{} {
+	c, ok := g.ended[name]
+	if !ok {
+		c = make(chan struct{})
+		g.ended[name] = c
+	}
+	return c
 }
 
 func (g *gatedEP) ID() string { return g.id }
@@ -63,6 +74,9 @@ func (g *gatedEP) Run(ctx context.Context, req *pipelines.Request) (any, error) 
 		case <-gate:
 		case <-ctx.Done():
 			g.mu.Lock()
+			if _, again := g.ctxErrs[in.Name]; !again {
+				close(g.endedLocked(in.Name))
+			}
 			g.ctxErrs[in.Name] = ctx.Err()
 			g.mu.Unlock()
 			return nil, ctx.Err()
@@ -545,12 +559,15 @@ func TestQueueRequestTimeout(t *testing.T) {
 			t.Errorf("timeout %q: %d %s", bad, r.Code, r.Body.String())
 		}
 	}
-	start := time.Now()
 	late := e.submit(t, "", "/fal-ai/x", in("late"), "X-Fal-Request-Timeout", "1.01")
+	// The server set late's deadline before its submit returned, so it has
+	// passed at submitted+1.01s however slow the submit was.
+	submitted := time.Now()
 	ok := e.submit(t, "", "/fal-ai/x", in("ok"), "X-Fal-Request-Timeout", "3600")
 	// The one wait in this suite: a real deadline has to pass (the API's
-	// smallest start timeout is just over a second).
-	time.Sleep(time.Until(start.Add(1100 * time.Millisecond)))
+	// smallest start timeout is just over a second). Not an ordering guess:
+	// the bound above holds however the goroutines are scheduled.
+	time.Sleep(time.Until(submitted.Add(1100 * time.Millisecond)))
 	close(gb)
 	fin := e.waitDone(t, "", late)
 	if fin["error_type"] != "request_timeout" {
@@ -819,9 +836,12 @@ func TestSyncClientDisconnect(t *testing.T) {
 		if err := <-errc; err == nil {
 			t.Fatalf("%s: request succeeded after cancel", tc.path)
 		}
-		deadline := time.Now().Add(qwait)
-		for g.ctxErr(tc.name) == nil && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
+		g.mu.Lock()
+		ended := g.endedLocked(tc.name)
+		g.mu.Unlock()
+		select {
+		case <-ended:
+		case <-time.After(qwait):
 		}
 		if !errors.Is(g.ctxErr(tc.name), context.Canceled) {
 			t.Fatalf("%s: endpoint ctx: %v, want Canceled", tc.path, g.ctxErr(tc.name))

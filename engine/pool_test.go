@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/falocal/falocal/engine"
@@ -312,7 +313,11 @@ func TestPoolCloseIdle(t *testing.T) {
 	}
 }
 
-func TestPoolCloseWhileBusy(t *testing.T) {
+// In a synctest bubble: synctest.Wait, not a sleep, says when the second
+// caller is blocked on the pool's only slot.
+func TestPoolCloseWhileBusy(t *testing.T) { synctest.Test(t, testPoolCloseWhileBusy) }
+
+func testPoolCloseWhileBusy(t *testing.T) {
 	g := newGate()
 	p, rt := newPool(t, fakeModel(g.fn), 1)
 	busy := make(chan error, 1)
@@ -327,7 +332,7 @@ func TestPoolCloseWhileBusy(t *testing.T) {
 		_, err := p.Run(context.Background(), input(t, 1))
 		waiting <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	synctest.Wait() // every goroutine of the bubble blocks: the caller waits for the slot
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}

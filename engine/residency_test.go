@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/falocal/falocal/engine"
@@ -242,7 +243,11 @@ func TestResidencyKeepAlivePerModel(t *testing.T) {
 
 // Admissions wait in turn: while b waits for a's memory, new runs of the
 // resident a queue behind b, so a steady stream on a cannot starve b.
-func TestResidencyFairness(t *testing.T) {
+// In a synctest bubble: synctest.Wait, not a sleep, says when b waits for
+// memory, and the check that a2 does not start takes no real time.
+func TestResidencyFairness(t *testing.T) { synctest.Test(t, testResidencyFairness) }
+
+func testResidencyFairness(t *testing.T) {
 	c := newCluster(t, 500, -1, map[string]int64{"a": 400, "b": 400}, nil, nil)
 	g := newGate()
 	c.rt.Add("a", enginetest.Model{
@@ -265,7 +270,7 @@ func TestResidencyFairness(t *testing.T) {
 	a1 := run("a")
 	<-g.started
 	b := run("b")
-	time.Sleep(30 * time.Millisecond) // b is waiting now
+	synctest.Wait() // b is waiting now: every goroutine of the bubble blocks
 	a2 := run("a")
 	select {
 	case <-g.started:

@@ -124,7 +124,8 @@ func TestListenSilentClientTimesOut(t *testing.T) {
 
 func TestListenCloseReleasesAcceptAndPending(t *testing.T) {
 	ca := newTestCA(t)
-	ln := listenLoopback(t)
+	sniffing := make(chan struct{}, 1)
+	ln := &sniffHook{Listener: listenLoopback(t), sniffing: sniffing}
 	l := ca.Listen(ln)
 
 	accepted := make(chan error, 1)
@@ -140,7 +141,11 @@ func TestListenCloseReleasesAcceptAndPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	time.Sleep(50 * time.Millisecond) // let it reach the sniffer
+	select { // it reached the sniffer, pending, reading its first byte
+	case <-sniffing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection never reached the sniffer")
+	}
 
 	l.Close()
 	select {
@@ -155,6 +160,36 @@ func TestListenCloseReleasesAcceptAndPending(t *testing.T) {
 	if _, err := silent.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("pending connection not closed by Close: %v", err)
 	}
+}
+
+// sniffHook reports when the sniffer has a connection pending: it sets the
+// read deadline for the first byte right after registering it, so Close
+// must close it.
+type sniffHook struct {
+	net.Listener
+	sniffing chan struct{}
+}
+
+func (h *sniffHook) Accept() (net.Conn, error) {
+	c, err := h.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sniffHookConn{Conn: c, sniffing: h.sniffing}, nil
+}
+
+type sniffHookConn struct {
+	net.Conn
+	sniffing chan struct{}
+}
+
+func (c *sniffHookConn) SetReadDeadline(d time.Time) error {
+	err := c.Conn.SetReadDeadline(d)
+	select {
+	case c.sniffing <- struct{}{}:
+	default:
+	}
+	return err
 }
 
 func TestPrefixConn(t *testing.T) {

@@ -209,9 +209,9 @@ func TestE2EQueueRestartAfterKill(t *testing.T) {
 	if st := waitStatus(t, nil, reqs[0].StatusURL, "IN_PROGRESS", 30*time.Second); st.Status != "IN_PROGRESS" {
 		t.Fatalf("first request %s before the kill; want it running", st.Status)
 	}
-	// IN_PROGRESS is reported before it is on disk; give the write a moment
-	// (a run takes seconds, so it is still running afterwards).
-	time.Sleep(300 * time.Millisecond)
+	// No wait for the disk: the queue stores IN_PROGRESS before any client
+	// can see it (api/queue's worker saves the started record first), and a
+	// run takes seconds, so it is still running at the kill.
 	for i, r := range reqs {
 		want := "IN_QUEUE"
 		if i == 0 {
