@@ -80,6 +80,9 @@ func parse(name string, args []string, stderr io.Writer, extra func(*flag.FlagSe
 	if extra != nil {
 		extra(fs)
 	}
+	if flagSetHook != nil {
+		flagSetHook(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
