@@ -56,21 +56,21 @@ func BenchmarkDtoDCopy(b *testing.B) {
 }
 
 // benchKernel times a one-thread-per-element kernel over benchElems.
-func benchKernel(b *testing.B, name string, bytes int64, a *args) {
+func benchKernel(b *testing.B, name string, bytes int64, a ...arg) {
 	b.Helper()
-	benchLaunch(b, name, benchElems, bytes, a)
+	benchLaunch(b, name, benchElems, bytes, a...)
 }
 
 // benchLaunch times kernel name over n threads; bytes is what one launch
 // must read and write at the least.
-func benchLaunch(b *testing.B, name string, n int, bytes int64, a *args) {
+func benchLaunch(b *testing.B, name string, n int, bytes int64, a ...arg) {
 	b.Helper()
 	if !dev.HasKernel(name) {
 		b.Skipf("%s not loaded", name)
 	}
 	b.SetBytes(bytes)
 	for i := 0; i < b.N; i++ {
-		if err := dev.launch(name, n, a); err != nil {
+		if err := dev.launch(name, n, a...); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -78,25 +78,25 @@ func benchLaunch(b *testing.B, name string, n int, bytes int64, a *args) {
 
 func BenchmarkF32ToF16(b *testing.B) {
 	bufs := benchBuffers(b, 4*benchElems, 2*benchElems)
-	benchLaunch(b, kF32ToF16, convertThreads(benchElems), 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
+	benchLaunch(b, kF32ToF16, convertThreads(benchElems), 6*benchElems, ptr(bufs[1]), ptr(bufs[0]), i32(benchElems))
 }
 
 func BenchmarkF16ToF32(b *testing.B) {
 	bufs := benchBuffers(b, 2*benchElems, 4*benchElems)
-	benchLaunch(b, kF16ToF32, convertThreads(benchElems), 6*benchElems, new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchElems))
+	benchLaunch(b, kF16ToF32, convertThreads(benchElems), 6*benchElems, ptr(bufs[1]), ptr(bufs[0]), i32(benchElems))
 }
 
 // BenchmarkGuidance is classifier-free guidance: two reads, one write.
 func BenchmarkGuidance(b *testing.B) {
 	bufs := benchBuffers(b, 4*benchElems, 4*benchElems, 4*benchElems)
-	benchKernel(b, kGuidance, 12*benchElems, new(args).ptr(bufs[2]).ptr(bufs[0]).ptr(bufs[1]).f32(7.5).i32(benchElems))
+	benchKernel(b, kGuidance, 12*benchElems, ptr(bufs[2]), ptr(bufs[0]), ptr(bufs[1]), f32(7.5), i32(benchElems))
 }
 
 // BenchmarkAxpby is a three-term scheduler step: three reads, one write.
 func BenchmarkAxpby(b *testing.B) {
 	bufs := benchBuffers(b, 4*benchElems, 4*benchElems, 4*benchElems, 4*benchElems)
 	benchKernel(b, kAxpby, 16*benchElems,
-		new(args).ptr(bufs[3]).ptr(bufs[0]).f32(0.9).ptr(bufs[1]).f32(0.1).ptr(bufs[2]).f32(-0.05).i32(benchElems))
+		ptr(bufs[3]), ptr(bufs[0]), f32(0.9), ptr(bufs[1]), f32(0.1), ptr(bufs[2]), f32(-0.05), i32(benchElems))
 }
 
 // Image kernels over an 8192x8192 RGB frame (64 Mi pixels) at its own size:
@@ -106,9 +106,9 @@ const benchSide = 8192
 func benchImageToTensor(b *testing.B, name string, outSize int64) {
 	const px = benchSide * benchSide
 	bufs := benchBuffers(b, 3*px, 3*outSize*px)
-	a := new(args).ptr(bufs[1]).ptr(bufs[0]).i32(benchSide).i32(benchSide).i32(3 * benchSide).i32(3).
-		i32(benchSide).i32(benchSide).f32(1.0 / 255).f32(0.5).f32(0.5).f32(0.5).f32(0.25).f32(0.25).f32(0.25)
-	benchLaunch(b, name, strideThreads(px/2, benchSide/2), 3*px+3*outSize*px, a) // pixel pairs
+	a := []arg{ptr(bufs[1]), ptr(bufs[0]), i32(benchSide), i32(benchSide), i32(3 * benchSide), i32(3),
+		i32(benchSide), i32(benchSide), f32(1.0 / 255), f32(0.5), f32(0.5), f32(0.5), f32(0.25), f32(0.25), f32(0.25)}
+	benchLaunch(b, name, strideThreads(px/2, benchSide/2), 3*px+3*outSize*px, a...) // pixel pairs
 }
 
 func BenchmarkImageToTensor(b *testing.B)    { benchImageToTensor(b, kImageToTensor, 4) }
@@ -118,6 +118,6 @@ func BenchmarkImageToTensorF16(b *testing.B) { benchImageToTensor(b, kImageToTen
 func BenchmarkComposeAlpha(b *testing.B) {
 	const px = benchSide * benchSide
 	bufs := benchBuffers(b, 3*px, 4*px, 4*px)
-	a := new(args).ptr(bufs[2]).ptr(bufs[0]).i32(benchSide).i32(benchSide).i32(3 * benchSide).i32(3).ptr(bufs[1])
-	benchLaunch(b, kComposeAlpha, composeThreads(px), 3*px+4*px+4*px, a)
+	benchLaunch(b, kComposeAlpha, composeThreads(px), 3*px+4*px+4*px,
+		ptr(bufs[2]), ptr(bufs[0]), i32(benchSide), i32(benchSide), i32(3*benchSide), i32(3), ptr(bufs[1]))
 }

@@ -259,37 +259,59 @@ func byteLen[T any](s []T) int64 {
 	return int64(len(s)) * int64(unsafe.Sizeof(z))
 }
 
-// args packs kernel arguments. cu's Launch copies exactly 8 bytes from each
-// parameter pointer, so every argument gets its own 8-byte slot: a pointer
-// to a bare int32 or float32 would make it read 4 bytes past the value. The
-// driver then takes the parameter's real size (4 for int/float) from the
-// slot's start, which on little-endian hosts holds the low bytes.
-// kinds records 'p', 'i' or 'f' per slot, checked against kernels.Entry
-// before launch so a parameter-list mismatch is an error, not garbage.
-type args struct {
-	slots []uint64
-	kinds []byte
+// arg is one kernel parameter, listed in the kernel's order: a C int (i32),
+// a float (f32), or a pointer, either to device memory the caller holds
+// (ptr, null) or to a host slice that launch stages through a scratch
+// buffer (in, out, inout), so no operation repeats the upload, allocate,
+// copy-back and free steps.
+//
+// cu's Launch copies exactly 8 bytes from each parameter pointer, so every
+// argument gets its own 8-byte slot: a pointer to a bare int32 or float32
+// would make it read 4 bytes past the value. The driver then takes the
+// parameter's real size (4 for int/float) from the slot's start, which on
+// little-endian hosts holds the low bytes. kind is 'p', 'i' or 'f', checked
+// against kernels.Entry before launch so a parameter-list mismatch is an
+// error, not garbage.
+type arg struct {
+	kind     byte
+	val      uint64 // the slot: the value's bits, or ptr's device address
+	host     []byte // in, out, inout: the slice's memory
+	up, down bool   // in, inout: copied to the device; out, inout: copied back
 }
 
-func (a *args) add(kind byte, v uint64) *args {
-	a.slots = append(a.slots, v)
-	a.kinds = append(a.kinds, kind)
-	return a
+// i32 is a C int. Callers check ranges with fitsInt32 (or area) first.
+func i32(v int) arg { return arg{kind: 'i', val: uint64(uint32(int32(v)))} }
+
+func f32(v float32) arg { return arg{kind: 'f', val: uint64(math.Float32bits(v))} }
+
+// ptr is a device buffer the caller owns (tests and benchmarks keep data
+// resident this way).
+func ptr(b *Buffer) arg { return arg{kind: 'p', val: uint64(b.ptr)} }
+
+// null is a 0 pointer (axpby's absent third term).
+var null = arg{kind: 'p'}
+
+// in is a read-only input: uploaded to its own buffer, so dst may alias it.
+func in[T any](src []T) arg { return hostArg(src, true, false) }
+
+// out is an output: a fresh buffer (poisoned in tests) copied back into dst.
+func out[T any](dst []T) arg { return hostArg(dst, false, true) }
+
+// inout is read and written in place: uploaded, then copied back.
+func inout[T any](buf []T) arg { return hostArg(buf, true, true) }
+
+func hostArg[T any](s []T, up, down bool) arg {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), byteLen(s))
+	return arg{kind: 'p', host: b, up: up, down: down}
 }
 
-func (a *args) ptr(b *Buffer) *args { return a.add('p', uint64(b.ptr)) }
-
-func (a *args) f32(v float32) *args { return a.add('f', uint64(math.Float32bits(v))) }
-
-// i32 appends a C int. Callers check ranges with fitsInt32 first.
-func (a *args) i32(v int) *args { return a.add('i', uint64(uint32(int32(v)))) }
-
-func (a *args) params() []unsafe.Pointer {
-	p := make([]unsafe.Pointer, len(a.slots))
-	for i := range a.slots {
-		p[i] = unsafe.Pointer(&a.slots[i])
+// slots packs the arguments' values: the 8-byte slots Launch reads.
+func slots(a []arg) []uint64 {
+	s := make([]uint64, len(a))
+	for i := range a {
+		s[i] = a[i].val
 	}
-	return p
+	return s
 }
 
 func fitsInt32(vs ...int) bool {
@@ -338,40 +360,97 @@ func strideThreads(n, w int) int {
 	return t
 }
 
-// launch runs kernel name with n threads (1-D grid of ceil(n/blockSize)
-// blocks of blockSize threads; ops.go notes each kernel's count) on the
-// default stream and waits for it, so a kernel fault surfaces here rather
-// than at a later unrelated call.
-func (d *Device) launch(name string, n int, a *args) error {
+// launch is the one way a kernel runs: kernel name with n threads (1-D grid
+// of ceil(n/blockSize) blocks of blockSize threads; ops.go notes each
+// kernel's count) on the default stream, waiting for it so a kernel fault
+// surfaces here rather than at a later unrelated call. Host slices among
+// the arguments go through scratch buffers freed before it returns (see
+// stage); after the kernel, out and inout are copied back in argument
+// order.
+func (d *Device) launch(name string, n int, a ...arg) (err error) {
 	k, ok := d.fns[name]
 	if !ok {
 		return fmt.Errorf("kernels/cuda: kernel %s not loaded", name)
 	}
-	if string(a.kinds) != k.params {
-		return fmt.Errorf("kernels/cuda: %s: arguments %q, PTX entry takes %q", name, a.kinds, k.params)
+	kinds := make([]byte, len(a))
+	for i := range a {
+		kinds[i] = a[i].kind
+	}
+	if string(kinds) != k.params {
+		return fmt.Errorf("kernels/cuda: %s: arguments %q, PTX entry takes %q", name, kinds, k.params)
 	}
 	grid := (n + blockSize - 1) / blockSize
 	if grid > math.MaxInt32 {
 		return fmt.Errorf("kernels/cuda: %s: %d elements exceed one grid", name, n)
 	}
-	params := a.params()
-	err := d.do(func() error {
+	s := &scratch{d: d}
+	defer func() {
+		if ferr := s.release(); err == nil {
+			err = ferr
+		}
+	}()
+	vals := slots(a)
+	bufs, err := s.stage(a, vals)
+	if err != nil {
+		return err
+	}
+	params := make([]unsafe.Pointer, len(vals))
+	for i := range vals {
+		params[i] = unsafe.Pointer(&vals[i])
+	}
+	err = d.do(func() error {
 		if err := k.fn.Launch(grid, 1, 1, blockSize, 1, 1, 0, cu.NoStream, params); err != nil {
 			return err
 		}
 		return cu.Synchronize()
 	})
-	runtime.KeepAlive(a)
+	runtime.KeepAlive(vals)
 	if err != nil {
 		return fmt.Errorf("kernels/cuda: %s: %w", name, err)
+	}
+	for i, x := range a {
+		if x.down {
+			if err := CopyOut(x.host, bufs[i]); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
-// scratch allocates one device buffer per size and frees them all on release.
+// scratch holds the device buffers of one launch, all freed on release.
 type scratch struct {
 	d    *Device
 	bufs []*Buffer
+}
+
+// stage gives each host argument its own buffer and puts its address in
+// vals: in and inout uploaded in argument order, then out allocated. It
+// returns the buffers by argument index.
+func (s *scratch) stage(a []arg, vals []uint64) ([]*Buffer, error) {
+	bufs := make([]*Buffer, len(a))
+	for i, x := range a {
+		if x.up {
+			b, err := s.alloc(int64(len(x.host)))
+			if err != nil {
+				return nil, err
+			}
+			if err := CopyIn(b, x.host); err != nil {
+				return nil, err
+			}
+			bufs[i], vals[i] = b, uint64(b.ptr)
+		}
+	}
+	for i, x := range a {
+		if x.down && !x.up {
+			b, err := s.output(int64(len(x.host)))
+			if err != nil {
+				return nil, err
+			}
+			bufs[i], vals[i] = b, uint64(b.ptr)
+		}
+	}
+	return bufs, nil
 }
 
 func (s *scratch) alloc(size int64) (*Buffer, error) {
@@ -383,8 +462,8 @@ func (s *scratch) alloc(size int64) (*Buffer, error) {
 	return b, nil
 }
 
-// out allocates an output buffer, poisoned in tests.
-func (s *scratch) out(size int64) (*Buffer, error) {
+// output allocates an output buffer, poisoned in tests.
+func (s *scratch) output(size int64) (*Buffer, error) {
 	b, err := s.alloc(size)
 	if err != nil || !s.d.poison {
 		return b, err
@@ -400,13 +479,4 @@ func (s *scratch) release() error {
 		errs = append(errs, b.Free())
 	}
 	return errors.Join(errs...)
-}
-
-// upload allocates a buffer holding a copy of src.
-func upload[T any](s *scratch, src []T) (*Buffer, error) {
-	b, err := s.alloc(byteLen(src))
-	if err != nil {
-		return nil, err
-	}
-	return b, CopyIn(b, src)
 }

@@ -419,11 +419,11 @@ func TestForegroundEstimate(t *testing.T) {
 }
 
 func TestLaunchArgsAreEightBytes(t *testing.T) {
-	a := new(args).i32(-2).f32(1.5).i32(maxInt32)
-	want := []uint64{0xfffffffe, uint64(math.Float32bits(1.5)), maxInt32}
+	got := slots([]arg{i32(-2), f32(1.5), i32(maxInt32), null})
+	want := []uint64{0xfffffffe, uint64(math.Float32bits(1.5)), maxInt32, 0}
 	for i, v := range want {
-		if a.slots[i] != v {
-			t.Errorf("slot %d = %#x, want %#x", i, a.slots[i], v)
+		if got[i] != v {
+			t.Errorf("slot %d = %#x, want %#x", i, got[i], v)
 		}
 	}
 }
@@ -575,17 +575,17 @@ func TestGridStride(t *testing.T) {
 					return cpu.ImageToTensor(dst, src, w, h, w*c, c, outW, outH, 255,
 						[3]float32{0.485, 0.456, 0.406}, [3]float32{0.229, 0.224, 0.225})
 				},
-				func(out, in *Buffer) *args {
-					return new(args).ptr(out).ptr(in).i32(w).i32(h).i32(w * c).i32(c).i32(outW).i32(outH).
-						f32(255).f32(0.485).f32(0.456).f32(0.406).f32(0.229).f32(0.224).f32(0.225)
+				func(outP, inP arg) []arg {
+					return []arg{outP, inP, i32(w), i32(h), i32(w * c), i32(c), i32(outW), i32(outH),
+						f32(255), f32(0.485), f32(0.456), f32(0.406), f32(0.229), f32(0.224), f32(0.225)}
 				})
 		}
 		for _, threads := range counts(plane, outW) {
 			name := fmt.Sprintf("resize_plane %dx%d, %d threads", outW, outH, threads)
 			gridStrideCase(t, name, kResizePlane, threads, planeSrc, plane,
 				func(dst []float32) error { return cpu.ResizePlane(dst, outW, outH, planeSrc, w, h) },
-				func(out, in *Buffer) *args {
-					return new(args).ptr(out).i32(outW).i32(outH).ptr(in).i32(w).i32(h)
+				func(outP, inP arg) []arg {
+					return []arg{outP, i32(outW), i32(outH), inP, i32(w), i32(h)}
 				})
 		}
 	}
@@ -593,9 +593,10 @@ func TestGridStride(t *testing.T) {
 
 // gridStrideCase runs kernel with the given thread count on src (uploaded)
 // into an n-float output and compares it bit for bit with the CPU
-// reference that ref computes.
+// reference that ref computes. mk lists the kernel's arguments around the
+// output and input pointer arguments it is given.
 func gridStrideCase[S any](t *testing.T, name, kernel string, threads int, src []S, n int,
-	ref func([]float32) error, mk func(out, in *Buffer) *args) {
+	ref func([]float32) error, mk func(outP, inP arg) []arg) {
 	t.Helper()
 	if !dev.HasKernel(kernel) {
 		return
@@ -605,21 +606,7 @@ func gridStrideCase[S any](t *testing.T, name, kernel string, threads int, src [
 		t.Fatal(err)
 	}
 	got := poisonF32(n)
-	err := dev.run(func(s *scratch) error {
-		in, err := upload(s, src)
-		if err != nil {
-			return err
-		}
-		out, err := s.out(byteLen(got))
-		if err != nil {
-			return err
-		}
-		if err := dev.launch(kernel, threads, mk(out, in)); err != nil {
-			return err
-		}
-		return CopyOut(got, out)
-	})
-	if err != nil {
+	if err := dev.launch(kernel, threads, mk(out(got), in(src))...); err != nil {
 		t.Fatal(err)
 	}
 	for i := range want {

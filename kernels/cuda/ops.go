@@ -98,53 +98,39 @@ func checkImage(op string, src []uint8, w, h, stride, c int) (need int, err erro
 	return need, nil
 }
 
+// fallback is the one rule for running an operation's kernels.CPU method
+// instead of kernel name: the kernel is not loaded, or launchable is false
+// (mismatched or empty lengths, counts past a C int). The CPU method then
+// runs or rejects those arguments, so the device path needs no errors of
+// its own for them. ImageToTensor(F16), ComposeAlpha and BlendTile pass
+// true and then check their arguments themselves, 32-bit limits included
+// (argErr): with their kernel loaded, invalid arguments are an error, never
+// a CPU run.
+func (d *Device) fallback(name string, launchable bool) bool {
+	return !launchable || !d.HasKernel(name)
+}
+
 // F32ToF16 implements kernels.Kernels.
 func (d *Device) F32ToF16(dst []uint16, src []float32) error {
 	n := len(src)
-	if len(dst) != n || n == 0 || !d.HasKernel(kF32ToF16) || !fitsInt32(n) {
+	if d.fallback(kF32ToF16, len(dst) == n && n > 0 && fitsInt32(n)) {
 		return d.CPU.F32ToF16(dst, src)
 	}
-	return d.run(func(s *scratch) error {
-		in, err := upload(s, src)
-		if err != nil {
-			return err
-		}
-		out, err := s.out(byteLen(dst))
-		if err != nil {
-			return err
-		}
-		if err := d.launch(kF32ToF16, convertThreads(n), new(args).ptr(out).ptr(in).i32(n)); err != nil {
-			return err
-		}
-		return CopyOut(dst, out)
-	})
+	return d.launch(kF32ToF16, convertThreads(n), out(dst), in(src), i32(n))
 }
 
 // F16ToF32 implements kernels.Kernels.
 func (d *Device) F16ToF32(dst []float32, src []uint16) error {
 	n := len(src)
-	if len(dst) != n || n == 0 || !d.HasKernel(kF16ToF32) || !fitsInt32(n) {
+	if d.fallback(kF16ToF32, len(dst) == n && n > 0 && fitsInt32(n)) {
 		return d.CPU.F16ToF32(dst, src)
 	}
-	return d.run(func(s *scratch) error {
-		in, err := upload(s, src)
-		if err != nil {
-			return err
-		}
-		out, err := s.out(byteLen(dst))
-		if err != nil {
-			return err
-		}
-		if err := d.launch(kF16ToF32, convertThreads(n), new(args).ptr(out).ptr(in).i32(n)); err != nil {
-			return err
-		}
-		return CopyOut(dst, out)
-	})
+	return d.launch(kF16ToF32, convertThreads(n), out(dst), in(src), i32(n))
 }
 
 // ImageToTensor implements kernels.Kernels.
 func (d *Device) ImageToTensor(dst []float32, src []uint8, w, h, stride, c, outW, outH int, scale float32, mean, std [3]float32) error {
-	if !d.HasKernel(kImageToTensor) {
+	if d.fallback(kImageToTensor, true) {
 		return d.CPU.ImageToTensor(dst, src, w, h, stride, c, outW, outH, scale, mean, std)
 	}
 	return toTensor(d, kImageToTensor, dst, src, w, h, stride, c, outW, outH, scale, mean, std)
@@ -152,7 +138,7 @@ func (d *Device) ImageToTensor(dst []float32, src []uint8, w, h, stride, c, outW
 
 // ImageToTensorF16 implements kernels.Kernels.
 func (d *Device) ImageToTensorF16(dst []uint16, src []uint8, w, h, stride, c, outW, outH int, scale float32, mean, std [3]float32) error {
-	if !d.HasKernel(kImageToTensorF16) {
+	if d.fallback(kImageToTensorF16, true) {
 		return d.CPU.ImageToTensorF16(dst, src, w, h, stride, c, outW, outH, scale, mean, std)
 	}
 	return toTensor(d, kImageToTensorF16, dst, src, w, h, stride, c, outW, outH, scale, mean, std)
@@ -170,51 +156,25 @@ func toTensor[T float32 | uint16](d *Device, name string, dst []T, src []uint8, 
 	if scale == 0 || std[0] == 0 || std[1] == 0 || std[2] == 0 {
 		return argErr(name, "scale %v and std %v must be non-zero", scale, std)
 	}
-	return d.run(func(s *scratch) error {
-		in, err := upload(s, src[:need])
-		if err != nil {
-			return err
-		}
-		out, err := s.out(byteLen(dst))
-		if err != nil {
-			return err
-		}
-		a := new(args).ptr(out).ptr(in).i32(w).i32(h).i32(stride).i32(c).i32(outW).i32(outH).
-			f32(scale).f32(mean[0]).f32(mean[1]).f32(mean[2]).f32(std[0]).f32(std[1]).f32(std[2])
-		pw := (outW + 1) / 2 // the kernels walk pairs of adjacent pixels
-		if err := d.launch(name, strideThreads(pw*outH, pw), a); err != nil {
-			return err
-		}
-		return CopyOut(dst, out)
-	})
+	pw := (outW + 1) / 2 // the kernels walk pairs of adjacent pixels
+	return d.launch(name, strideThreads(pw*outH, pw), out(dst), in(src[:need]),
+		i32(w), i32(h), i32(stride), i32(c), i32(outW), i32(outH),
+		f32(scale), f32(mean[0]), f32(mean[1]), f32(mean[2]), f32(std[0]), f32(std[1]), f32(std[2]))
 }
 
 // ResizePlane implements kernels.Kernels.
 func (d *Device) ResizePlane(dst []float32, dw, dh int, src []float32, sw, sh int) error {
 	sn, ok1 := area(sw, sh)
 	dn, ok2 := area(dw, dh)
-	if !ok1 || !ok2 || len(src) != sn || len(dst) != dn || !d.HasKernel(kResizePlane) {
-		return d.CPU.ResizePlane(dst, dw, dh, src, sw, sh) // validates, or runs
+	if d.fallback(kResizePlane, ok1 && ok2 && len(src) == sn && len(dst) == dn) {
+		return d.CPU.ResizePlane(dst, dw, dh, src, sw, sh)
 	}
-	return d.run(func(s *scratch) error {
-		in, err := upload(s, src)
-		if err != nil {
-			return err
-		}
-		out, err := s.out(byteLen(dst))
-		if err != nil {
-			return err
-		}
-		if err := d.launch(kResizePlane, strideThreads(dn, dw), new(args).ptr(out).i32(dw).i32(dh).ptr(in).i32(sw).i32(sh)); err != nil {
-			return err
-		}
-		return CopyOut(dst, out)
-	})
+	return d.launch(kResizePlane, strideThreads(dn, dw), out(dst), i32(dw), i32(dh), in(src), i32(sw), i32(sh))
 }
 
 // ComposeAlpha implements kernels.Kernels.
 func (d *Device) ComposeAlpha(dst []uint8, src []uint8, w, h, stride, c int, mask []float32) error {
-	if !d.HasKernel(kComposeAlpha) {
+	if d.fallback(kComposeAlpha, true) {
 		return d.CPU.ComposeAlpha(dst, src, w, h, stride, c, mask)
 	}
 	const op = "ComposeAlpha"
@@ -226,32 +186,15 @@ func (d *Device) ComposeAlpha(dst []uint8, src []uint8, w, h, stride, c int, mas
 	if !ok || len(mask) != w*h || len(dst) != n {
 		return argErr(op, "len(mask)=%d, len(dst)=%d for %dx%d", len(mask), len(dst), w, h)
 	}
-	return d.run(func(s *scratch) error {
-		in, err := upload(s, src[:need])
-		if err != nil {
-			return err
-		}
-		m, err := upload(s, mask)
-		if err != nil {
-			return err
-		}
-		out, err := s.out(byteLen(dst))
-		if err != nil {
-			return err
-		}
-		a := new(args).ptr(out).ptr(in).i32(w).i32(h).i32(stride).i32(c).ptr(m)
-		if err := d.launch(kComposeAlpha, composeThreads(w*h), a); err != nil {
-			return err
-		}
-		return CopyOut(dst, out)
-	})
+	return d.launch(kComposeAlpha, composeThreads(w*h),
+		out(dst), in(src[:need]), i32(w), i32(h), i32(stride), i32(c), in(mask))
 }
 
 // BlendTile implements kernels.Kernels. acc and wsum round-trip through
 // the device on every call; a tiling pipeline that keeps the canvas
 // resident should use Buffers directly (not wrapped yet).
 func (d *Device) BlendTile(acc, wsum []float32, c, H, W int, tile []float32, th, tw, x0, y0, overlap int) error {
-	if !d.HasKernel(kBlendTile) {
+	if d.fallback(kBlendTile, true) {
 		return d.CPU.BlendTile(acc, wsum, c, H, W, tile, th, tw, x0, y0, overlap)
 	}
 	const op = "BlendTile"
@@ -266,65 +209,21 @@ func (d *Device) BlendTile(acc, wsum []float32, c, H, W int, tile []float32, th,
 	case overlap < 0 || !fitsInt32(overlap):
 		return argErr(op, "overlap %d invalid", overlap)
 	}
-	return d.run(func(s *scratch) error {
-		a, err := upload(s, acc)
-		if err != nil {
-			return err
-		}
-		ws, err := upload(s, wsum)
-		if err != nil {
-			return err
-		}
-		t, err := upload(s, tile)
-		if err != nil {
-			return err
-		}
-		p := new(args).ptr(a).ptr(ws).i32(c).i32(H).i32(W).ptr(t).i32(th).i32(tw).i32(x0).i32(y0).i32(overlap)
-		if err := d.launch(kBlendTile, th*tw, p); err != nil {
-			return err
-		}
-		if err := CopyOut(acc, a); err != nil {
-			return err
-		}
-		return CopyOut(wsum, ws)
-	})
+	return d.launch(kBlendTile, th*tw, inout(acc), inout(wsum), i32(c), i32(H), i32(W),
+		in(tile), i32(th), i32(tw), i32(x0), i32(y0), i32(overlap))
 }
 
 // NormalizeBlend implements kernels.Kernels.
 func (d *Device) NormalizeBlend(acc []float32, wsum []float32, c int) error {
 	plane := len(wsum)
-	if c <= 0 || plane == 0 || len(acc)/c != plane || len(acc)%c != 0 || !fitsInt32(len(acc)) || !d.HasKernel(kNormalizeBlend) {
-		return d.CPU.NormalizeBlend(acc, wsum, c) // validates, or runs
+	if d.fallback(kNormalizeBlend, c > 0 && plane > 0 && len(acc)/c == plane && len(acc)%c == 0 && fitsInt32(len(acc))) {
+		return d.CPU.NormalizeBlend(acc, wsum, c)
 	}
-	return d.run(func(s *scratch) error {
-		a, err := upload(s, acc)
-		if err != nil {
-			return err
-		}
-		ws, err := upload(s, wsum)
-		if err != nil {
-			return err
-		}
-		if err := d.launch(kNormalizeBlend, plane, new(args).ptr(a).ptr(ws).i32(c).i32(plane)); err != nil {
-			return err
-		}
-		return CopyOut(acc, a)
-	})
+	return d.launch(kNormalizeBlend, plane, inout(acc), in(wsum), i32(c), i32(plane))
 }
 
 // ForegroundEstimate implements kernels.Kernels on the CPU: no device
 // kernel yet (see above).
 func (d *Device) ForegroundEstimate(dstF []float32, img []float32, alpha []float32, w, h int) error {
 	return d.CPU.ForegroundEstimate(dstF, img, alpha, w, h)
-}
-
-// run gives f a scratch set of device buffers freed afterwards.
-func (d *Device) run(f func(*scratch) error) (err error) {
-	s := &scratch{d: d}
-	defer func() {
-		if ferr := s.release(); err == nil {
-			err = ferr
-		}
-	}()
-	return f(s)
 }
