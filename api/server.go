@@ -84,6 +84,8 @@ type Server struct {
 	log  *slog.Logger
 	keys [][32]byte
 	q    *queue.Queue
+	// hooks owns the webhook deliveries in flight.
+	hooks *deliveries
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -122,7 +124,7 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 5 * time.Second
 	}
-	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys)}
+	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys), hooks: newDeliveries()}
 	s.SetReady(!cfg.Preloading)
 	metrics.QueueCapacity.Set(float64(cfg.MaxQueued))
 	e.HTTPErrorHandler = s.handleError
@@ -144,11 +146,12 @@ func Open(cfg Config) (*Server, error) {
 	e.PUT("/*", s.queuePut, s.requireKey)
 	e.RouteNotFound("/*", func(c echo.Context) error { return echo.ErrNotFound })
 	// Webhooks owed from before a restart start during queue.Open, before
-	// s.q is set: they wait for it.
+	// s.q is set: they wait for ready.
 	ready := make(chan struct{})
 	q, err := queue.Open(cfg.QueueDB, s.runRecord, queue.Options{Workers: cfg.Workers, MaxQueued: cfg.MaxQueued,
-		Log: cfg.Logger, OnComplete: func(r queue.Record) { <-ready; s.deliverWebhook(r) }, OnFinish: finished})
+		Log: cfg.Logger, OnComplete: s.onComplete(ready), OnFinish: finished})
 	if err != nil {
+		s.hooks.close(canceled)
 		return nil, err
 	}
 	s.q = q
@@ -164,8 +167,22 @@ func (s *Server) Drain() {
 }
 
 // Close stops the queue: running requests get until ctx ends to finish;
-// queued ones stay on disk for the next start.
-func (s *Server) Close(ctx context.Context) error { return s.q.Close(ctx) }
+// queued ones stay on disk for the next start. Webhook deliveries in
+// flight, those of requests finishing meanwhile included, get until ctx
+// ends too, then are cancelled; one cut short is made again after the next
+// start. When Close returns, no goroutine of the server runs.
+func (s *Server) Close(ctx context.Context) error {
+	s.q.Stop(ctx)
+	s.hooks.close(ctx)
+	return s.q.Close(ctx)
+}
+
+// canceled is a context that is already done.
+var canceled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // Sweep removes requests and files older than cutoff.
 func (s *Server) Sweep(cutoff time.Time) (requests, files int, err error) {

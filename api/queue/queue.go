@@ -98,8 +98,13 @@ type Options struct {
 	Workers   int // requests run at once
 	MaxQueued int // pending requests accepted at most (0 = no limit)
 	Log       *slog.Logger
-	// OnComplete is called (in its own goroutine) after a durable request
-	// completes, e.g. to deliver its webhook.
+	// OnComplete is called after a durable request with a webhook
+	// completes, and at Open for each completed one whose webhook is not
+	// marked done (MarkWebhookDone). It is called synchronously, from
+	// whichever goroutine completed the request (Open's, for recovered
+	// ones), so it must not block: the caller starts, owns and stops
+	// whatever work it hands off (api.Server delivers on goroutines its
+	// Close cancels and waits for).
 	OnComplete func(r Record)
 	// OnFinish is called (synchronously, so keep it cheap) whenever any
 	// request completes, sync and cancelled ones included: for metrics.
@@ -136,9 +141,10 @@ type Queue struct {
 	wake     chan struct{}
 	done     chan struct{} // closed by Drain: workers stop taking requests
 	draining bool
-	closed   bool
-	reserved int // submits between their limit check and their push
-	wg       sync.WaitGroup
+	closed   bool // Stop (or Close) began
+	dbClosed bool
+	reserved int            // submits between their limit check and their push
+	wg       sync.WaitGroup // the workers and expireLoop
 	stop     context.CancelFunc
 	runCtx   context.Context
 }
@@ -186,7 +192,11 @@ func Open(path string, run Runner, opts Options) (*Queue, error) {
 		q.wg.Add(1)
 		go q.worker()
 	}
-	go q.expireLoop(time.Second)
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		q.expireLoop(time.Second)
+	}()
 	return q, nil
 }
 
@@ -293,7 +303,7 @@ func (q *Queue) recover() error {
 		if r.Status == InQueue {
 			heap.Push(&q.pending, e)
 		} else if r.Status == Completed && r.Webhook != "" && !r.WebhookDone && q.opts.OnComplete != nil {
-			go q.opts.OnComplete(r)
+			q.opts.OnComplete(r)
 		}
 	}
 	if n := q.pending.Len(); n > 0 {
@@ -672,7 +682,7 @@ func (q *Queue) finish(e *entry, out Outcome, elapsed float64) {
 		q.opts.OnFinish(rec)
 	}
 	if !rec.Ephemeral && rec.Webhook != "" && q.opts.OnComplete != nil {
-		go q.opts.OnComplete(rec)
+		q.opts.OnComplete(rec)
 	}
 	q.forgetLater(e)
 }
@@ -838,16 +848,14 @@ func (q *Queue) Drain() {
 // Draining reports whether Drain was called.
 func (q *Queue) Draining() <-chan struct{} { return q.done }
 
-// Close drains, lets running requests finish while ctx allows, interrupts
-// the rest (they are queued again on disk for the next start) and closes
-// the database.
-func (q *Queue) Close(ctx context.Context) error {
+// Stop drains, lets running requests finish while ctx allows and
+// interrupts the rest (they are queued again on disk for the next start).
+// When it returns no goroutine of the queue runs. The database stays open
+// until Close, so records can still be read and webhook deliveries
+// recorded (MarkWebhookDone).
+func (q *Queue) Stop(ctx context.Context) {
 	q.Drain()
 	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return nil
-	}
 	q.closed = true
 	q.mu.Unlock()
 	done := make(chan struct{})
@@ -859,6 +867,18 @@ func (q *Queue) Close(ctx context.Context) error {
 		<-done
 	}
 	q.stop()
+}
+
+// Close stops the queue (see Stop) and closes the database.
+func (q *Queue) Close(ctx context.Context) error {
+	q.Stop(ctx)
+	q.mu.Lock()
+	if q.dbClosed {
+		q.mu.Unlock()
+		return nil
+	}
+	q.dbClosed = true
+	q.mu.Unlock()
 	if q.db == nil {
 		return nil
 	}
