@@ -7,17 +7,12 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/falocal/falocal/api/queue"
-	"github.com/falocal/falocal/internal/metrics"
 )
 
 // SetReady marks the configured preloads done (or not): /readyz follows it.
 func (s *Server) SetReady(ok bool) {
 	s.ready.Store(ok)
-	if ok {
-		metrics.Ready.Set(1)
-	} else {
-		metrics.Ready.Set(0)
-	}
+	s.m.SetReady(ok)
 }
 
 // readyz is 200 once the server can take work without a cold start of its
@@ -35,8 +30,8 @@ func (s *Server) readyz(c echo.Context) error {
 // metrics serves Prometheus' text format, with the queue gauges read now.
 func (s *Server) metrics(c echo.Context) error {
 	queued, _ := s.q.Depth()
-	metrics.QueueDepth.Set(float64(queued))
-	metrics.Handler().ServeHTTP(c.Response(), c.Request())
+	s.m.SetQueueDepth(queued)
+	s.m.Handler().ServeHTTP(c.Response(), c.Request())
 	return nil
 }
 
@@ -44,18 +39,16 @@ func (s *Server) metrics(c echo.Context) error {
 func (s *Server) rejected(endpoint string, err error) {
 	switch {
 	case errors.Is(err, queue.ErrFull):
-		metrics.Rejected.WithLabelValues(endpoint, "queue_full").Inc()
+		s.m.RejectedRequest(endpoint, "queue_full")
 	case errors.Is(err, queue.ErrClosed):
-		metrics.Rejected.WithLabelValues(endpoint, "shutting_down").Inc()
+		s.m.RejectedRequest(endpoint, "shutting_down")
 	}
 }
 
 // finished records a completed request (the queue calls it for all).
-func finished(r queue.Record) {
-	metrics.Requests.WithLabelValues(r.Endpoint, outcomeLabel(r.Outcome)).Inc()
-	if !r.StartedAt.IsZero() && !r.CompletedAt.IsZero() {
-		metrics.Compute.WithLabelValues(r.Endpoint).Observe(r.CompletedAt.Sub(r.StartedAt).Seconds())
-	}
+func (s *Server) finished(r queue.Record) {
+	ran := !r.StartedAt.IsZero() && !r.CompletedAt.IsZero()
+	s.m.Finished(r.Endpoint, outcomeLabel(r.Outcome), r.CompletedAt.Sub(r.StartedAt), ran)
 }
 
 func outcomeLabel(o *queue.Outcome) string {

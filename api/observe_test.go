@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/falocal/falocal/api"
+	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/pipelines"
 )
 
@@ -200,5 +203,48 @@ func TestMetricsAuth(t *testing.T) {
 		if r := e.do(http.MethodGet, "", tc.path, "", hdr...); r.Code != tc.status {
 			t.Errorf("%s with %q: %d, want %d", tc.path, tc.auth, r.Code, tc.status)
 		}
+	}
+}
+
+// Two servers in one process keep their own series: requests, readiness
+// and queue capacity of one never show on the other's /metrics, and a
+// Metrics passed in is the one /metrics serves.
+func TestMetricsPerServer(t *testing.T) {
+	shared := metrics.New()
+	a := newQEnv(t, func(c *api.Config) { c.MaxQueued = 7; c.Metrics = shared }, echoEP("fal-ai/only-a"))
+	b := newQEnv(t, func(c *api.Config) { c.Preloading = true }, echoEP("fal-ai/only-b"))
+	if r := a.do(http.MethodPost, "", "/run/fal-ai/only-a", `{}`); r.Code != 200 {
+		t.Fatalf("run on a: %d %s", r.Code, r.Body.String())
+	}
+	if r := b.do(http.MethodPost, "", "/run/fal-ai/only-b", `{}`); r.Code != 200 {
+		t.Fatalf("run on b: %d %s", r.Code, r.Body.String())
+	}
+	ma := a.do(http.MethodGet, "", "/metrics", "").Body.String()
+	mb := b.do(http.MethodGet, "", "/metrics", "").Body.String()
+	for _, c := range []struct {
+		name, body string
+		want, not  []string
+	}{
+		{"a", ma,
+			[]string{`falocal_requests_total{endpoint="fal-ai/only-a",outcome="ok"} 1`, "falocal_queue_capacity 7\n", "falocal_ready 1\n"},
+			[]string{"fal-ai/only-b"}},
+		{"b", mb,
+			[]string{`falocal_requests_total{endpoint="fal-ai/only-b",outcome="ok"} 1`, "falocal_queue_capacity 0\n", "falocal_ready 0\n"},
+			[]string{"fal-ai/only-a"}},
+	} {
+		for _, w := range c.want {
+			if !strings.Contains(c.body, w) {
+				t.Errorf("%s's /metrics lacks %q:\n%s", c.name, w, grep(c.body, "falocal_"))
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(c.body, n) {
+				t.Errorf("%s's /metrics shows the other server's %q:\n%s", c.name, n, grep(c.body, n))
+			}
+		}
+	}
+	var d dto.Metric
+	if err := shared.Requests.WithLabelValues("fal-ai/only-a", "ok").Write(&d); err != nil || d.GetCounter().GetValue() != 1 {
+		t.Errorf("the Metrics passed in counted %v (%v), want 1", d.GetCounter().GetValue(), err)
 	}
 }

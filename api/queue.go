@@ -15,7 +15,6 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/falocal/falocal/api/queue"
-	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/pipelines"
 )
 
@@ -61,7 +60,7 @@ func (s *Server) runRecord(ctx context.Context, rec *queue.Record, logf func(lev
 		return s.outcome(err, rec.ID)
 	}
 	if !rec.StartedAt.IsZero() && !rec.CreatedAt.IsZero() {
-		metrics.QueueWait.WithLabelValues(rec.Endpoint).Observe(rec.StartedAt.Sub(rec.CreatedAt).Seconds())
+		s.m.Waited(rec.Endpoint, rec.StartedAt.Sub(rec.CreatedAt))
 	}
 	if s.cfg.RequestTimeout > 0 {
 		var cancel context.CancelFunc

@@ -75,6 +75,9 @@ type Config struct {
 	// RetryAfter is what a full queue's 429 tells clients to wait
 	// (default 5s).
 	RetryAfter time.Duration
+	// Metrics is what /metrics serves and the server records on; cmd/falocal
+	// shares it with the engine. nil = a registry of the server's own.
+	Metrics *metrics.Metrics
 }
 
 // Server is the HTTP API.
@@ -84,6 +87,7 @@ type Server struct {
 	log  *slog.Logger
 	keys [][32]byte
 	q    *queue.Queue
+	m    *metrics.Metrics
 	// hooks owns the webhook deliveries in flight.
 	hooks *deliveries
 
@@ -124,9 +128,12 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 5 * time.Second
 	}
-	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys), hooks: newDeliveries()}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys), hooks: newDeliveries(), m: cfg.Metrics}
 	s.SetReady(!cfg.Preloading)
-	metrics.QueueCapacity.Set(float64(cfg.MaxQueued))
+	s.m.SetQueueCapacity(cfg.MaxQueued)
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(hostRouting)
 	e.Use(s.requestID, s.accessLog, middleware.Recover(), cors(cfg.LocalOnly), s.localOnly)
@@ -149,7 +156,7 @@ func Open(cfg Config) (*Server, error) {
 	// s.q is set: they wait for ready.
 	ready := make(chan struct{})
 	q, err := queue.Open(cfg.QueueDB, s.runRecord, queue.Options{Workers: cfg.Workers, MaxQueued: cfg.MaxQueued,
-		Log: cfg.Logger, OnComplete: s.onComplete(ready), OnFinish: finished})
+		Log: cfg.Logger, OnComplete: s.onComplete(ready), OnFinish: s.finished})
 	if err != nil {
 		s.hooks.close(canceled)
 		return nil, err

@@ -28,8 +28,9 @@ const deviceFraction = 0.9
 // memory budget, unless given in bytes, is reckoned from the card rather
 // than from RAM. It returns the budget to use and the gpu (nil on the
 // CPU, or when the device cannot be opened: ONNX Runtime's CUDA provider
-// still runs then, with the budget from RAM).
-func setupGPU(c *Config, device string, log *slog.Logger) (int64, *gpu) {
+// still runs then, with the budget from RAM). The pool's series go on m's
+// registry (none when m is nil).
+func setupGPU(c *Config, device string, log *slog.Logger, m *metrics.Metrics) (int64, *gpu) {
 	budget := c.memoryBudget
 	if device == "cpu" {
 		return budget, nil
@@ -44,14 +45,15 @@ func setupGPU(c *Config, device string, log *slog.Logger) (int64, *gpu) {
 		log.Warn("GPU memory pool unavailable", "device", device, "err", err)
 		return budget, nil
 	}
-	coll := vrammetrics.Collector(g.pool, device)
-	if err := metrics.Registry.Register(coll); err != nil {
-		log.Warn("GPU pool metrics", "err", err)
-	} else {
-		closePool := g.close
-		g.close = func() error {
-			metrics.Registry.Unregister(coll)
-			return closePool()
+	if reg := m.Registry(); reg != nil {
+		if unregister, err := vrammetrics.Register(reg, g.pool, device); err != nil {
+			log.Warn("GPU pool metrics", "err", err)
+		} else {
+			closePool := g.close
+			g.close = func() error {
+				unregister()
+				return closePool()
+			}
 		}
 	}
 	avail, err := g.pool.Budget()

@@ -18,7 +18,8 @@ import (
 func TestSetupGPUDevice(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	c := &Config{memoryBudget: 1 << 20}
-	budget, g := setupGPU(c, "cuda:0", log)
+	m := metrics.New()
+	budget, g := setupGPU(c, "cuda:0", log, m)
 	if g == nil {
 		t.Fatal("no GPU pool opened")
 	}
@@ -61,7 +62,7 @@ func TestSetupGPUDevice(t *testing.T) {
 		t.Errorf("cache %d after admitting a model needing %d of %d", c, need, avail)
 	}
 
-	fams, err := metrics.Registry.Gather()
+	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,13 +33,13 @@ func TestSetupGPUOnCPU(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	c := &Config{memoryBudget: 12345}
-	if budget, g := setupGPU(c, "cpu", log); budget != 12345 || g != nil {
+	if budget, g := setupGPU(c, "cpu", log, nil); budget != 12345 || g != nil {
 		t.Fatalf("cpu: budget %d, gpu %v", budget, g)
 	}
 	if gpuBuilt {
 		return // the cuda build's device test is in gpu_cuda_test.go
 	}
-	if budget, g := setupGPU(c, "cuda:0", log); budget != 12345 || g != nil {
+	if budget, g := setupGPU(c, "cuda:0", log, nil); budget != 12345 || g != nil {
 		t.Fatalf("cuda without the tag: budget %d, gpu %v", budget, g)
 	}
 	if !bytes.Contains(logs.Bytes(), []byte("built without -tags cuda")) {

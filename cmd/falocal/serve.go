@@ -20,6 +20,7 @@ import (
 	"github.com/falocal/falocal/api/webhook"
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
+	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/pipelines"
 	_ "github.com/falocal/falocal/pipelines/diffusion"
 	_ "github.com/falocal/falocal/pipelines/rembg"
@@ -126,7 +127,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 			log.Warn("-model-providers names a model that is not installed", "model", name)
 		}
 	}
-	budget, g := setupGPU(c, device, log)
+	// One registry per server: what /metrics serves, recorded on by the API
+	// and the GPU pool. The engine still records on metrics.Default.
+	m := metrics.Default
+	budget, g := setupGPU(c, device, log, m)
 	if g != nil {
 		defer func() {
 			if err := g.close(); err != nil {
@@ -170,7 +174,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	srv, err := api.Open(api.Config{
 		Registry: reg, Files: fstore, Logger: log,
 		MaxBodyBytes: c.MaxBodyBytes, MaxInputBytes: c.MaxInputBytes, MaxUploadBytes: c.MaxUploadBytes,
-		RequestTimeout: c.RequestTimeout, AllowFetch: c.allowFetch(), Keys: c.keys(),
+		RequestTimeout: c.RequestTimeout, AllowFetch: c.allowFetch(), Keys: c.keys(), Metrics: m,
 		QueueDB: filepath.Join(c.DataDir, "queue.db"), Workers: c.Workers, MaxQueued: c.MaxQueued,
 		Webhooks: &webhook.Deliverer{Signer: signer, Log: log, Allowed: func(h string) bool {
 			return isLoopbackHost(h) || hostListed(hooks, h)

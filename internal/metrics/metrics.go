@@ -1,97 +1,243 @@
 // Package metrics defines the server's Prometheus series in one leaf package,
 // so that api, pipelines and engine can all record without importing each
-// other. Everything registers on Registry, which /metrics serves.
+// other. A Metrics holds its own registry and series: each server makes one
+// (New) and passes it to what records, so two servers in one process (tests)
+// never share a series. Every recording method is a no-op on a nil
+// *Metrics, so code and tests that do not care need not build one.
 package metrics
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Registry holds every falocal series plus the Go and process collectors.
-var Registry = prometheus.NewRegistry()
-
 // Buckets for durations from a millisecond to ten minutes.
 var durationBuckets = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
-var (
+// Metrics is one server's registry and series. Record through the methods
+// (nil-safe); the series are exported for tests to read.
+type Metrics struct {
+	reg *prometheus.Registry
+
 	// Requests counts finished requests by endpoint and outcome (ok,
 	// client_error, server_error, cancelled, timeout).
-	Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "falocal_requests_total",
-		Help: "Finished requests by endpoint id and outcome.",
-	}, []string{"endpoint", "outcome"})
-	// Rejected counts submissions refused because the queue was full.
-	Rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "falocal_requests_rejected_total",
-		Help: "Requests refused before queueing, by endpoint and reason (queue_full, shutting_down).",
-	}, []string{"endpoint", "reason"})
+	Requests *prometheus.CounterVec
+	// Rejected counts submissions refused before queueing.
+	Rejected *prometheus.CounterVec
 	// QueueDepth is the number of requests waiting to start.
-	QueueDepth = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "falocal_queue_depth",
-		Help: "Requests waiting in the queue to start.",
-	})
+	QueueDepth prometheus.Gauge
 	// QueueCapacity is the configured bound on waiting requests (0 = none).
-	QueueCapacity = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "falocal_queue_capacity",
-		Help: "Most requests that may wait in the queue (0 = unbounded).",
-	})
+	QueueCapacity prometheus.Gauge
 	// QueueWait is the time from submission to start.
-	QueueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "falocal_queue_wait_seconds", Help: "Time requests waited in the queue before running.",
-		Buckets: durationBuckets,
-	}, []string{"endpoint"})
+	QueueWait *prometheus.HistogramVec
 	// Compute is the time a request ran (from start to its outcome).
-	Compute = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "falocal_compute_seconds", Help: "Time requests spent running, from start to outcome.",
-		Buckets: durationBuckets,
-	}, []string{"endpoint"})
+	Compute *prometheus.HistogramVec
 	// BatchSize is the number of requests one model run served.
-	BatchSize = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "falocal_batch_size", Help: "Requests coalesced into one model run by the dynamic batcher.",
-		Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64},
-	}, []string{"model"})
+	BatchSize *prometheus.HistogramVec
 	// ModelLoads counts model loads (a model becoming resident).
-	ModelLoads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "falocal_model_loads_total", Help: "Model loads, by model and result (ok, error).",
-	}, []string{"model", "result"})
-	// ModelEvictions counts unloads, by reason (memory, keep_alive, load_retry).
-	ModelEvictions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "falocal_model_evictions_total", Help: "Model unloads, by model and reason (memory, keep_alive, load_retry, load_failed, shutdown).",
-	}, []string{"model", "reason"})
+	ModelLoads *prometheus.CounterVec
+	// ModelEvictions counts unloads, by reason.
+	ModelEvictions *prometheus.CounterVec
 	// LoadDuration is how long loading a model (opening its session) took.
-	LoadDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "falocal_model_load_seconds", Help: "Time to load a model (open its first session).",
-		Buckets: durationBuckets,
-	}, []string{"model"})
+	LoadDuration *prometheus.HistogramVec
 	// MemoryInUse is the memory the resident models are counted for.
-	MemoryInUse = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "falocal_memory_in_use_bytes", Help: "Memory counted for resident models, per device (cpu, cuda:N).",
-	}, []string{"device"})
+	MemoryInUse *prometheus.GaugeVec
 	// MemoryBudget is the configured memory budget per device.
-	MemoryBudget = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "falocal_memory_budget_bytes", Help: "Memory budget for resident models, per device.",
-	}, []string{"device"})
+	MemoryBudget *prometheus.GaugeVec
 	// ModelsLoaded is the number of resident models.
-	ModelsLoaded = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "falocal_models_loaded", Help: "Models resident now.",
-	})
+	ModelsLoaded prometheus.Gauge
 	// Ready is 1 once configured preloads are done.
-	Ready = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "falocal_ready", Help: "1 once the configured preloads are done, else 0.",
-	})
-)
+	Ready prometheus.Gauge
+}
 
-func init() {
-	Registry.MustRegister(Requests, Rejected, QueueDepth, QueueCapacity, QueueWait, Compute, BatchSize,
-		ModelLoads, ModelEvictions, LoadDuration, MemoryInUse, MemoryBudget, ModelsLoaded, Ready,
+// New makes a registry with every falocal series plus the Go and process
+// collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "falocal_requests_total",
+			Help: "Finished requests by endpoint id and outcome.",
+		}, []string{"endpoint", "outcome"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "falocal_requests_rejected_total",
+			Help: "Requests refused before queueing, by endpoint and reason (queue_full, shutting_down).",
+		}, []string{"endpoint", "reason"}),
+		QueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "falocal_queue_depth",
+			Help: "Requests waiting in the queue to start.",
+		}),
+		QueueCapacity: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "falocal_queue_capacity",
+			Help: "Most requests that may wait in the queue (0 = unbounded).",
+		}),
+		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "falocal_queue_wait_seconds", Help: "Time requests waited in the queue before running.",
+			Buckets: durationBuckets,
+		}, []string{"endpoint"}),
+		Compute: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "falocal_compute_seconds", Help: "Time requests spent running, from start to outcome.",
+			Buckets: durationBuckets,
+		}, []string{"endpoint"}),
+		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "falocal_batch_size", Help: "Requests coalesced into one model run by the dynamic batcher.",
+			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64},
+		}, []string{"model"}),
+		ModelLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "falocal_model_loads_total", Help: "Model loads, by model and result (ok, error).",
+		}, []string{"model", "result"}),
+		ModelEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "falocal_model_evictions_total", Help: "Model unloads, by model and reason (memory, keep_alive, load_retry, load_failed, shutdown).",
+		}, []string{"model", "reason"}),
+		LoadDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "falocal_model_load_seconds", Help: "Time to load a model (open its first session).",
+			Buckets: durationBuckets,
+		}, []string{"model"}),
+		MemoryInUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "falocal_memory_in_use_bytes", Help: "Memory counted for resident models, per device (cpu, cuda:N).",
+		}, []string{"device"}),
+		MemoryBudget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "falocal_memory_budget_bytes", Help: "Memory budget for resident models, per device.",
+		}, []string{"device"}),
+		ModelsLoaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "falocal_models_loaded", Help: "Models resident now.",
+		}),
+		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "falocal_ready", Help: "1 once the configured preloads are done, else 0.",
+		}),
+	}
+	m.reg.MustRegister(m.Requests, m.Rejected, m.QueueDepth, m.QueueCapacity, m.QueueWait, m.Compute, m.BatchSize,
+		m.ModelLoads, m.ModelEvictions, m.LoadDuration, m.MemoryInUse, m.MemoryBudget, m.ModelsLoaded, m.Ready,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
 }
 
-// Handler serves the registry in Prometheus' text format.
-func Handler() http.Handler {
-	return promhttp.HandlerFor(Registry, promhttp.HandlerOpts{})
+// Registry is m's registry: register more collectors on it (the GPU pool's)
+// or gather it (tests). Nil for a nil m.
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
 }
+
+// Handler serves m's registry in Prometheus' text format; for a nil m, an
+// empty registry.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		return promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{})
+	}
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Finished records a request's outcome and, when it ran, its compute time.
+func (m *Metrics) Finished(endpoint, outcome string, compute time.Duration, ran bool) {
+	if m == nil {
+		return
+	}
+	m.Requests.WithLabelValues(endpoint, outcome).Inc()
+	if ran {
+		m.Compute.WithLabelValues(endpoint).Observe(compute.Seconds())
+	}
+}
+
+// RejectedRequest counts a submission refused before queueing.
+func (m *Metrics) RejectedRequest(endpoint, reason string) {
+	if m != nil {
+		m.Rejected.WithLabelValues(endpoint, reason).Inc()
+	}
+}
+
+// Waited records the time a request waited in the queue.
+func (m *Metrics) Waited(endpoint string, d time.Duration) {
+	if m != nil {
+		m.QueueWait.WithLabelValues(endpoint).Observe(d.Seconds())
+	}
+}
+
+// SetQueueDepth sets the number of requests waiting.
+func (m *Metrics) SetQueueDepth(n int) {
+	if m != nil {
+		m.QueueDepth.Set(float64(n))
+	}
+}
+
+// SetQueueCapacity sets the queue's bound (0 = none).
+func (m *Metrics) SetQueueCapacity(n int) {
+	if m != nil {
+		m.QueueCapacity.Set(float64(n))
+	}
+}
+
+// SetReady sets falocal_ready.
+func (m *Metrics) SetReady(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.Ready.Set(1)
+	} else {
+		m.Ready.Set(0)
+	}
+}
+
+// Batch records one model run that served n requests.
+func (m *Metrics) Batch(model string, n int) {
+	if m != nil {
+		m.BatchSize.WithLabelValues(model).Observe(float64(n))
+	}
+}
+
+// Loaded records a model load: its duration when it succeeded (err nil).
+func (m *Metrics) Loaded(model string, took time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.ModelLoads.WithLabelValues(model, "error").Inc()
+		return
+	}
+	m.ModelLoads.WithLabelValues(model, "ok").Inc()
+	m.LoadDuration.WithLabelValues(model).Observe(took.Seconds())
+}
+
+// Evicted counts a model unload and its reason.
+func (m *Metrics) Evicted(model, reason string) {
+	if m != nil {
+		m.ModelEvictions.WithLabelValues(model, reason).Inc()
+	}
+}
+
+// Resident sets the number of resident models and the memory they are
+// counted for on device.
+func (m *Metrics) Resident(device string, models int, used int64) {
+	if m != nil {
+		m.ModelsLoaded.Set(float64(models))
+		m.MemoryInUse.WithLabelValues(device).Set(float64(used))
+	}
+}
+
+// Budget sets device's memory budget (≤ 0 = none, shown as 0).
+func (m *Metrics) Budget(device string, budget int64) {
+	if m != nil {
+		m.MemoryBudget.WithLabelValues(device).Set(float64(max(budget, 0)))
+	}
+}
+
+// Default and the package-level series below serve engine code that is not
+// yet given a Metrics of its own; they go once it is.
+var Default = New()
+
+var (
+	BatchSize      = Default.BatchSize
+	ModelLoads     = Default.ModelLoads
+	ModelEvictions = Default.ModelEvictions
+	LoadDuration   = Default.LoadDuration
+	MemoryInUse    = Default.MemoryInUse
+	MemoryBudget   = Default.MemoryBudget
+	ModelsLoaded   = Default.ModelsLoaded
+)

@@ -11,9 +11,20 @@ import (
 
 // Collector exports a pool's Stats as Prometheus series labelled with the
 // device ("cuda:0"). It reads Stats at scrape time, so the pool's hot path
-// touches no metric. Register it on internal/metrics.Registry.
+// touches no metric. Register puts it on a registry.
 func Collector(p *vram.Pool, device string) prometheus.Collector {
 	return &collector{p: p, device: device}
+}
+
+// Register exports p on reg (the server's, internal/metrics.Metrics'
+// Registry) and returns the function that takes the series off it again,
+// for when the pool closes.
+func Register(reg prometheus.Registerer, p *vram.Pool, device string) (unregister func(), err error) {
+	c := Collector(p, device)
+	if err := reg.Register(c); err != nil {
+		return nil, err
+	}
+	return func() { reg.Unregister(c) }, nil
 }
 
 type collector struct {
