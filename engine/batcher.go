@@ -55,6 +55,8 @@ type batcher struct {
 	run   func(ctx context.Context, in []*Tensor) ([]*Tensor, error)
 	after func(time.Duration, func()) stopper
 
+	m *metrics.Metrics // batch sizes; nil = record nothing
+
 	mu      sync.Mutex
 	forming map[string]*batch
 }
@@ -224,7 +226,7 @@ func (b *batcher) Run(ctx context.Context, in []*Tensor) ([]*Tensor, error) {
 func (b *batcher) alone(ctx context.Context, in []*Tensor) ([]*Tensor, error) {
 	t0 := time.Now()
 	out, err := b.run(ctx, in)
-	metrics.BatchSize.WithLabelValues(b.name).Observe(1)
+	b.m.Batch(b.name, 1)
 	if st := statsFrom(ctx); st != nil {
 		rows := 0
 		if len(in) > 0 && len(in[0].Shape) > 0 {
@@ -269,7 +271,7 @@ func (b *batcher) execute(ctx context.Context, cancel context.CancelFunc, member
 	start := time.Now()
 	out, err := b.runMembers(ctx, members, rows)
 	took := time.Since(start)
-	metrics.BatchSize.WithLabelValues(b.name).Observe(float64(len(members)))
+	b.m.Batch(b.name, len(members))
 	for i, m := range members {
 		m.stats = RunStats{Batch: len(members), Rows: int(rows), Wait: start.Sub(m.queued), Compute: took}
 		if err != nil {

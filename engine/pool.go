@@ -28,6 +28,8 @@ type Pool struct {
 	unit  *Unit        // residency of the model this file belongs to; nil = always resident
 	batch *batcher     // nil = no dynamic batching
 	dyn   atomic.Int32 // whether dim 0 of every input and output is dynamic: 0 unknown, 1 yes, 2 no
+
+	m *metrics.Metrics // batch sizes; nil = record nothing
 }
 
 // PoolOptions are a pool's optional behaviours.
@@ -42,6 +44,9 @@ type PoolOptions struct {
 	Batch BatchConfig
 	// Name labels the model in metrics (default: the file path).
 	Name string
+	// Metrics records the pool's batch sizes; nil = those of Unit's
+	// residency (Residency.UseMetrics), or none without a Unit.
+	Metrics *metrics.Metrics
 }
 
 // NewPool creates a pool of at most size sessions of spec.
@@ -60,8 +65,13 @@ func NewPoolWith(rt Runtime, spec SessionSpec, o PoolOptions) *Pool {
 	for i := 0; i < size; i++ {
 		p.slots <- struct{}{}
 	}
+	p.m = o.Metrics
+	if p.m == nil && o.Unit != nil {
+		p.m = o.Unit.r.m.Load()
+	}
 	if o.Batch.Enabled() {
 		p.batch = newBatcher(o.Batch, name, p.runDirect)
+		p.batch.m = p.m
 	}
 	if o.Unit != nil {
 		o.Unit.attach(p)
@@ -79,7 +89,7 @@ func (p *Pool) Run(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
 	t0 := time.Now()
 	out, err := p.runDirect(ctx, inputs)
 	if err == nil {
-		metrics.BatchSize.WithLabelValues(p.name).Observe(1)
+		p.m.Batch(p.name, 1)
 	}
 	if st := statsFrom(ctx); st != nil && err == nil {
 		*st = RunStats{Batch: 1, Compute: time.Since(t0)}

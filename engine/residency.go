@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/falocal/falocal/internal/metrics"
@@ -42,6 +43,8 @@ type Residency struct {
 	ticket  uint64
 
 	dev DeviceMemory // nil on the CPU
+
+	m atomic.Pointer[metrics.Metrics] // nil = record nothing (UseMetrics)
 }
 
 // DeviceMemory is a GPU's memory beside the models the scheduler counts:
@@ -65,6 +68,17 @@ func (r *Residency) UseDevice(m DeviceMemory) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.dev = m
+}
+
+// UseMetrics makes the scheduler record its loads, evictions and memory on
+// m (the server's); without it, it records nothing. Call it before the
+// first admission, and before making the pools of its units.
+func (r *Residency) UseMetrics(m *metrics.Metrics) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m.Store(m)
+	m.Budget(r.Device, r.Budget)
+	r.gaugesLocked()
 }
 
 // room trims the device pool's cache so that need bytes are free on the
@@ -97,8 +111,6 @@ func NewResidency(budget int64, keepAlive time.Duration, device string, log *slo
 	}
 	r := &Residency{Budget: budget, KeepAlive: keepAlive, Device: device, Log: log,
 		after: realAfter, units: map[string]*Unit{}, changed: make(chan struct{})}
-	metrics.MemoryBudget.WithLabelValues(device).Set(float64(max(budget, 0)))
-	metrics.MemoryInUse.WithLabelValues(device).Set(0)
 	return r
 }
 
@@ -397,7 +409,7 @@ func (r *Residency) unloadLocked(u *Unit, reason string) {
 	u.resident = false
 	r.used -= u.counted
 	u.counted = 0
-	metrics.ModelEvictions.WithLabelValues(u.name, reason).Inc()
+	r.m.Load().Evicted(u.name, reason)
 	r.gaugesLocked()
 	r.signalLocked()
 }
@@ -409,8 +421,7 @@ func (r *Residency) gaugesLocked() {
 			n++
 		}
 	}
-	metrics.ModelsLoaded.Set(float64(n))
-	metrics.MemoryInUse.WithLabelValues(r.Device).Set(float64(r.used))
+	r.m.Load().Resident(r.Device, n, r.used)
 }
 
 // dequeueLocked removes a waiting admission's ticket (0 = none) and wakes
@@ -462,14 +473,13 @@ func (u *Unit) reclaim() int {
 // estimate becomes the model's need.
 func (u *Unit) loaded(took time.Duration, grew int64, err error) {
 	if err != nil {
-		metrics.ModelLoads.WithLabelValues(u.name, "error").Inc()
+		u.r.m.Load().Loaded(u.name, took, err)
 		u.r.mu.Lock()
 		u.failed = true
 		u.r.mu.Unlock()
 		return
 	}
-	metrics.ModelLoads.WithLabelValues(u.name, "ok").Inc()
-	metrics.LoadDuration.WithLabelValues(u.name).Observe(took.Seconds())
+	u.r.m.Load().Loaded(u.name, took, nil)
 	r := u.r
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -127,9 +127,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 			log.Warn("-model-providers names a model that is not installed", "model", name)
 		}
 	}
-	// One registry per server: what /metrics serves, recorded on by the API
-	// and the GPU pool. The engine still records on metrics.Default.
-	m := metrics.Default
+	// One registry per server: what /metrics serves, recorded on by the
+	// API, the residency scheduler, the model pools and the GPU pool.
+	m := metrics.New()
 	budget, g := setupGPU(c, device, log, m)
 	if g != nil {
 		defer func() {
@@ -139,6 +139,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		}()
 	}
 	res := engine.NewResidency(budget, c.keepAlive, device, log)
+	res.UseMetrics(m)
 	if g != nil {
 		res.UseDevice(g.pool)
 	}

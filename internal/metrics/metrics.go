@@ -227,17 +227,3 @@ func (m *Metrics) Budget(device string, budget int64) {
 		m.MemoryBudget.WithLabelValues(device).Set(float64(max(budget, 0)))
 	}
 }
-
-// Default and the package-level series below serve engine code that is not
-// yet given a Metrics of its own; they go once it is.
-var Default = New()
-
-var (
-	BatchSize      = Default.BatchSize
-	ModelLoads     = Default.ModelLoads
-	ModelEvictions = Default.ModelEvictions
-	LoadDuration   = Default.LoadDuration
-	MemoryInUse    = Default.MemoryInUse
-	MemoryBudget   = Default.MemoryBudget
-	ModelsLoaded   = Default.ModelsLoaded
-)

@@ -295,10 +295,12 @@ func TestEndpointStreamPreviews(t *testing.T) {
 // ErrNoModel where no installed model serves the endpoint.
 func TestEndpointWarm(t *testing.T) {
 	res := engine.NewResidency(0, -1, "cpu", nil)
+	met := metrics.New()
+	res.UseMetrics(met)
 	eps := endpointsUnder(t, map[string][]string{"sd15-tiny": {"stable-diffusion-v15"}, "flux-schnell-tiny": {"flux/schnell"}}, res)
 	loads := func(model string) float64 {
 		var m dto.Metric
-		if err := metrics.ModelLoads.WithLabelValues(model, "ok").Write(&m); err != nil {
+		if err := met.ModelLoads.WithLabelValues(model, "ok").Write(&m); err != nil {
 			t.Fatal(err)
 		}
 		return m.GetCounter().GetValue()

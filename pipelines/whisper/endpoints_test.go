@@ -232,15 +232,17 @@ func TestEndpointWarm(t *testing.T) {
 	if err := eps["fal-ai/whisper"].(pipelines.Warmer).Warm(context.Background()); !errors.Is(err, pipelines.ErrNoModel) {
 		t.Fatalf("no model: %v", err)
 	}
+	met := metrics.New()
 	loads := func() float64 {
 		var m dto.Metric
-		if err := metrics.ModelLoads.WithLabelValues("tiny-multi", "ok").Write(&m); err != nil {
+		if err := met.ModelLoads.WithLabelValues("tiny-multi", "ok").Write(&m); err != nil {
 			t.Fatal(err)
 		}
 		return m.GetCounter().GetValue()
 	}
 	d := tinyDeps(t, "tiny-multi")
 	d.Residency = engine.NewResidency(0, -1, "cpu", nil)
+	d.Residency.UseMetrics(met)
 	eps = endpoints(t, d)
 	before := loads()
 	for _, id := range []string{"fal-ai/whisper", "fal-ai/wizper"} {
