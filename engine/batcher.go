@@ -26,8 +26,8 @@ type BatchConfig struct {
 // Enabled reports whether the config batches at all.
 func (c BatchConfig) Enabled() bool { return c.MaxBatch > 1 }
 
-// RunStats is filled in by a Pool for a context made with WithRunStats, so
-// that a pipeline can log how its run went.
+// RunStats is filled in by a Pool for a Run with Stats set, so that a
+// pipeline can log how its run went.
 type RunStats struct {
 	Batch   int           // requests in the run that served this one (1 = alone)
 	Rows    int           // rows of the whole run
@@ -35,24 +35,12 @@ type RunStats struct {
 	Compute time.Duration // time the (batched) run took
 }
 
-type runStatsKey struct{}
-
-// WithRunStats returns a context whose Pool runs report into st.
-func WithRunStats(ctx context.Context, st *RunStats) context.Context {
-	return context.WithValue(ctx, runStatsKey{}, st)
-}
-
-func statsFrom(ctx context.Context) *RunStats {
-	st, _ := ctx.Value(runStatsKey{}).(*RunStats)
-	return st
-}
-
 // batcher coalesces compatible runs. Runs are compatible when they have the
 // same number of inputs with the same dtypes and the same shapes past dim 0.
 type batcher struct {
 	cfg   BatchConfig
 	name  string // model, for metrics
-	run   func(ctx context.Context, in []*Tensor) ([]*Tensor, error)
+	run   func(ctx context.Context, r Run) ([]*Tensor, error)
 	after func(time.Duration, func()) stopper
 
 	m *metrics.Metrics // batch sizes; nil = record nothing
@@ -76,7 +64,7 @@ type batch struct {
 }
 
 type member struct {
-	in     []*Tensor
+	r      Run
 	rows   int64
 	ctx    context.Context
 	queued time.Time
@@ -86,7 +74,7 @@ type member struct {
 	stats  RunStats
 }
 
-func newBatcher(cfg BatchConfig, name string, run func(context.Context, []*Tensor) ([]*Tensor, error)) *batcher {
+func newBatcher(cfg BatchConfig, name string, run func(context.Context, Run) ([]*Tensor, error)) *batcher {
 	return &batcher{cfg: cfg, name: name, run: run, after: realAfter, forming: map[string]*batch{}}
 }
 
@@ -141,24 +129,24 @@ func hintKey(hints map[string][]int64, rows int64) (string, bool) {
 }
 
 // Run runs in, alone or together with other waiting runs.
-func (b *batcher) Run(ctx context.Context, in []*Tensor) ([]*Tensor, error) {
-	key, rows, ok := batchKey(in)
+func (b *batcher) Run(ctx context.Context, r Run) ([]*Tensor, error) {
+	key, rows, ok := batchKey(r.Inputs)
 	if !ok || rows >= int64(b.cfg.MaxBatch) {
-		return b.alone(ctx, in)
+		return b.alone(ctx, r)
 	}
 	// Output shape hints (for outputs the runtime cannot allocate) must
 	// agree past dim 0 too; the batch's run gets them with dim 0 summed.
-	if hints := OutputShapes(ctx); hints != nil {
+	if hints := r.OutputShapes; hints != nil {
 		hk, ok := hintKey(hints, rows)
 		if !ok {
-			return b.alone(ctx, in)
+			return b.alone(ctx, r)
 		}
 		key += "|" + hk
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	m := &member{in: in, rows: rows, ctx: ctx, queued: time.Now(), done: make(chan struct{})}
+	m := &member{r: r, rows: rows, ctx: ctx, queued: time.Now(), done: make(chan struct{})}
 	b.mu.Lock()
 	bt := b.forming[key]
 	if bt != nil && bt.rows+rows > int64(b.cfg.MaxBatch) {
@@ -184,8 +172,8 @@ func (b *batcher) Run(ctx context.Context, in []*Tensor) ([]*Tensor, error) {
 
 	select {
 	case <-m.done:
-		if st := statsFrom(ctx); st != nil {
-			*st = m.stats
+		if r.Stats != nil {
+			*r.Stats = m.stats
 		}
 		return m.out, m.err
 	case <-ctx.Done():
@@ -223,16 +211,16 @@ func (b *batcher) Run(ctx context.Context, in []*Tensor) ([]*Tensor, error) {
 	return nil, ctx.Err()
 }
 
-func (b *batcher) alone(ctx context.Context, in []*Tensor) ([]*Tensor, error) {
+func (b *batcher) alone(ctx context.Context, r Run) ([]*Tensor, error) {
 	t0 := time.Now()
-	out, err := b.run(ctx, in)
+	out, err := b.run(ctx, r)
 	b.m.Batch(b.name, 1)
-	if st := statsFrom(ctx); st != nil {
+	if r.Stats != nil {
 		rows := 0
-		if len(in) > 0 && len(in[0].Shape) > 0 {
-			rows = int(in[0].Shape[0])
+		if len(r.Inputs) > 0 && len(r.Inputs[0].Shape) > 0 {
+			rows = int(r.Inputs[0].Shape[0])
 		}
-		*st = RunStats{Batch: 1, Rows: rows, Compute: time.Since(t0)}
+		*r.Stats = RunStats{Batch: 1, Rows: rows, Compute: time.Since(t0)}
 	}
 	return out, err
 }
@@ -251,25 +239,26 @@ func (b *batcher) startLocked(bt *batch) {
 		return
 	}
 	// The run belongs to no single request: it keeps the first member's
-	// values (request id for logs) but is cancelled only when every
-	// member has given up.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(bt.members[0].ctx))
-	if hints := OutputShapes(ctx); hints != nil {
-		scaled := make(map[string][]int64, len(hints))
+	// values (request id for logs) and hold on the model, but is cancelled
+	// only when every member has given up.
+	first := bt.members[0]
+	ctx, cancel := context.WithCancel(context.WithoutCancel(first.ctx))
+	run := Run{Hold: first.r.Hold}
+	if hints := first.r.OutputShapes; hints != nil {
+		run.OutputShapes = make(map[string][]int64, len(hints))
 		for name, sh := range hints {
-			scaled[name] = append([]int64{bt.rows}, sh[1:]...)
+			run.OutputShapes[name] = append([]int64{bt.rows}, sh[1:]...)
 		}
-		ctx = WithOutputShapes(ctx, scaled)
 	}
 	bt.cancel = cancel
 	members := append([]*member(nil), bt.members...)
-	go b.execute(ctx, cancel, members, bt.rows)
+	go b.execute(ctx, cancel, run, members, bt.rows)
 }
 
-func (b *batcher) execute(ctx context.Context, cancel context.CancelFunc, members []*member, rows int64) {
+func (b *batcher) execute(ctx context.Context, cancel context.CancelFunc, run Run, members []*member, rows int64) {
 	defer cancel()
 	start := time.Now()
-	out, err := b.runMembers(ctx, members, rows)
+	out, err := b.runMembers(ctx, run, members, rows)
 	took := time.Since(start)
 	b.m.Batch(b.name, len(members))
 	for i, m := range members {
@@ -288,17 +277,18 @@ func (b *batcher) execute(ctx context.Context, cancel context.CancelFunc, member
 }
 
 // runMembers concatenates, runs once and splits the outputs by member.
-func (b *batcher) runMembers(ctx context.Context, members []*member, rows int64) ([][]*Tensor, error) {
+func (b *batcher) runMembers(ctx context.Context, run Run, members []*member, rows int64) ([][]*Tensor, error) {
 	if len(members) == 1 {
-		out, err := b.run(ctx, members[0].in)
+		run.Inputs = members[0].r.Inputs
+		out, err := b.run(ctx, run)
 		return [][]*Tensor{out}, err
 	}
-	n := len(members[0].in)
+	n := len(members[0].r.Inputs)
 	in := make([]*Tensor, n)
 	for i := range n {
 		parts := make([]*Tensor, len(members))
 		for j, m := range members {
-			parts[j] = m.in[i]
+			parts[j] = m.r.Inputs[i]
 		}
 		t, err := Concat(parts)
 		if err != nil {
@@ -306,7 +296,8 @@ func (b *batcher) runMembers(ctx context.Context, members []*member, rows int64)
 		}
 		in[i] = t
 	}
-	out, err := b.run(ctx, in)
+	run.Inputs = in
+	out, err := b.run(ctx, run)
 	if err != nil {
 		return nil, err
 	}

@@ -74,14 +74,18 @@ type result struct {
 
 // runAll runs one request per value at once and returns the results in order.
 func runAll(ctxs []context.Context, pl *engine.Pool, vals []float32) []result {
+	return runAllShaped(ctxs, pl, vals, nil)
+}
+
+// runAllShaped is runAll with output shape hints for every run.
+func runAllShaped(ctxs []context.Context, pl *engine.Pool, vals []float32, shapes map[string][]int64) []result {
 	res := make([]result, len(vals))
 	var wg sync.WaitGroup
 	for i, v := range vals {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx := engine.WithRunStats(ctxs[i], &res[i].st)
-			res[i].out, res[i].err = pl.Run(ctx, row(v))
+			res[i].out, res[i].err = pl.Do(ctxs[i], engine.Run{Inputs: row(v), OutputShapes: shapes, Stats: &res[i].st})
 		}()
 	}
 	wg.Wait()
@@ -228,9 +232,9 @@ func TestBatcherOutputShapes(t *testing.T) {
 	rt.Add(modelPath, enginetest.Model{
 		Inputs:  []engine.TensorInfo{{Name: "x", DType: engine.Float32, Shape: []int64{-1, 2}}},
 		Outputs: []engine.TensorInfo{{Name: "y", DType: engine.Float32, Shape: []int64{-1, 2}}},
-		FnCtx: func(ctx context.Context, in []*engine.Tensor) ([]*engine.Tensor, error) {
+		FnCtx: func(_ context.Context, in []*engine.Tensor, shapes map[string][]int64) ([]*engine.Tensor, error) {
 			mu.Lock()
-			hints = append(hints, fmt.Sprint(engine.OutputShapes(ctx)))
+			hints = append(hints, fmt.Sprint(shapes))
 			mu.Unlock()
 			return bm.fn(in)
 		},
@@ -240,11 +244,7 @@ func TestBatcherOutputShapes(t *testing.T) {
 	defer pl.Close()
 	pl.Warm(context.Background())
 	hints = nil
-	ctxs := make([]context.Context, 3)
-	for i := range ctxs {
-		ctxs[i] = engine.WithOutputShapes(context.Background(), map[string][]int64{"y": {1, 2}})
-	}
-	res := runAll(ctxs, pl, []float32{1, 2, 3})
+	res := runAllShaped(bg(3), pl, []float32{1, 2, 3}, map[string][]int64{"y": {1, 2}})
 	for i, r := range res {
 		if r.err != nil || r.st.Batch != 3 {
 			t.Errorf("member %d: batch %d, %v", i, r.st.Batch, r.err)
@@ -254,9 +254,9 @@ func TestBatcherOutputShapes(t *testing.T) {
 		t.Errorf("hints seen by the batched run: %v, want one with 3 rows", hints)
 	}
 	// A hint that disagrees with the rows runs alone.
-	bad := engine.WithOutputShapes(context.Background(), map[string][]int64{"y": {5, 2}})
 	var st engine.RunStats
-	if _, err := pl.Run(engine.WithRunStats(bad, &st), row(1)); err != nil || st.Batch != 1 {
+	bad := engine.Run{Inputs: row(1), OutputShapes: map[string][]int64{"y": {5, 2}}, Stats: &st}
+	if _, err := pl.Do(context.Background(), bad); err != nil || st.Batch != 1 {
 		t.Errorf("mismatched hint: batch %d, %v", st.Batch, err)
 	}
 }

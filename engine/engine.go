@@ -136,9 +136,12 @@ type SessionSpec struct {
 
 // Session is a loaded model. Run may be called from several goroutines.
 type Session interface {
-	// Run executes the model. A cancelled ctx interrupts a running inference
+	// Run executes the model. outputShapes gives the shapes of outputs
+	// whose declared shapes are dynamic, by name (nil when none): the ONNX
+	// Runtime binding needs them for float16 outputs, which it cannot let
+	// the runtime allocate. A cancelled ctx interrupts a running inference
 	// and Run returns an error wrapping ctx.Err().
-	Run(ctx context.Context, inputs []*Tensor) ([]*Tensor, error)
+	Run(ctx context.Context, inputs []*Tensor, outputShapes map[string][]int64) ([]*Tensor, error)
 	Inputs() []TensorInfo
 	Outputs() []TensorInfo
 	// Providers reports the providers the session actually got.
@@ -169,18 +172,3 @@ func CPUOps() Ops { return kernels.CPU{} }
 
 // ErrClosed reports use of a closed pool or session.
 var ErrClosed = errors.New("engine: closed")
-
-type outputShapesKey struct{}
-
-// WithOutputShapes tells a session the shapes of outputs whose declared
-// shapes are dynamic, by output name. The ONNX Runtime binding needs them
-// for float16 outputs, which it cannot let the runtime allocate.
-func WithOutputShapes(ctx context.Context, shapes map[string][]int64) context.Context {
-	return context.WithValue(ctx, outputShapesKey{}, shapes)
-}
-
-// OutputShapes returns the shapes WithOutputShapes recorded, or nil.
-func OutputShapes(ctx context.Context) map[string][]int64 {
-	m, _ := ctx.Value(outputShapesKey{}).(map[string][]int64)
-	return m
-}

@@ -79,20 +79,39 @@ func NewPoolWith(rt Runtime, spec SessionSpec, o PoolOptions) *Pool {
 	return p
 }
 
-// Run runs the model on one of the pool's sessions, waiting for a free one.
+// Run is one call of a model through a Pool: its inputs and what travels
+// with them, explicitly rather than in context values.
+type Run struct {
+	Inputs []*Tensor
+	// OutputShapes gives the shapes of outputs whose declared shapes are
+	// dynamic, by name (see Session.Run).
+	OutputShapes map[string][]int64
+	// Hold, when set, is the calling request's hold on the model
+	// (Unit.Hold): the run is admitted at once.
+	Hold *Hold
+	// Stats, when set, is filled in with how the run went.
+	Stats *RunStats
+}
+
+// Run runs the model on inputs; see Do.
+func (p *Pool) Run(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
+	return p.Do(ctx, Run{Inputs: inputs})
+}
+
+// Do runs the model on one of the pool's sessions, waiting for a free one.
 // With batching on (and a model whose batch dimension is dynamic), it may
 // run together with other callers' compatible inputs.
-func (p *Pool) Run(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
+func (p *Pool) Do(ctx context.Context, r Run) ([]*Tensor, error) {
 	if p.batch != nil && p.dyn.Load() == 1 {
-		return p.batch.Run(ctx, inputs)
+		return p.batch.Run(ctx, r)
 	}
 	t0 := time.Now()
-	out, err := p.runDirect(ctx, inputs)
+	out, err := p.runDirect(ctx, r)
 	if err == nil {
 		p.m.Batch(p.name, 1)
 	}
-	if st := statsFrom(ctx); st != nil && err == nil {
-		*st = RunStats{Batch: 1, Compute: time.Since(t0)}
+	if r.Stats != nil && err == nil {
+		*r.Stats = RunStats{Batch: 1, Compute: time.Since(t0)}
 	}
 	return out, err
 }
@@ -101,11 +120,11 @@ func (p *Pool) Run(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
 // and the model (once opened) has a dynamic batch dimension.
 func (p *Pool) Batching() bool { return p.batch != nil && p.dyn.Load() == 1 }
 
-func (p *Pool) runDirect(ctx context.Context, inputs []*Tensor) ([]*Tensor, error) {
+func (p *Pool) runDirect(ctx context.Context, r Run) ([]*Tensor, error) {
 	var out []*Tensor
-	err := p.with(ctx, func(s Session) error {
+	err := p.with(ctx, r.Hold, func(s Session) error {
 		var err error
-		out, err = s.Run(ctx, inputs)
+		out, err = s.Run(ctx, r.Inputs, r.OutputShapes)
 		return err
 	})
 	return out, err
@@ -114,9 +133,9 @@ func (p *Pool) runDirect(ctx context.Context, inputs []*Tensor) ([]*Tensor, erro
 // with admits the model, takes a session and calls fn with it. A session
 // that fails to open, or a run that fails for memory, is retried once after
 // evicting the other idle models.
-func (p *Pool) with(ctx context.Context, fn func(Session) error) error {
+func (p *Pool) with(ctx context.Context, h *Hold, fn func(Session) error) error {
 	if p.unit != nil {
-		release, err := p.unit.Admit(ctx)
+		release, err := p.unit.admit(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -158,13 +177,13 @@ func retriable(err error) bool {
 
 // Warm opens one session now, so the first request does not pay for loading.
 func (p *Pool) Warm(ctx context.Context) error {
-	return p.with(ctx, func(Session) error { return nil })
+	return p.with(ctx, nil, func(Session) error { return nil })
 }
 
 // Session returns any open session (opening one if needed) for introspection.
 func (p *Pool) Session(ctx context.Context) (Session, error) {
 	var s Session
-	err := p.with(ctx, func(x Session) error { s = x; return nil })
+	err := p.with(ctx, nil, func(x Session) error { s = x; return nil })
 	return s, err
 }
 

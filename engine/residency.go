@@ -235,30 +235,43 @@ func (u *Unit) attach(p *Pool) {
 	u.pools = append(u.pools, p)
 }
 
-type holdKey struct{ u *Unit }
+// Hold is a request's hold on a model (Unit.Hold). Pass it with each run
+// (Run.Hold) so the runs are admitted at once; Release it when the request
+// is done.
+type Hold struct {
+	u       *Unit
+	release func()
+	once    sync.Once
+}
+
+// Release ends the hold; later calls do nothing.
+func (h *Hold) Release() {
+	if h != nil {
+		h.once.Do(h.release)
+	}
+}
 
 // Hold admits the model for a whole request that runs it several times
-// (Whisper's encoder then decoder steps, tiles of an upscale): until release,
-// the model cannot be evicted between runs, and runs under the returned
-// context are admitted at once, without queueing or counting again against
+// (Whisper's encoder then decoder steps, tiles of an upscale): until
+// Release, the model cannot be evicted between runs, and runs that carry
+// the hold are admitted at once, without queueing or counting again against
 // the concurrency limit.
-func (u *Unit) Hold(ctx context.Context) (context.Context, func(), error) {
-	if ctx.Value(holdKey{u}) != nil {
-		return ctx, func() {}, nil
-	}
+func (u *Unit) Hold(ctx context.Context) (*Hold, error) {
 	release, err := u.Admit(ctx)
 	if err != nil {
-		return ctx, nil, err
+		return nil, err
 	}
-	return context.WithValue(ctx, holdKey{u}, true), release, nil
+	return &Hold{u: u, release: release}, nil
 }
 
 // Admit makes the model resident and holds it until release is called:
 // memory is reserved (evicting idle models LRU first when short), or the
 // call waits for models in use to be released; a model that cannot fit
 // even alone fails with a *NoMemoryError at once.
-func (u *Unit) Admit(ctx context.Context) (release func(), err error) {
-	if ctx.Value(holdKey{u}) != nil {
+func (u *Unit) Admit(ctx context.Context) (release func(), err error) { return u.admit(ctx, nil) }
+
+func (u *Unit) admit(ctx context.Context, h *Hold) (release func(), err error) {
+	if h != nil && h.u == u {
 		// Under a Hold: resident and counted already.
 		u.r.mu.Lock()
 		u.refs++

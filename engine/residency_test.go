@@ -294,14 +294,14 @@ func TestResidencyHold(t *testing.T) {
 	c := newCluster(t, 500, -1, map[string]int64{"a": 400, "b": 400},
 		map[string]engine.UnitOptions{"a": {MaxConcurrent: 1}}, nil)
 	ua := c.res.Unit("a", 400<<20, engine.UnitOptions{})
-	ctx, release, err := ua.Hold(context.Background())
+	hold, err := ua.Hold(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	in, _ := engine.NewFloat32([]float32{1}, 1)
 	// Runs under the hold: admitted at once, twice, despite the limit of 1.
 	for range 2 {
-		if _, err := c.pools["a"].Run(ctx, []*engine.Tensor{in}); err != nil {
+		if _, err := c.pools["a"].Do(context.Background(), engine.Run{Inputs: []*engine.Tensor{in}, Hold: hold}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,7 +312,8 @@ func TestResidencyHold(t *testing.T) {
 		t.Fatalf("b ran while a was held: %v", err)
 	case <-time.After(50 * time.Millisecond):
 	}
-	release()
+	hold.Release()
+	hold.Release() // a second release does nothing
 	if err := <-bDone; err != nil {
 		t.Fatal(err)
 	}

@@ -149,7 +149,7 @@ func upscale(t *testing.T, rt engine.Runtime, path string, scale int, p photo) (
 	defer s.Close()
 	x, _ := engine.NewFloat32(append([]float32(nil), p.lrIn...), 1, 3, 48, 64)
 	start := time.Now()
-	out, err := s.Run(context.Background(), []*engine.Tensor{x})
+	out, err := s.Run(context.Background(), []*engine.Tensor{x}, nil)
 	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,9 @@ type Model struct {
 	Inputs  []engine.TensorInfo
 	Outputs []engine.TensorInfo
 	Fn      Func
-	// FnCtx, when set, is used instead of Fn and sees the run's context.
-	FnCtx func(ctx context.Context, inputs []*engine.Tensor) ([]*engine.Tensor, error)
+	// FnCtx, when set, is used instead of Fn and sees the run's context
+	// and output shapes.
+	FnCtx func(ctx context.Context, inputs []*engine.Tensor, outputShapes map[string][]int64) ([]*engine.Tensor, error)
 	Delay time.Duration // per Run, interrupted by ctx
 	// OpenFails makes the next n opens of the model fail (a load failure).
 	OpenFails int
@@ -90,7 +91,7 @@ func (s *session) Inputs() []engine.TensorInfo  { return s.m.Inputs }
 func (s *session) Outputs() []engine.TensorInfo { return s.m.Outputs }
 func (s *session) Providers() []engine.Provider { return []engine.Provider{engine.CPU} }
 
-func (s *session) Run(ctx context.Context, in []*engine.Tensor) ([]*engine.Tensor, error) {
+func (s *session) Run(ctx context.Context, in []*engine.Tensor, outputShapes map[string][]int64) ([]*engine.Tensor, error) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -123,7 +124,7 @@ func (s *session) Run(ctx context.Context, in []*engine.Tensor) ([]*engine.Tenso
 		return nil, fmt.Errorf("enginetest: got %d inputs, want %d", len(in), len(s.m.Inputs))
 	}
 	if s.m.FnCtx != nil {
-		return s.m.FnCtx(ctx, in)
+		return s.m.FnCtx(ctx, in, outputShapes)
 	}
 	if s.m.Fn == nil {
 		return nil, errors.New("enginetest: model has no Fn")

@@ -79,7 +79,7 @@ func TestPoolBatchingORT(t *testing.T) {
 					defer wg.Done()
 					v := float32(i + 1)
 					in, _ := engine.NewFloat32([]float32{v, v, v}, 1, 3)
-					out, err := pl.Run(engine.WithRunStats(context.Background(), &stats[i]), []*engine.Tensor{in})
+					out, err := pl.Do(context.Background(), engine.Run{Inputs: []*engine.Tensor{in}, Stats: &stats[i]})
 					if err != nil {
 						t.Error(err)
 						return

@@ -173,7 +173,7 @@ func TestBoundMatchesRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer plain.Close()
-			want, err := plain.Run(context.Background(), c.in)
+			want, err := plain.Run(context.Background(), c.in, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -289,7 +289,7 @@ func (s *session) infoFor(i int) *engine.TensorInfo { return &s.outputs[i] }
 
 // Run executes the model. ctx cancellation calls RunOptions.Terminate, the
 // only way to stop a graph that is already running.
-func (s *session) Run(ctx context.Context, inputs []*engine.Tensor) ([]*engine.Tensor, error) {
+func (s *session) Run(ctx context.Context, inputs []*engine.Tensor, outputShapes map[string][]int64) ([]*engine.Tensor, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -317,7 +317,7 @@ func (s *session) Run(ctx context.Context, inputs []*engine.Tensor) ([]*engine.T
 		// (it copies elements as bytes), so those are preallocated here.
 		if info := s.infoFor(i); info.DType == engine.Float16 {
 			shape := info.Shape
-			if hint, ok := engine.OutputShapes(ctx)[info.Name]; ok {
+			if hint, ok := outputShapes[info.Name]; ok {
 				shape = hint
 			}
 			if engine.Elements(shape) == 0 {

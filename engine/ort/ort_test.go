@@ -97,7 +97,7 @@ func TestISNetRunFallbackAndConcurrency(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outs[i], errs[i] = s.Run(context.Background(), []*engine.Tensor{isnetInput(-0.2)})
+			outs[i], errs[i] = s.Run(context.Background(), []*engine.Tensor{isnetInput(-0.2)}, nil)
 		}()
 	}
 	wg.Wait()
@@ -120,7 +120,7 @@ func TestISNetRunFallbackAndConcurrency(t *testing.T) {
 	}
 	// Wrong input size is an error, not a crash.
 	bad, _ := engine.NewFloat32(make([]float32, 10), 1, 10)
-	if _, err := s.Run(context.Background(), []*engine.Tensor{bad}); err == nil {
+	if _, err := s.Run(context.Background(), []*engine.Tensor{bad}, nil); err == nil {
 		t.Error("wrong shape accepted")
 	}
 }
@@ -136,18 +136,18 @@ func TestCancelInterruptsRun(t *testing.T) {
 	// with the context's error instead of returning a result.
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
-	out, err := s.Run(ctx, []*engine.Tensor{isnetInput(0)})
+	out, err := s.Run(ctx, []*engine.Tensor{isnetInput(0)}, nil)
 	if !errors.Is(err, context.Canceled) || out != nil {
 		t.Fatalf("Run = %v, %v; want an error wrapping context.Canceled", out, err)
 	}
 	// A deadline works the same way.
 	dctx, dcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer dcancel()
-	if _, err := s.Run(dctx, []*engine.Tensor{isnetInput(0)}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := s.Run(dctx, []*engine.Tensor{isnetInput(0)}, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run with deadline = %v", err)
 	}
 	// The session stays usable afterwards.
-	if _, err := s.Run(context.Background(), []*engine.Tensor{isnetInput(0)}); err != nil {
+	if _, err := s.Run(context.Background(), []*engine.Tensor{isnetInput(0)}, nil); err != nil {
 		t.Fatalf("run after cancel: %v", err)
 	}
 }
@@ -161,7 +161,7 @@ func TestFloat16Outputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	out, err := s.Run(context.Background(), []*engine.Tensor{in})
+	out, err := s.Run(context.Background(), []*engine.Tensor{in}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestFloat16Outputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if _, err := d.Run(context.Background(), []*engine.Tensor{in}); err == nil || !strings.Contains(err.Error(), "dynamic shape") {
+	if _, err := d.Run(context.Background(), []*engine.Tensor{in}, nil); err == nil || !strings.Contains(err.Error(), "dynamic shape") {
 		t.Errorf("dynamic fp16 output: %v", err)
 	}
 }
