@@ -45,7 +45,7 @@ func BenchmarkDiffusion(b *testing.B) {
 			b.Fatal(err)
 		}
 		models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-			Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, IntraOpThreads: runtime.NumCPU()}})
+			SessionsPerModel: 1}, Session: threads(runtime.NumCPU())})
 		m, err := diffusion.LoadModel(man, st, models)
 		if err != nil {
 			b.Fatal(err)

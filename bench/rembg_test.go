@@ -49,7 +49,7 @@ func BenchmarkRembg(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	threads := runtime.NumCPU()
+	nthreads := runtime.NumCPU()
 	input := make([]float32, 3*1024*1024)
 	img, err := decodeNRGBA(photo)
 	if err != nil {
@@ -59,15 +59,15 @@ func BenchmarkRembg(b *testing.B) {
 	tensor, _ := engine.NewFloat32(input, 1, 3, 1024, 1024)
 
 	b.Run("engine", func(b *testing.B) {
-		s, err := rt.Open(context.Background(), engine.SessionSpec{Path: path, Inputs: []string{"input"}, Outputs: []string{"output"}, IntraOpThreads: threads})
+		s, err := rt.Open(context.Background(), engine.SessionSpec{Path: path, Inputs: []string{"input"}, Outputs: []string{"output"}, IntraOpThreads: nthreads})
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer s.Close()
-		s.Run(context.Background(), []*engine.Tensor{tensor}) // warm-up
+		s.Run(context.Background(), []*engine.Tensor{tensor}, nil) // warm-up
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if _, err := s.Run(context.Background(), []*engine.Tensor{tensor}); err != nil {
+			if _, err := s.Run(context.Background(), []*engine.Tensor{tensor}, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -91,7 +91,7 @@ func BenchmarkRembg(b *testing.B) {
 
 	b.Run("pipeline", func(b *testing.B) {
 		reg, err := pipelines.Build(pipelines.Deps{Store: store, Runtime: rt, Ops: engine.CPUOps(),
-			Config: pipelines.Config{IntraOpThreads: threads, SessionsPerModel: 1, MaxInputBytes: 64 << 20, MaxPixels: 1 << 26, Models: map[string]string{}}})
+			Session: threads(nthreads), Config: pipelines.Config{SessionsPerModel: 1, MaxInputBytes: 64 << 20, MaxPixels: 1 << 26, Models: map[string]string{}}})
 		if err != nil {
 			b.Fatal(err)
 		}

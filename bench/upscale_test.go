@@ -77,7 +77,7 @@ func BenchmarkUpscale(b *testing.B) {
 			var took time.Duration
 			for i := 0; i < b.N; i++ {
 				t0 := time.Now()
-				if _, err := upscale.Upscale(context.Background(), req, s, 4, 10, c.tile, img, 4*side, 4*side); err != nil {
+				if _, err := upscale.Upscale(context.Background(), req, sessionRunner{s}, 4, 10, c.tile, img, 4*side, 4*side); err != nil {
 					b.Fatal(err)
 				}
 				took += time.Since(t0)

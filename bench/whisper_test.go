@@ -66,7 +66,7 @@ func BenchmarkWhisper(b *testing.B) {
 			b.Fatal(err)
 		}
 		models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-			Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, IntraOpThreads: runtime.NumCPU()}})
+			SessionsPerModel: 1}, Session: threads(runtime.NumCPU())})
 		m, err := whisper.LoadModel(man, st, models)
 		if err != nil {
 			b.Fatal(err)

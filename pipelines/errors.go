@@ -65,7 +65,7 @@ type HTTPError struct {
 }
 
 func (e *HTTPError) Error() string {
-	if e.Err != nil {
+	if e.Err != nil && e.Err.Error() != e.Msg {
 		return e.Msg + ": " + e.Err.Error()
 	}
 	return e.Msg
@@ -78,13 +78,27 @@ func Errorf(status int, format string, args ...any) *HTTPError {
 	return &HTTPError{Status: status, Msg: fmt.Sprintf(format, args...)}
 }
 
-// Unavailable is a 503 for a model that exists but cannot run now.
-// A model that cannot fit in the memory budget says so, naming the model,
-// its need and the budget.
+// Unavailable is a 503 for a model that exists but cannot run now (the
+// cause is logged, not shown). See MapError.
 func Unavailable(msg string, err error) *HTTPError {
+	return MapError(msg, err).(*HTTPError)
+}
+
+// MapError is the one mapping of engine and model errors to fal errors:
+// errors that are fal-shaped already pass through; a model that cannot fit
+// in the memory budget says so, naming the model, its need and the budget;
+// any other failure to load or run a model is a 503 with msg.
+func MapError(msg string, err error) error {
+	var v *ValidationError
+	var h *HTTPError
 	var nm *engine.NoMemoryError
-	if errors.As(err, &nm) {
-		return &HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: nm.Error()}
+	switch {
+	case errors.As(err, &v):
+		return v
+	case errors.As(err, &h):
+		return h
+	case errors.As(err, &nm):
+		return &HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: nm.Error(), Err: err}
 	}
 	return &HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: msg, Err: err}
 }

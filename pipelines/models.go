@@ -12,33 +12,94 @@ import (
 	"github.com/falocal/falocal/weights"
 )
 
-// Models keeps one session pool per installed model file, opened on first
-// use and shared by every endpoint of a pipeline. With a Residency in Deps,
-// every file of a model (Whisper's encoder and decoder alike) counts as one
-// model against the memory budget: loaded on demand, evicted together.
+// Models is a pipeline's set of loaded models: one session pool per model
+// file, opened on first use and shared by every endpoint of the pipeline,
+// and the pipeline's parsed model objects (Loaded). With a Residency in
+// Deps, every file of a model (Whisper's encoder and decoder alike) counts
+// as one model against the memory budget: loaded on demand, evicted
+// together. Its errors are fal-shaped already (see MapError).
 type Models struct {
-	deps  Deps
-	mu    sync.Mutex
-	pools map[string]*engine.Pool // model name + "/" + file role → sessions
+	deps   Deps
+	mu     sync.Mutex
+	pools  map[string]*Net // model name + "/" + file role → sessions
+	loadMu sync.Mutex      // held while a model object loads (it opens pools)
+	loaded map[string]any  // model name → the pipeline's model object
 }
 
 // NewModels makes an empty set.
-func NewModels(d Deps) *Models { return &Models{deps: d, pools: map[string]*engine.Pool{}} }
+func NewModels(d Deps) *Models {
+	return &Models{deps: d, pools: map[string]*Net{}, loaded: map[string]any{}}
+}
 
-// Pool returns the pool for a model whose "model" file takes input and
+// Loaded returns the pipeline's object for a model, made by load the first
+// time and kept until Close. A failed load is not kept, and answers 503.
+func Loaded[T any](m *Models, man weights.Manifest, load func() (T, error)) (T, error) {
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	if v, ok := m.loaded[man.Name]; ok {
+		if t, ok := v.(T); ok {
+			return t, nil
+		}
+	}
+	v, err := load()
+	if err != nil {
+		var zero T
+		return zero, MapError(fmt.Sprintf("model %s cannot be loaded", man.Name), err)
+	}
+	m.loaded[man.Name] = v
+	return v, nil
+}
+
+// Net is one network (file) of a model. Its runs answer fal-shaped errors.
+type Net struct {
+	pool  *engine.Pool
+	model string
+}
+
+// Run runs the network on inputs.
+func (n *Net) Run(ctx context.Context, inputs []*engine.Tensor) ([]*engine.Tensor, error) {
+	return n.Do(ctx, engine.Run{Inputs: inputs})
+}
+
+// Do runs the network (see engine.Pool.Do).
+func (n *Net) Do(ctx context.Context, r engine.Run) ([]*engine.Tensor, error) {
+	out, err := n.pool.Do(ctx, r)
+	return out, n.mapErr(ctx, err)
+}
+
+// Warm opens one session now.
+func (n *Net) Warm(ctx context.Context) error { return n.mapErr(ctx, n.pool.Warm(ctx)) }
+
+// Session returns an open session, for its inputs' and outputs' metadata.
+func (n *Net) Session(ctx context.Context) (engine.Session, error) {
+	s, err := n.pool.Session(ctx)
+	return s, n.mapErr(ctx, err)
+}
+
+// Batching reports whether runs are being batched across requests.
+func (n *Net) Batching() bool { return n.pool.Batching() }
+
+func (n *Net) mapErr(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	return MapError("model "+n.model+" failed", err)
+}
+
+// Pool returns the network of a model whose "model" file takes input and
 // gives output, creating it (and verifying the file) the first time.
-func (m *Models) Pool(man weights.Manifest, input, output string) (*engine.Pool, error) {
+func (m *Models) Pool(man weights.Manifest, input, output string) (*Net, error) {
 	return m.PoolFor(man, "model", []string{input}, []string{output})
 }
 
-// PoolFor returns the pool for one file (by role) of a model with several
-// networks, such as Whisper's encoder and decoder.
-func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []string) (*engine.Pool, error) {
+// PoolFor returns one network (file, by role) of a model with several,
+// such as Whisper's encoder and decoder.
+func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []string) (*Net, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := man.Name + "/" + role
-	if pl, ok := m.pools[key]; ok {
-		return pl, nil
+	if n, ok := m.pools[key]; ok {
+		return n, nil
 	}
 	path, err := m.deps.Store.Path(man, role)
 	if err != nil {
@@ -54,7 +115,7 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 		path = filepath.Join(dir, fileName(man, role))
 	}
 	cfg := m.deps.Config
-	spec := cfg.SessionSpec(man.Name, path, inputs, outputs)
+	spec := m.deps.sessionSpec(man.Name, path, inputs, outputs)
 	opts := engine.PoolOptions{Size: cfg.SessionsPerModel, Name: man.Name}
 	if opts.Batch, err = cfg.batchFor(man); err != nil {
 		return nil, err
@@ -62,22 +123,28 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 	if opts.Unit, err = m.unit(man); err != nil {
 		return nil, err
 	}
-	pl := engine.NewPoolWith(m.deps.Runtime, spec, opts)
-	m.pools[key] = pl
-	return pl, nil
+	n := &Net{pool: engine.NewPoolWith(m.deps.Runtime, spec, opts), model: man.Name}
+	m.pools[key] = n
+	return n, nil
 }
 
 // Hold keeps a model resident for the whole of a request that runs it
 // several times (all its files: Whisper's encoder and decoder steps, an
-// upscale's tiles), so that it is not evicted between runs; runs under the
-// returned context are admitted at once. Call release when the request is
-// done. Without a residency scheduler it does nothing.
-func (m *Models) Hold(ctx context.Context, man weights.Manifest) (context.Context, func(), error) {
+// upscale's tiles), so that it is not evicted between runs; runs that carry
+// the hold (engine.Run.Hold) are admitted at once. Release it when the
+// request is done. Without a residency scheduler the hold is nil, which
+// runs and Release accept. Hold only after the request's inputs are
+// fetched and decoded: a held model blocks others from the memory.
+func (m *Models) Hold(ctx context.Context, man weights.Manifest) (*engine.Hold, error) {
 	u, err := m.unit(man)
 	if err != nil || u == nil {
-		return ctx, func() {}, err
+		return nil, err
 	}
-	return u.Hold(ctx)
+	h, err := u.Hold(ctx)
+	if err != nil && ctx.Err() == nil {
+		err = MapError("model "+man.Name+" cannot be held", err)
+	}
+	return h, err
 }
 
 // unit is the residency unit of a model (nil without a scheduler).
@@ -169,11 +236,14 @@ func fileName(man weights.Manifest, role string) string {
 
 // Close releases every loaded model.
 func (m *Models) Close() error {
+	m.loadMu.Lock() // before mu, as in Loaded
+	defer m.loadMu.Unlock()
+	clear(m.loaded)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for n, pl := range m.pools {
-		pl.Close()
-		delete(m.pools, n)
+	for k, n := range m.pools {
+		n.pool.Close()
+		delete(m.pools, k)
 	}
 	return nil
 }

@@ -61,7 +61,7 @@ func storeWith(t *testing.T, rt *enginetest.Runtime, models map[string][]string,
 	return st, mans
 }
 
-func runPool(t *testing.T, pl *engine.Pool) {
+func runPool(t *testing.T, pl *pipelines.Net) {
 	t.Helper()
 	in, _ := engine.NewFloat32([]float32{1}, 1, 1)
 	if _, err := pl.Run(context.Background(), []*engine.Tensor{in}); err != nil {
@@ -85,17 +85,17 @@ func TestModelsResidency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hctx, release, err := ms.Hold(context.Background(), mans["whisper"])
+	hold, err := ms.Hold(context.Background(), mans["whisper"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pl := range []*engine.Pool{enc, dec, dec} { // encoder, then decoder steps, under one hold
+	for _, n := range []*pipelines.Net{enc, dec, dec} { // encoder, then decoder steps, under one hold
 		in, _ := engine.NewFloat32([]float32{1}, 1, 1)
-		if _, err := pl.Run(hctx, []*engine.Tensor{in}); err != nil {
+		if _, err := n.Do(context.Background(), engine.Run{Inputs: []*engine.Tensor{in}, Hold: hold}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	release()
+	hold.Release()
 	if got := res.Used(); got != 600<<20 {
 		t.Errorf("whisper's two files counted %d bytes, want 600 MiB once", got)
 	}
@@ -163,31 +163,5 @@ func TestUnavailableNoMemory(t *testing.T) {
 	err := pipelines.Unavailable("model x failed", fmt.Errorf("run: %w", &engine.NoMemoryError{Model: "x", Need: 3 << 30, Budget: 1 << 30, Device: "cpu"}))
 	if err.Status != 503 || err.Msg != "model x needs 3.00 GiB of memory but the cpu budget is 1.00 GiB (raise -memory-budget)" {
 		t.Errorf("%d %q", err.Status, err.Msg)
-	}
-}
-
-func TestSessionSpecPerModel(t *testing.T) {
-	off := false
-	cfg := pipelines.Config{
-		Providers: []engine.Provider{engine.TensorRT, engine.CUDA, engine.CPU}, FP16: true, DeviceID: 1,
-		TensorRTCacheDir: "/trt",
-		ModelProviders: map[string]pipelines.ProviderSetting{
-			"isnet": {Providers: []engine.Provider{engine.CUDA, engine.CPU}},
-			"flux":  {Providers: []engine.Provider{engine.TensorRT, engine.CPU}, FP16: &off},
-		},
-	}
-	cases := []struct {
-		model, providers string
-		fp16             bool
-	}{
-		{"other", "[tensorrt cuda cpu]", true},
-		{"isnet", "[cuda cpu]", true},
-		{"flux", "[tensorrt cpu]", false},
-	}
-	for _, tc := range cases {
-		s := cfg.SessionSpec(tc.model, "m.onnx", nil, nil)
-		if got := fmt.Sprint(s.Providers); got != tc.providers || s.FP16 != tc.fp16 || s.DeviceID != 1 || s.TensorRTCacheDir != "/trt" {
-			t.Errorf("%s: providers %s fp16 %v device %d cache %q; want %s fp16 %v", tc.model, got, s.FP16, s.DeviceID, s.TensorRTCacheDir, tc.providers, tc.fp16)
-		}
 	}
 }

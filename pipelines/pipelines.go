@@ -77,12 +77,7 @@ type Endpoint interface {
 
 // Config holds the settings every pipeline shares.
 type Config struct {
-	Providers        []engine.Provider
-	IntraOpThreads   int
 	SessionsPerModel int
-	DeviceID         int
-	TensorRTCacheDir string
-	FP16             bool
 	MaxInputBytes    int64 // largest input file
 	MaxPixels        int64 // largest decoded image
 	// MaxUpscalePixels is the largest output an upscale may produce, in
@@ -91,8 +86,8 @@ type Config struct {
 	// MaxAudioDuration is the longest audio input (0 = the Whisper
 	// pipeline's default, 4 h).
 	MaxAudioDuration time.Duration
-	// Models maps a pipeline's default role to an installed model name, e.g.
-	// "rembg" → "isnet-general-use".
+	// Models pins the model that serves a key, e.g. "rembg" →
+	// "isnet-general-use" (see Want.Key).
 	Models map[string]string
 	// Batch is the default dynamic batching of every model; BatchModels
 	// overrides it per model name (as do a manifest's batch_max and
@@ -106,34 +101,12 @@ type Config struct {
 	// ModelConcurrency limits runs of one model at once across its files
 	// (0 = only the sessions per model).
 	ModelConcurrency int
-	// ModelProviders overrides Providers (and FP16) per model name.
-	ModelProviders map[string]ProviderSetting
 }
 
-// ProviderSetting is one model's execution providers, in priority order,
-// and, when set, its TensorRT precision.
-type ProviderSetting struct {
-	Providers []engine.Provider
-	FP16      *bool
-}
-
-// SessionSpec builds the engine spec for a file of model under this config.
-func (c Config) SessionSpec(model, path string, inputs, outputs []string) engine.SessionSpec {
-	spec := engine.SessionSpec{
-		Path: path, Inputs: inputs, Outputs: outputs,
-		Providers: c.Providers, IntraOpThreads: c.IntraOpThreads, DeviceID: c.DeviceID,
-		TensorRTCacheDir: c.TensorRTCacheDir, FP16: c.FP16,
-	}
-	if m, ok := c.ModelProviders[model]; ok {
-		if len(m.Providers) > 0 {
-			spec.Providers = m.Providers
-		}
-		if m.FP16 != nil {
-			spec.FP16 = *m.FP16
-		}
-	}
-	return spec
-}
+// SessionFunc gives the engine spec (providers, threads, device) for one
+// file of a model. It is the engine policy, decided by the server's
+// configuration; pipelines only name the file and its inputs and outputs.
+type SessionFunc func(model, path string, inputs, outputs []string) engine.SessionSpec
 
 // Deps is what a pipeline factory gets.
 type Deps struct {
@@ -142,13 +115,36 @@ type Deps struct {
 	Ops     engine.Ops
 	Log     *slog.Logger
 	Config  Config
+	// Session gives each model file's session spec; nil runs every model
+	// with the runtime's defaults (the CPU).
+	Session SessionFunc
 	// Residency, when set, keeps the loaded models within a memory budget
 	// (shared by every pipeline); nil loads models on demand and keeps them.
 	Residency *engine.Residency
 }
 
-// Factory builds a pipeline's endpoints.
-type Factory func(Deps) ([]Endpoint, error)
+// sessionSpec is d.Session's spec, or the runtime's defaults.
+func (d Deps) sessionSpec(model, path string, inputs, outputs []string) engine.SessionSpec {
+	if d.Session != nil {
+		return d.Session(model, path, inputs, outputs)
+	}
+	return engine.SessionSpec{Path: path, Inputs: inputs, Outputs: outputs}
+}
+
+// Pipeline is one pipeline: one object that owns the models it loads and
+// serves its endpoints over them.
+type Pipeline interface {
+	Endpoints() []Endpoint
+	// Warm loads the default model of one of its endpoints ahead of the
+	// first request; it returns an error wrapping ErrNoModel when no
+	// installed model serves the endpoint.
+	Warm(ctx context.Context, endpoint string) error
+	// Close releases every loaded model.
+	Close() error
+}
+
+// Factory builds a pipeline.
+type Factory func(Deps) (Pipeline, error)
 
 var (
 	regMu     sync.Mutex
@@ -165,14 +161,12 @@ func Register(name string, f Factory) {
 	factories[name] = f
 }
 
-// Registry maps endpoint ids to endpoints.
+// Registry maps endpoint ids to endpoints and owns the pipelines.
 type Registry struct {
+	pipelines []Pipeline
 	endpoints map[string]Endpoint
-	closers   []func() error
+	owner     map[string]Pipeline // endpoint id → its pipeline
 }
-
-// Closer is implemented by endpoints that hold loaded models.
-type Closer interface{ Close() error }
 
 // Build runs every registered factory.
 func Build(d Deps) (*Registry, error) {
@@ -183,33 +177,61 @@ func Build(d Deps) (*Registry, error) {
 	}
 	regMu.Unlock()
 	sort.Strings(names)
-	r := &Registry{endpoints: map[string]Endpoint{}}
+	var ps []Pipeline
 	for _, n := range names {
-		eps, err := factories[n](d)
+		p, err := factories[n](d)
 		if err != nil {
+			for _, q := range ps {
+				q.Close()
+			}
 			return nil, fmt.Errorf("pipeline %s: %w", n, err)
 		}
-		for _, e := range eps {
+		ps = append(ps, p)
+	}
+	r, err := Assemble(ps...)
+	if err != nil {
+		for _, q := range ps {
+			q.Close()
+		}
+	}
+	return r, err
+}
+
+// Assemble makes a registry of built pipelines.
+func Assemble(ps ...Pipeline) (*Registry, error) {
+	r := &Registry{pipelines: ps, endpoints: map[string]Endpoint{}, owner: map[string]Pipeline{}}
+	for _, p := range ps {
+		for _, e := range p.Endpoints() {
 			if _, dup := r.endpoints[e.ID()]; dup {
 				return nil, fmt.Errorf("endpoint %s registered twice", e.ID())
 			}
 			r.endpoints[e.ID()] = e
-			if c, ok := e.(Closer); ok {
-				r.closers = append(r.closers, c.Close)
-			}
+			r.owner[e.ID()] = p
 		}
 	}
 	return r, nil
 }
 
-// NewRegistry builds a registry from endpoints directly (tests).
+// NewRegistry serves endpoints that hold no models (tests, fixed
+// endpoints): one pipeline with nothing to warm or close.
 func NewRegistry(eps ...Endpoint) *Registry {
-	r := &Registry{endpoints: map[string]Endpoint{}}
-	for _, e := range eps {
-		r.endpoints[e.ID()] = e
+	r, err := Assemble(Static(eps...))
+	if err != nil {
+		panic(err)
 	}
 	return r
 }
+
+// Static is a pipeline of endpoints that hold no models.
+func Static(eps ...Endpoint) Pipeline { return static(eps) }
+
+type static []Endpoint
+
+func (s static) Endpoints() []Endpoint { return s }
+func (s static) Warm(context.Context, string) error {
+	return fmt.Errorf("nothing to load: %w", ErrNoModel)
+}
+func (s static) Close() error { return nil }
 
 // Lookup finds an endpoint by its fal id.
 func (r *Registry) Lookup(id string) (Endpoint, bool) {
@@ -227,25 +249,17 @@ func (r *Registry) IDs() []string {
 	return ids
 }
 
-// Close releases every loaded model.
+// Close closes every pipeline once.
 func (r *Registry) Close() error {
-	var first error
-	for _, c := range r.closers {
-		if err := c(); err != nil && first == nil {
-			first = err
-		}
+	var errs []error
+	for _, p := range r.pipelines {
+		errs = append(errs, p.Close())
 	}
-	return first
+	return errors.Join(errs...)
 }
 
-// Warmer is implemented by endpoints that can load their default model ahead
-// of the first request. Warm returns an error wrapping ErrNoModel when no
-// installed model serves the endpoint.
-type Warmer interface {
-	Warm(ctx context.Context) error
-}
-
-// ErrNoModel is what Warm wraps when there is nothing to load.
+// ErrNoModel is what Warm wraps when there is nothing to load, and what a
+// *NotInstalledError matches.
 var ErrNoModel = errors.New("no installed model serves this endpoint")
 
 // Warm loads the default model of the endpoints ids, or of every endpoint
@@ -262,11 +276,7 @@ func (r *Registry) Warm(ctx context.Context, ids ...string) error {
 	}
 	var errs []error
 	for _, id := range ids {
-		w, ok := r.endpoints[id].(Warmer)
-		if !ok {
-			continue
-		}
-		err := w.Warm(ctx)
+		err := r.owner[id].Warm(ctx, id)
 		switch {
 		case err == nil, all && errors.Is(err, ErrNoModel):
 		case !all || ctx.Err() != nil:
@@ -278,15 +288,11 @@ func (r *Registry) Warm(ctx context.Context, ids ...string) error {
 	return errors.Join(errs...)
 }
 
-// CanWarm checks that every id names an endpoint with a model to preload.
+// CanWarm checks that every id names a served endpoint.
 func (r *Registry) CanWarm(ids ...string) error {
 	for _, id := range ids {
-		e, ok := r.endpoints[id]
-		if !ok {
+		if _, ok := r.endpoints[id]; !ok {
 			return fmt.Errorf("no endpoint %s to preload (endpoints: %s)", id, strings.Join(r.IDs(), ", "))
-		}
-		if _, ok := e.(Warmer); !ok {
-			return fmt.Errorf("endpoint %s has no model to preload", id)
 		}
 	}
 	return nil

@@ -393,24 +393,34 @@ func TestRegistry(t *testing.T) {
 	}
 }
 
-// warmEndpoint records its warm-ups; noModel makes it report nothing to load.
-type warmEndpoint struct {
-	fakeEndpoint
-	noModel bool
-	fail    error
-	warmed  *[]string
+// warmPipeline records its warm-ups and closes; its endpoint "nomodel"
+// has nothing to load and "bad" fails to load.
+type warmPipeline struct {
+	ids    []string
+	warmed *[]string
+	closes *int
 }
 
-func (w warmEndpoint) Warm(context.Context) error {
-	if w.noModel {
+func (p warmPipeline) Endpoints() []pipelines.Endpoint {
+	var eps []pipelines.Endpoint
+	for _, id := range p.ids {
+		eps = append(eps, fakeEndpoint{id})
+	}
+	return eps
+}
+
+func (p warmPipeline) Warm(_ context.Context, id string) error {
+	switch id {
+	case "nomodel":
 		return fmt.Errorf("wrapped: %w", pipelines.ErrNoModel)
+	case "bad":
+		return errors.New("disk on fire")
 	}
-	if w.fail != nil {
-		return w.fail
-	}
-	*w.warmed = append(*w.warmed, w.id)
+	*p.warmed = append(*p.warmed, id)
 	return nil
 }
+
+func (p warmPipeline) Close() error { *p.closes++; return nil }
 
 func TestRegistryWarm(t *testing.T) {
 	cases := []struct {
@@ -423,31 +433,41 @@ func TestRegistryWarm(t *testing.T) {
 		{"named", []string{"c"}, "[c]", ""},
 		{"named without a model", []string{"nomodel"}, "[]", "nomodel: wrapped: no installed model"},
 		{"unknown endpoint", []string{"a", "zz"}, "[]", "no endpoint zz to preload"},
-		{"endpoint with nothing to preload", []string{"plain"}, "[]", "endpoint plain has no model to preload"},
+		{"endpoint with nothing to preload", []string{"plain"}, "[]", "plain: nothing to load"},
 		{"a failing load", []string{"bad", "a"}, "[]", "bad: disk on fire"},
 		{"all, past a failing load", nil, "[a c]", "bad: disk on fire"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var warmed []string
-			eps := []pipelines.Endpoint{
-				warmEndpoint{fakeEndpoint: fakeEndpoint{"a"}, warmed: &warmed},
-				warmEndpoint{fakeEndpoint: fakeEndpoint{"nomodel"}, noModel: true, warmed: &warmed},
-				warmEndpoint{fakeEndpoint: fakeEndpoint{"c"}, warmed: &warmed},
-				fakeEndpoint{"plain"},
-			}
+			var closes int
+			ids := []string{"a", "nomodel", "c"}
 			if strings.Contains(tc.name, "failing") {
-				// "b" sorts between a and c: preloading all must go past it.
-				eps = append(eps, warmEndpoint{fakeEndpoint: fakeEndpoint{"bad"}, fail: errors.New("disk on fire"), warmed: &warmed})
+				// "bad" sorts between a and c: preloading all must go past it.
+				ids = append(ids, "bad")
 			}
-			r := pipelines.NewRegistry(eps...)
-			err := r.Warm(context.Background(), tc.ids...)
+			r, err := pipelines.Assemble(warmPipeline{ids: ids, warmed: &warmed, closes: &closes},
+				pipelines.Static(fakeEndpoint{"plain"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = r.Warm(context.Background(), tc.ids...)
 			if (tc.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("err %v, want %q", err, tc.wantErr)
 			}
 			if got := fmt.Sprint(warmed); got != tc.warmed {
 				t.Errorf("warmed %s, want %s", got, tc.warmed)
 			}
+			if err := r.Close(); err != nil || closes != 1 {
+				t.Errorf("Close: %v; the pipeline closed %d times, want once", err, closes)
+			}
 		})
+	}
+}
+
+// Two pipelines may not serve one endpoint.
+func TestAssembleDuplicate(t *testing.T) {
+	if _, err := pipelines.Assemble(pipelines.Static(fakeEndpoint{"a"}), pipelines.Static(fakeEndpoint{"a"})); err == nil {
+		t.Fatal("endpoint a served twice")
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/falocal/falocal/engine"
-	"github.com/falocal/falocal/pipelines"
 )
 
 // Config is the server's whole configuration: flags, each with an
@@ -64,7 +63,7 @@ type Config struct {
 	keepAlive      time.Duration
 	keepAlives     map[string]time.Duration // per model
 	batchModels    map[string]batchSetting
-	modelProviders map[string]pipelines.ProviderSetting
+	modelProviders map[string]providerSetting
 	preload        bool     // anything to preload
 	preloadIDs     []string // the endpoints to preload; none = all
 }
@@ -365,8 +364,8 @@ func parseBatch(s string) (map[string]batchSetting, error) {
 
 // parseModelProviders reads "name=p1,p2,…; name2=…". A TensorRT entry may
 // carry its precision: tensorrt:fp16 or tensorrt:fp32.
-func parseModelProviders(s string) (map[string]pipelines.ProviderSetting, error) {
-	out := map[string]pipelines.ProviderSetting{}
+func parseModelProviders(s string) (map[string]providerSetting, error) {
+	out := map[string]providerSetting{}
 	for _, item := range strings.Split(s, ";") {
 		if item = strings.TrimSpace(item); item == "" {
 			continue
@@ -375,7 +374,7 @@ func parseModelProviders(s string) (map[string]pipelines.ProviderSetting, error)
 		if name = strings.TrimSpace(name); !ok || name == "" {
 			return nil, fmt.Errorf("%q: want name=providers", item)
 		}
-		var set pipelines.ProviderSetting
+		var set providerSetting
 		var names []string
 		for _, p := range list(spec) {
 			p, prec, hasPrec := strings.Cut(strings.ToLower(p), ":")

@@ -79,10 +79,11 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if trt == "" {
 		trt = filepath.Join(c.CacheDir, "tensorrt")
 	}
+	sessions := sessionPolicy{providers: providers, threads: c.threads(), deviceID: c.DeviceID, trtCache: trt,
+		fp16: c.FP16, models: c.modelProviders}
 	pcfg := pipelines.Config{
-		Providers: providers, IntraOpThreads: c.threads(), SessionsPerModel: c.Sessions,
-		DeviceID: c.DeviceID, TensorRTCacheDir: trt, FP16: c.FP16,
-		MaxInputBytes: c.MaxInputBytes, MaxPixels: c.MaxPixels, MaxUpscalePixels: c.MaxUpscale,
+		SessionsPerModel: c.Sessions,
+		MaxInputBytes:    c.MaxInputBytes, MaxPixels: c.MaxPixels, MaxUpscalePixels: c.MaxUpscale,
 		MaxAudioDuration: c.MaxAudio,
 		Models:           map[string]string{},
 	}
@@ -106,7 +107,6 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		pcfg.BatchModels[name] = engine.BatchConfig{MaxBatch: b.max, MaxDelay: d}
 	}
 	pcfg.ModelConcurrency = c.ModelConcurrency
-	pcfg.ModelProviders = c.modelProviders
 	pcfg.KeepAliveModels = c.keepAlives
 	if c.Workers < c.BatchMax {
 		log.Warn("fewer workers than -batch-max: batches cannot fill", "workers", c.Workers, "batch_max", c.BatchMax)
@@ -146,7 +146,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("model residency", "device", device, "memory_budget", budget, "keep_alive", c.keepAlive,
 		"batch_max", c.BatchMax, "batch_delay", c.BatchDelay)
 	reg, err := pipelines.Build(pipelines.Deps{Store: store, Runtime: rt, Ops: engine.CPUOps(), Log: log, Config: pcfg,
-		Residency: res})
+		Session: sessions.spec, Residency: res})
 	if err != nil {
 		return err
 	}

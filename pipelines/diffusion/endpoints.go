@@ -5,11 +5,11 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"math"
 	"strings"
-	"sync"
 
 	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/weights"
@@ -52,98 +52,94 @@ var specs = []endpointSpec{
 type Pipeline struct {
 	deps   pipelines.Deps
 	models *pipelines.Models
-	mu     sync.Mutex
-	loaded map[string]*Model
+	eps    []pipelines.Endpoint
 }
 
 // New builds the diffusion endpoints.
-func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
-	p := &Pipeline{deps: d, models: pipelines.NewModels(d), loaded: map[string]*Model{}}
-	var eps []pipelines.Endpoint
+func New(d pipelines.Deps) (pipelines.Pipeline, error) {
+	p := &Pipeline{deps: d, models: pipelines.NewModels(d)}
 	for _, s := range specs {
-		eps = append(eps, &endpoint{p: p, spec: s})
+		p.eps = append(p.eps, &endpoint{p: p, spec: s})
 	}
-	return eps, nil
+	return p, nil
 }
+
+// Endpoints are the fal text-to-image, image-to-image and inpainting ids.
+func (p *Pipeline) Endpoints() []pipelines.Endpoint { return p.eps }
 
 // Close releases the loaded sessions.
 func (p *Pipeline) Close() error { return p.models.Close() }
+
+// Warm opens the sessions of an endpoint's default model.
+func (p *Pipeline) Warm(ctx context.Context, endpoint string) error {
+	for _, s := range specs {
+		if s.id == endpoint {
+			m, err := p.model(s, "")
+			if err != nil {
+				return err
+			}
+			return m.warm(ctx, s.kind)
+		}
+	}
+	return fmt.Errorf("diffusion: no endpoint %s", endpoint)
+}
 
 // model finds the installed model for an endpoint: one whose manifest
 // serves its key (e.g. "flux/dev", "fast-turbo-diffusion:stabilityai/sd-turbo"),
 // else the first diffusion model of a family that fits.
 func (p *Pipeline) model(s endpointSpec, variant string) (*Model, error) {
-	all, err := p.deps.Store.List()
-	if err != nil {
-		return nil, err
-	}
 	want := s.key
 	if variant != "" {
 		want += ":" + variant
 	}
-	var pick *weights.Manifest
-	var names []string
-	for i := range all {
-		m := &all[i]
-		if m.Pipeline != "diffusion" {
+	man, err := p.deps.Resolve(pipelines.Want{Pipeline: "diffusion", Key: want,
+		Match: func(m weights.Manifest) bool {
+			for _, sv := range m.Serves {
+				if sv == want || (variant == "" && strings.HasPrefix(sv, s.key+":")) {
+					return true
+				}
+			}
+			return false
+		},
+		What:    "a diffusion model for " + want,
+		Install: "import a diffusers ONNX export with 'falocal weights import -pipeline diffusion -name NAME -dir DIR -serves " + want + "'"})
+	if err == nil {
+		return p.load(man)
+	}
+	if !errors.Is(err, pipelines.ErrNoModel) {
+		return nil, err
+	}
+	// no manifest names the endpoint: the first model of a fitting family
+	all, lerr := p.deps.Store.List()
+	if lerr != nil {
+		return nil, lerr
+	}
+	fams := s.families
+	switch variant {
+	case "stabilityai/sdxl-turbo":
+		fams = []Family{SDXL}
+	case "stabilityai/sd-turbo":
+		fams = []Family{SD}
+	}
+	for _, man := range all {
+		if man.Pipeline != "diffusion" || len(man.Serves) > 0 {
 			continue
 		}
-		names = append(names, m.Name)
-		for _, sv := range m.Serves {
-			if sv == want || (variant == "" && strings.HasPrefix(sv, s.key+":")) {
-				if pick == nil {
-					pick = m
-				}
+		m, lerr := p.load(man)
+		if lerr != nil {
+			continue
+		}
+		for _, f := range fams {
+			if m.Family == f && (f != Flux || m.Guidance == s.guidance) {
+				return m, nil
 			}
 		}
 	}
-	if pick == nil {
-		// no manifest names the endpoint: the first model of a fitting family
-		fams := s.families
-		switch variant {
-		case "stabilityai/sdxl-turbo":
-			fams = []Family{SDXL}
-		case "stabilityai/sd-turbo":
-			fams = []Family{SD}
-		}
-		for i := range all {
-			if all[i].Pipeline != "diffusion" || len(all[i].Serves) > 0 {
-				continue
-			}
-			m, err := p.load(all[i])
-			if err != nil {
-				continue
-			}
-			for _, f := range fams {
-				if m.Family == f && (f != Flux || m.Guidance == s.guidance) {
-					return m, nil
-				}
-			}
-		}
-	}
-	if pick == nil {
-		msg := fmt.Sprintf("no installed diffusion model serves %s", want)
-		if len(names) > 0 {
-			msg += fmt.Sprintf(" (installed: %s)", strings.Join(names, ", "))
-		}
-		return nil, pipelines.Unavailable(msg+"; import a diffusers ONNX export with "+
-			"'falocal weights import -pipeline diffusion -name NAME -dir DIR -serves "+want+"'", pipelines.ErrNoModel)
-	}
-	return p.load(*pick)
+	return nil, err
 }
 
 func (p *Pipeline) load(man weights.Manifest) (*Model, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if m, ok := p.loaded[man.Name]; ok {
-		return m, nil
-	}
-	m, err := LoadModel(man, p.deps.Store, p.models)
-	if err != nil {
-		return nil, pipelines.Unavailable(fmt.Sprintf("diffusion model %s cannot be loaded: %v", man.Name, err), err)
-	}
-	p.loaded[man.Name] = m
-	return m, nil
+	return pipelines.Loaded(p.models, man, func() (*Model, error) { return LoadModel(man, p.deps.Store, p.models) })
 }
 
 type endpoint struct {
@@ -152,16 +148,6 @@ type endpoint struct {
 }
 
 func (e *endpoint) ID() string { return e.spec.id }
-
-// Warm opens the sessions of the endpoint's default model.
-func (e *endpoint) Warm(ctx context.Context) error {
-	m, err := e.p.model(e.spec, "")
-	if err != nil {
-		return err
-	}
-	return m.warm(ctx, e.spec.kind)
-}
-func (e *endpoint) Close() error { return e.p.Close() }
 
 // input is the union of the served schemas; pointers tell absent from zero.
 type input struct {
@@ -344,11 +330,12 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if in.Acceleration != nil && *in.Acceleration != "none" {
 		req.Logf(pipelines.Info, "acceleration %q: this server runs one precision; the request runs as 'none'", *in.Acceleration)
 	}
-	ctx, release, err := e.p.models.Hold(ctx, m.man)
+	hold, err := e.p.models.Hold(ctx, m.man)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer hold.Release()
+	m = m.Held(hold)
 	j.Progress = func(step, total int) { req.Logf(pipelines.Info, "step %d/%d", step, total) }
 	if req.Partial != nil {
 		// fal.stream: after each step, the current latents decoded, in the

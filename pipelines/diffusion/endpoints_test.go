@@ -24,6 +24,7 @@ import (
 	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/weights"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -46,6 +47,12 @@ func endpointsWith(t *testing.T, models map[string][]string) map[string]pipeline
 
 // endpointsUnder is endpointsWith with a residency scheduler (nil: none).
 func endpointsUnder(t *testing.T, models map[string][]string, res *engine.Residency) map[string]pipelines.Endpoint {
+	_, eps := pipelineUnder(t, models, res)
+	return eps
+}
+
+// pipelineUnder is endpointsUnder with the pipeline.
+func pipelineUnder(t *testing.T, models map[string][]string, res *engine.Residency) (pipelines.Pipeline, map[string]pipelines.Endpoint) {
 	t.Helper()
 	st, err := weights.Open(t.TempDir())
 	if err != nil {
@@ -64,18 +71,9 @@ func endpointsUnder(t *testing.T, models map[string][]string, res *engine.Reside
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := New(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, MaxInputBytes: 8 << 20, MaxPixels: 1 << 24},
+	return pipelinetest.Build(t, New, pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
+		SessionsPerModel: 1, MaxInputBytes: 8 << 20, MaxPixels: 1 << 24},
 		Residency: res})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eps[0].(pipelines.Closer).Close() })
-	out := map[string]pipelines.Endpoint{}
-	for _, e := range eps {
-		out[e.ID()] = e
-	}
-	return out
 }
 
 type result struct {
@@ -297,7 +295,7 @@ func TestEndpointWarm(t *testing.T) {
 	res := engine.NewResidency(0, -1, "cpu", nil)
 	met := metrics.New()
 	res.UseMetrics(met)
-	eps := endpointsUnder(t, map[string][]string{"sd15-tiny": {"stable-diffusion-v15"}, "flux-schnell-tiny": {"flux/schnell"}}, res)
+	p, _ := pipelineUnder(t, map[string][]string{"sd15-tiny": {"stable-diffusion-v15"}, "flux-schnell-tiny": {"flux/schnell"}}, res)
 	loads := func(model string) float64 {
 		var m dto.Metric
 		if err := met.ModelLoads.WithLabelValues(model, "ok").Write(&m); err != nil {
@@ -315,7 +313,7 @@ func TestEndpointWarm(t *testing.T) {
 	}
 	for _, tc := range cases {
 		before := loads(tc.model)
-		if err := eps[tc.id].(pipelines.Warmer).Warm(context.Background()); err != nil {
+		if err := p.Warm(context.Background(), tc.id); err != nil {
 			t.Fatalf("%s: %v", tc.id, err)
 		}
 		if got := loads(tc.model) - before; got != tc.files {
@@ -326,7 +324,7 @@ func TestEndpointWarm(t *testing.T) {
 		t.Errorf("resident %s", got)
 	}
 	for _, id := range []string{"fal-ai/flux/dev", "fal-ai/fast-sdxl/inpainting"} {
-		if err := eps[id].(pipelines.Warmer).Warm(context.Background()); !errors.Is(err, pipelines.ErrNoModel) {
+		if err := p.Warm(context.Background(), id); !errors.Is(err, pipelines.ErrNoModel) {
 			t.Errorf("%s with no model: %v", id, err)
 		}
 	}

@@ -17,13 +17,11 @@ import (
 const fluxCLIPLen = 77
 
 // fluxTrace observes a FLUX run (tests compare it with diffusers' records);
-// it travels in the context so concurrent jobs cannot see each other's.
+// it travels in its Job so concurrent jobs cannot see each other's.
 type fluxTrace struct {
 	call func(component string, feeds map[string]*tensorT) // before each text encoder/transformer call
 	step func(i int, latents []float32)                    // packed latents after step i (absolute index)
 }
-
-type fluxTraceKey struct{}
 
 func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 	if j.Mask != nil {
@@ -36,7 +34,7 @@ func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 	if j.Steps < 1 {
 		return nil, fmt.Errorf("diffusion: %d steps", j.Steps)
 	}
-	trace, _ := ctx.Value(fluxTraceKey{}).(*fluxTrace)
+	trace := j.fluxTrace
 	B := j.NumImages
 	C := m.LatentChannels
 	h, w := j.Height/vaeFactor, j.Width/vaeFactor

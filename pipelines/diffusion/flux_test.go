@@ -3,7 +3,6 @@
 package diffusion
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -159,7 +158,7 @@ func fluxModel(t *testing.T, name string) *Model {
 		t.Fatal(err)
 	}
 	models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, MaxInputBytes: 32 << 20, Models: map[string]string{}}})
+		SessionsPerModel: 1, MaxInputBytes: 32 << 20, Models: map[string]string{}}})
 	t.Cleanup(func() { models.Close() })
 	man, err := st.Get(name)
 	if err != nil {
@@ -287,7 +286,8 @@ func checkFluxCase(t *testing.T, m *Model, c *fluxCase, batch int) {
 	var progress [][2]int
 	j.Progress = func(s, total int) { progress = append(progress, [2]int{s, total}) }
 
-	res, err := m.Generate(context.WithValue(t.Context(), fluxTraceKey{}, trace), j)
+	j.fluxTrace = trace
+	res, err := m.Generate(t.Context(), j)
 	if err != nil {
 		t.Fatal(err)
 	}

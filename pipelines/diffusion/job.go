@@ -41,6 +41,7 @@ type Job struct {
 	// StepLatents, when set, sees the latents after every step (tests
 	// compare them with the reference's; previews could decode them).
 	StepLatents func(step int, latents []float32)
+	fluxTrace   *fluxTrace // tests: observes a FLUX run
 }
 
 // Noise draws standard normal values.

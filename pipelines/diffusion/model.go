@@ -38,9 +38,9 @@ type Model struct {
 	man    weights.Manifest
 	files  map[string]string // name in the export → verified path
 	models *pipelines.Models
+	st     *state
+	hold   *engine.Hold // a request's hold on the model (Held); nil on the shared Model
 
-	mu    sync.Mutex
-	nets  map[string]*net
 	clip  *tokenizer.CLIP
 	clip2 *tokenizer.CLIP
 	t5    *tokenizer.T5
@@ -51,18 +51,31 @@ type Model struct {
 	// the transformer takes a guidance input (dev).
 	Guidance        bool
 	SchedulerConfig []byte
+}
 
+// state is what every request's view of a Model shares.
+type state struct {
+	mu      sync.Mutex
+	nets    map[string]*net
 	statsMu sync.Mutex
 	stats   map[string]time.Duration // component → time in its runs
+}
+
+// Held is the model for one request that holds it resident (see
+// pipelines.Models.Hold): its runs carry the hold.
+func (m *Model) Held(h *engine.Hold) *Model {
+	c := *m
+	c.hold = h
+	return &c
 }
 
 // ComponentTimes returns the time spent in each component's runs since the
 // last reset (benchmarks split model time from the Go loop's).
 func (m *Model) ComponentTimes() map[string]time.Duration {
-	m.statsMu.Lock()
-	defer m.statsMu.Unlock()
+	m.st.statsMu.Lock()
+	defer m.st.statsMu.Unlock()
 	out := map[string]time.Duration{}
-	for k, v := range m.stats {
+	for k, v := range m.st.stats {
 		out[k] = v
 	}
 	return out
@@ -70,21 +83,21 @@ func (m *Model) ComponentTimes() map[string]time.Duration {
 
 // ResetComponentTimes zeroes the component times.
 func (m *Model) ResetComponentTimes() {
-	m.statsMu.Lock()
-	m.stats = nil
-	m.statsMu.Unlock()
+	m.st.statsMu.Lock()
+	m.st.stats = nil
+	m.st.statsMu.Unlock()
 }
 
 // net is one ONNX component with its graph's input and output names.
 type net struct {
-	pool            *engine.Pool
+	pool            *pipelines.Net
 	inputs, outputs []string
 }
 
 // LoadModel reads a diffusers export's configs and tokenizers; sessions
 // open on first use through models.
 func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Models) (*Model, error) {
-	m := &Model{Name: man.Name, man: man, files: map[string]string{}, models: models, nets: map[string]*net{}}
+	m := &Model{Name: man.Name, man: man, files: map[string]string{}, models: models, st: &state{nets: map[string]*net{}}}
 	for _, f := range man.Files {
 		p, err := store.Path(man, f.Role)
 		if err != nil {
@@ -179,9 +192,9 @@ func (m *Model) dirFiles(prefix string) map[string]string {
 
 // component opens (once) the ONNX file of a component such as "unet".
 func (m *Model) component(name string) (*net, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if n, ok := m.nets[name]; ok {
+	m.st.mu.Lock()
+	defer m.st.mu.Unlock()
+	if n, ok := m.st.nets[name]; ok {
 		return n, nil
 	}
 	file := name + "/model.onnx"
@@ -198,7 +211,7 @@ func (m *Model) component(name string) (*net, error) {
 		return nil, err
 	}
 	n := &net{pool: pl, inputs: in, outputs: out}
-	m.nets[name] = n
+	m.st.nets[name] = n
 	return n, nil
 }
 
@@ -236,14 +249,14 @@ func (m *Model) run(ctx context.Context, name string, feeds map[string]*engine.T
 		in[i] = t
 	}
 	t0 := time.Now()
-	outs, err := n.pool.Run(ctx, in)
+	outs, err := n.pool.Do(ctx, engine.Run{Inputs: in, Hold: m.hold})
 	took := time.Since(t0)
-	m.statsMu.Lock()
-	if m.stats == nil {
-		m.stats = map[string]time.Duration{}
+	m.st.statsMu.Lock()
+	if m.st.stats == nil {
+		m.st.stats = map[string]time.Duration{}
 	}
-	m.stats[name] += took
-	m.statsMu.Unlock()
+	m.st.stats[name] += took
+	m.st.statsMu.Unlock()
 	if err != nil {
 		return nil, err
 	}

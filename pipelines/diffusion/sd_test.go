@@ -100,7 +100,7 @@ func tinyModel(t testing.TB, name string) *Model {
 		t.Fatal(err)
 	}
 	models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1}})
+		SessionsPerModel: 1}})
 	t.Cleanup(func() { models.Close() })
 	m, err := LoadModel(man, st, models)
 	if err != nil {
@@ -345,7 +345,7 @@ func TestFP16Export(t *testing.T) {
 		t.Fatal(err)
 	}
 	models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1}})
+		SessionsPerModel: 1}})
 	defer models.Close()
 	m, err := LoadModel(man, st, models)
 	if err != nil {

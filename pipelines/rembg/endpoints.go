@@ -35,8 +35,10 @@ type birefnet struct {
 	v2          bool
 }
 
-func (e *birefnet) ID() string   { return e.id }
-func (e *birefnet) Close() error { return e.p.Close() }
+// idRembg is fal's rembg endpoint.
+const idRembg = "fal-ai/imageutils/rembg"
+
+func (e *birefnet) ID() string { return e.id }
 
 func (e *birefnet) Run(ctx context.Context, req *pipelines.Request) (any, error) {
 	var in birefnetInput
@@ -62,12 +64,9 @@ func (e *birefnet) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	md, served, err := e.p.resolve("birefnet:" + variant)
+	md, err := e.p.resolve("birefnet:"+variant, fmt.Sprintf("BiRefNet model '%s'", variant))
 	if err != nil {
 		return nil, err
-	}
-	if md == nil {
-		return nil, notInstalled("model", fmt.Sprintf("BiRefNet model '%s'", variant), served)
 	}
 	// Without an explicit operating_resolution the model runs at its native
 	// size; only an explicit request for another size is refused.
@@ -89,7 +88,7 @@ type rembgInput struct {
 
 type rembgEndpoint struct{ p *Pipeline }
 
-func (e *rembgEndpoint) ID() string { return "fal-ai/imageutils/rembg" }
+func (e *rembgEndpoint) ID() string { return idRembg }
 
 func (e *rembgEndpoint) Run(ctx context.Context, req *pipelines.Request) (any, error) {
 	var in rembgInput
@@ -101,12 +100,9 @@ func (e *rembgEndpoint) Run(ctx context.Context, req *pipelines.Request) (any, e
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	md, served, err := e.p.resolve("rembg")
+	md, err := e.p.resolve("rembg", "the background-removal model")
 	if err != nil {
 		return nil, err
-	}
-	if md == nil {
-		return nil, pipelines.Unavailable(fmt.Sprintf("no background-removal model is installed (have: %v); run 'falocal setup'", served), nil)
 	}
 	res, err := e.p.run(ctx, req, job{
 		model: md, outputFormat: "png", syncMode: pipelines.Bool(in.SyncMode, false),
@@ -119,6 +115,3 @@ func (e *rembgEndpoint) Run(ctx context.Context, req *pipelines.Request) (any, e
 		Image pipelines.ImageFile `json:"image"`
 	}{res.Image}, nil
 }
-
-// Warm loads the default model.
-func (e *rembgEndpoint) Warm(ctx context.Context) error { return e.p.Warm(ctx) }

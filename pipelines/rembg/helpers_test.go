@@ -9,8 +9,6 @@ import (
 	"image/color"
 	"image/png"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"github.com/falocal/falocal/engine/enginetest"
 	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/pipelines/internal/imageio"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/pipelines/rembg"
 	"github.com/falocal/falocal/weights"
 )
@@ -33,48 +32,12 @@ const (
 	idRembg = "fal-ai/imageutils/rembg"
 )
 
-// memFiles is an in-memory pipelines.Files.
-type memFiles struct {
-	mu    sync.Mutex
-	files map[string]pipelines.Blob
-	saves int
-}
-
-func newMemFiles() *memFiles { return &memFiles{files: map[string]pipelines.Blob{}} }
-
-func (f *memFiles) Save(ctx context.Context, data []byte, contentType, name string) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.saves++
-	url := fmt.Sprintf("http://files.test/%d/%s", f.saves, name)
-	f.files[url] = pipelines.Blob{Data: bytes.Clone(data), ContentType: contentType}
-	return url, nil
-}
-
-func (f *memFiles) Open(ctx context.Context, url string, limit int64) (pipelines.Blob, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, ok := f.files[url]
-	if !ok {
-		return pipelines.Blob{}, fmt.Errorf("no such file %s", url)
-	}
-	if limit > 0 && int64(len(b.Data)) > limit {
-		return pipelines.Blob{}, &pipelines.HTTPError{Status: 413, Msg: "file too large"}
-	}
-	return b, nil
-}
-
-func (f *memFiles) saveCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.saves
-}
-
 // env is a rembg pipeline over a fake engine and a temporary store.
 type env struct {
 	store *weights.Store
 	rt    *enginetest.Runtime
-	files *memFiles
+	files *pipelinetest.Files
+	p     pipelines.Pipeline
 	eps   map[string]pipelines.Endpoint
 	path  string // the fake model's blob path
 
@@ -110,22 +73,7 @@ func brightnessMask(in []float32, s int) ([]float32, error) {
 
 func installModel(t *testing.T, st *weights.Store, name string, serves []string, params map[string]string) weights.Manifest {
 	t.Helper()
-	tmp, err := st.TempDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := filepath.Join(tmp, "model.onnx")
-	if err := os.WriteFile(src, []byte("fake onnx "+name), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := st.AddBlob(src, "model", "model.onnx", "fp32", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := weights.Manifest{Name: name, Pipeline: "rembg", Files: []weights.File{f}, Serves: serves, Params: params}
-	if err := st.Put(m); err != nil {
-		t.Fatal(err)
-	}
+	m, _ := pipelinetest.InstallFake(t, st, weights.Manifest{Name: name, Pipeline: "rembg", Serves: serves, Params: params})
 	return m
 }
 
@@ -152,7 +100,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{store: st, rt: enginetest.New(), files: newMemFiles(), path: path, eps: map[string]pipelines.Endpoint{}}
+	e := &env{store: st, rt: enginetest.New(), files: pipelinetest.NewFiles(), path: path}
 	size := 0
 	fmt.Sscan(o.params["size"], &size)
 	model := enginetest.Model{
@@ -179,22 +127,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 		model.Delay = time.Hour
 	}
 	e.rt.Add(path, model)
-	eps, err := rembg.New(pipelines.Deps{
+	e.p, e.eps = pipelinetest.Build(t, rembg.New, pipelines.Deps{
 		Store: st, Runtime: e.rt, Ops: engine.CPUOps(),
 		Config: pipelines.Config{SessionsPerModel: 2, MaxInputBytes: 1 << 20, MaxPixels: 1 << 20, Models: o.models},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ep := range eps {
-		e.eps[ep.ID()] = ep
-	}
-	t.Cleanup(func() {
-		for _, ep := range eps {
-			if c, ok := ep.(pipelines.Closer); ok {
-				c.Close()
-			}
-		}
 	})
 	return e
 }

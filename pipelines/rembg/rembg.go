@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"image"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -22,20 +21,24 @@ func init() { pipelines.Register("rembg", New) }
 
 // Pipeline owns the loaded segmentation models.
 type Pipeline struct {
-	deps pipelines.Deps
-
+	deps   pipelines.Deps
 	models *pipelines.Models
+	eps    []pipelines.Endpoint
 }
 
 // New builds the three endpoints over one shared model set.
-func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
+func New(d pipelines.Deps) (pipelines.Pipeline, error) {
 	p := &Pipeline{deps: d, models: pipelines.NewModels(d)}
-	return []pipelines.Endpoint{
+	p.eps = []pipelines.Endpoint{
 		&birefnet{p: p, id: "fal-ai/birefnet", models: v1Models, resolutions: v1Res},
 		&birefnet{p: p, id: "fal-ai/birefnet/v2", models: v2Models, resolutions: v2Res, v2: true},
 		&rembgEndpoint{p: p},
-	}, nil
+	}
+	return p, nil
 }
+
+// Endpoints are fal-ai/birefnet, fal-ai/birefnet/v2 and fal-ai/imageutils/rembg.
+func (p *Pipeline) Endpoints() []pipelines.Endpoint { return p.eps }
 
 // Close releases every loaded model.
 func (p *Pipeline) Close() error { return p.models.Close() }
@@ -50,40 +53,17 @@ type model struct {
 	sigmod bool
 }
 
+// install says how to get a background-removal model.
+const install = "run 'falocal setup' for the default models, or add one with 'falocal weights import'"
+
 // resolve finds the installed model that serves key ("rembg" or
-// "birefnet:<variant>"). The server config may pin a model for a key.
-func (p *Pipeline) resolve(key string) (*model, []string, error) {
-	all, err := p.deps.Store.List()
+// "birefnet:<variant>"); what names it in messages.
+func (p *Pipeline) resolve(key, what string) (*model, error) {
+	man, err := p.deps.Resolve(pipelines.Want{Pipeline: "rembg", Key: key, What: what, Install: install})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	var found *weights.Manifest
-	var served []string
-	if name, ok := p.deps.Config.Models[key]; ok {
-		for i := range all {
-			if all[i].Name == name {
-				found = &all[i]
-			}
-		}
-	}
-	for i := range all {
-		m := &all[i]
-		if m.Pipeline != "rembg" {
-			continue
-		}
-		for _, s := range m.Serves {
-			served = append(served, fmt.Sprintf("%s (%s)", s, m.Name))
-			if s == key && found == nil {
-				found = m
-			}
-		}
-	}
-	sort.Strings(served)
-	if found == nil {
-		return nil, served, nil
-	}
-	md, err := parseModel(*found)
-	return md, served, err
+	return pipelines.Loaded(p.models, man, func() (*model, error) { return parseModel(man) })
 }
 
 func parseModel(m weights.Manifest) (*model, error) {
@@ -131,18 +111,19 @@ func triple(s string) ([3]float32, error) {
 	return out, nil
 }
 
-func (p *Pipeline) pool(md *model) (*engine.Pool, error) {
+func (p *Pipeline) pool(md *model) (*pipelines.Net, error) {
 	return p.models.Pool(md.m, md.m.Params["input"], md.m.Params["output"])
 }
 
-// Warm loads the default model now (used by preload).
-func (p *Pipeline) Warm(ctx context.Context) error {
-	md, _, err := p.resolve("rembg")
+// Warm loads an endpoint's default model now (used by preload).
+func (p *Pipeline) Warm(ctx context.Context, endpoint string) error {
+	key, what := "rembg", "the background-removal model"
+	if endpoint != idRembg {
+		key, what = "birefnet:General Use (Light)", "BiRefNet model 'General Use (Light)'"
+	}
+	md, err := p.resolve(key, what)
 	if err != nil {
 		return err
-	}
-	if md == nil {
-		return pipelines.ErrNoModel
 	}
 	pl, err := p.pool(md)
 	if err != nil {
@@ -195,10 +176,7 @@ func (p *Pipeline) run(ctx context.Context, req *pipelines.Request, j job, image
 	t1 := time.Now()
 	outs, err := pl.Run(ctx, []*engine.Tensor{t})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, pipelines.Unavailable("model "+j.model.m.Name+" failed", err)
+		return nil, err
 	}
 	req.Logf(pipelines.Info, "inference took %.2fs", time.Since(t1).Seconds())
 	raw := outs[0]
@@ -323,13 +301,4 @@ func cropToAlpha(img *image.NRGBA) image.Image {
 		return img // nothing opaque: keep the full (transparent) image
 	}
 	return img.SubImage(image.Rect(minX, minY, maxX+1, maxY+1))
-}
-
-// notInstalled is the 422 for a model choice without local weights.
-func notInstalled(field, what string, served []string) error {
-	have := "none"
-	if len(served) > 0 {
-		have = strings.Join(served, ", ")
-	}
-	return pipelines.Invalid(field, fmt.Sprintf("%s is not available on this server: no weights for it are installed (installed background-removal models: %s; add one with 'falocal weights import')", what, have))
 }

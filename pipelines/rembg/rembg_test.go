@@ -35,9 +35,6 @@ func TestEndpointIDs(t *testing.T) {
 	if !slices.Equal(ids, want) {
 		t.Fatalf("endpoint ids %v, want %v", ids, want)
 	}
-	if _, ok := e.eps[idRembg].(pipelines.Warmer); !ok {
-		t.Errorf("%s does not implement Warmer", idRembg)
-	}
 }
 
 func keys(m map[string]any) []string {
@@ -193,7 +190,7 @@ func TestOutputShapes(t *testing.T) {
 			for k, v := range c.fields {
 				fields[k] = v
 			}
-			saves := e.files.saveCount()
+			saves := e.files.Saves()
 			out, err := e.run(t, c.id, jsonInput(t, fields))
 			if err != nil {
 				t.Fatalf("Run: %v", err)
@@ -234,7 +231,7 @@ func TestOutputShapes(t *testing.T) {
 			if c.sync {
 				wantSaves = saves
 			}
-			if got := e.files.saveCount(); got != wantSaves {
+			if got := e.files.Saves(); got != wantSaves {
 				t.Errorf("files saved: %d, want %d", got-saves, wantSaves-saves)
 			}
 		})
@@ -524,15 +521,11 @@ func TestValidation(t *testing.T) {
 		{name: "v2-only model on v1", ids: []string{idV1}, in: with(map[string]any{"model": "Matting"}), want: wantErr{loc("model"), "literal_error", []string{"Input should be 'General Use (Light)', 'General Use (Heavy)' or 'Portrait'"}}},
 		{name: "Light 2K on v1", ids: []string{idV1}, in: with(map[string]any{"model": "General Use (Light 2K)"}), want: wantErr{loc("model"), "literal_error", nil}},
 		{name: "Dynamic on v1", ids: []string{idV1}, in: with(map[string]any{"model": "General Use (Dynamic)"}), want: wantErr{loc("model"), "literal_error", nil}},
-		{name: "Matting on v2 not installed", ids: []string{idV2}, in: with(map[string]any{"model": "Matting"}), want: wantErr{loc("model"), "value_error", []string{"'Matting'", "no weights", "birefnet:General Use (Light) (test-model)", "rembg (test-model)"}}},
-		{name: "Portrait not installed", ids: biref, in: with(map[string]any{"model": "Portrait"}), want: wantErr{loc("model"), "value_error", []string{"'Portrait'", "birefnet:General Use (Light) (test-model)"}}},
-		{name: "Heavy not installed", ids: biref, in: with(map[string]any{"model": "General Use (Heavy)"}), want: wantErr{loc("model"), "value_error", []string{"not available"}}},
 		{name: "resolution 2048", ids: biref, in: with(map[string]any{"operating_resolution": "2048x2048"}), want: wantErr{loc("operating_resolution"), "value_error", []string{"'2048x2048'", "32x32 only", "test-model"}}},
 		{name: "resolution 1024 explicit", ids: biref, in: with(map[string]any{"operating_resolution": "1024x1024"}), want: wantErr{loc("operating_resolution"), "value_error", []string{"32x32 only"}}},
 		{name: "resolution 2304 on v1", ids: []string{idV1}, in: with(map[string]any{"operating_resolution": "2304x2304"}), want: wantErr{loc("operating_resolution"), "literal_error", []string{"'1024x1024' or '2048x2048'"}}},
 		{name: "resolution 2304 without Dynamic", ids: []string{idV2}, in: with(map[string]any{"operating_resolution": "2304x2304"}), want: wantErr{loc("operating_resolution"), "value_error", []string{"General Use (Dynamic)"}}},
 		{name: "resolution 2304 with Light", ids: []string{idV2}, in: with(map[string]any{"operating_resolution": "2304x2304", "model": "General Use (Light)"}), want: wantErr{loc("operating_resolution"), "value_error", []string{"General Use (Dynamic)"}}},
-		{name: "resolution 2304 with Dynamic not installed", ids: []string{idV2}, in: with(map[string]any{"operating_resolution": "2304x2304", "model": "General Use (Dynamic)"}), want: wantErr{loc("model"), "value_error", []string{"'General Use (Dynamic)'"}}},
 		{name: "resolution free-form", ids: biref, in: with(map[string]any{"operating_resolution": "32x32"}), want: wantErr{loc("operating_resolution"), "literal_error", nil}},
 		{name: "output_format jpeg", ids: biref, in: with(map[string]any{"output_format": "jpeg"}), want: wantErr{loc("output_format"), "literal_error", []string{"'webp', 'png' or 'gif'"}}},
 		{name: "output_format case", ids: biref, in: with(map[string]any{"output_format": "PNG"}), want: wantErr{loc("output_format"), "literal_error", nil}},
@@ -623,7 +616,7 @@ func TestCancellation(t *testing.T) {
 		}
 	}
 	// A cancelled request is not a broken model: nothing was saved.
-	if n := e.files.saveCount(); n != 0 {
+	if n := e.files.Saves(); n != 0 {
 		t.Errorf("%d files saved for cancelled requests", n)
 	}
 }
@@ -666,7 +659,53 @@ func TestNoModelInstalled(t *testing.T) {
 		t.Fatalf("rembg: err = %v, want a 503", err)
 	}
 	_, err = e.run(t, idV1, jsonInput(t, map[string]any{"image_url": uri}))
-	checkValidation(t, err, wantErr{[]any{"body", "model"}, "value_error", []string{"'General Use (Light)'", "something-else (test-model)"}})
+	checkNotInstalled(t, err, "'General Use (Light)'", "test-model (serves something-else)")
+}
+
+// A model choice without local weights is the one "not installed" answer:
+// 503 naming the choice and what is installed.
+func TestVariantNotInstalled(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	cases := []struct {
+		name string
+		ids  []string
+		in   map[string]any
+		msgs []string
+	}{
+		{"Matting on v2", []string{idV2}, map[string]any{"model": "Matting"}, []string{"'Matting'", "test-model (serves rembg, birefnet:General Use (Light))"}},
+		{"Portrait", []string{idV1, idV2}, map[string]any{"model": "Portrait"}, []string{"'Portrait'", "falocal weights import"}},
+		{"Heavy", []string{idV1, idV2}, map[string]any{"model": "General Use (Heavy)"}, []string{"'General Use (Heavy)'"}},
+		{"resolution 2304 with Dynamic", []string{idV2}, map[string]any{"operating_resolution": "2304x2304", "model": "General Use (Dynamic)"}, []string{"'General Use (Dynamic)'"}},
+	}
+	for _, c := range cases {
+		for _, id := range c.ids {
+			t.Run(c.name+"/"+id, func(t *testing.T) {
+				in := map[string]any{"image_url": pngURI(t, testScene())}
+				for k, v := range c.in {
+					in[k] = v
+				}
+				_, err := e.run(t, id, jsonInput(t, in))
+				checkNotInstalled(t, err, c.msgs...)
+			})
+		}
+	}
+	if _, _, runs, _ := e.rt.Stats(); runs != 0 {
+		t.Errorf("the model ran %d times", runs)
+	}
+}
+
+func checkNotInstalled(t *testing.T, err error, msgs ...string) {
+	t.Helper()
+	var he *pipelines.HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || !errors.Is(err, pipelines.ErrNoModel) ||
+		!strings.Contains(he.Msg, "is not installed on this server") {
+		t.Fatalf("err = %v, want a 503 saying the model is not installed", err)
+	}
+	for _, m := range msgs {
+		if !strings.Contains(he.Msg, m) {
+			t.Errorf("%q does not contain %q", he.Msg, m)
+		}
+	}
 }
 
 func TestBadManifestParams(t *testing.T) {
@@ -705,8 +744,7 @@ func TestPinnedModel(t *testing.T) {
 
 func TestWarmAndClose(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	w := e.eps[idRembg].(pipelines.Warmer)
-	if err := w.Warm(context.Background()); err != nil {
+	if err := e.p.Warm(context.Background(), idRembg); err != nil {
 		t.Fatal(err)
 	}
 	if opened, _, runs, _ := e.rt.Stats(); opened != 1 || runs != 0 {
@@ -721,7 +759,7 @@ func TestWarmAndClose(t *testing.T) {
 	if opened, _, runs, _ := e.rt.Stats(); opened != 1 || runs != 3 {
 		t.Fatalf("opened %d runs %d, want 1 and 3", opened, runs)
 	}
-	if err := e.eps[idV1].(pipelines.Closer).Close(); err != nil {
+	if err := e.p.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, closed, _, _ := e.rt.Stats(); closed != 1 {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"image"
 	"image/png"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,33 +16,10 @@ import (
 	"github.com/falocal/falocal/engine/enginetest"
 	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/pipelines/internal/imageio"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/pipelines/upscale"
 	"github.com/falocal/falocal/weights"
 )
-
-// memFiles is an in-memory pipelines.Files.
-type memFiles struct {
-	mu    sync.Mutex
-	files map[string][]byte
-}
-
-func (f *memFiles) Save(ctx context.Context, data []byte, contentType, name string) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	url := fmt.Sprintf("http://files.test/%d/%s", len(f.files), name)
-	f.files[url] = bytes.Clone(data)
-	return url, nil
-}
-
-func (f *memFiles) Open(ctx context.Context, url string, limit int64) (pipelines.Blob, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, ok := f.files[url]
-	if !ok {
-		return pipelines.Blob{}, fmt.Errorf("no such file %s", url)
-	}
-	return pipelines.Blob{Data: b}, nil
-}
 
 // fakeModel is an installed fake upscaler: what it serves, its native
 // scale, and how it computes (nil: boxThenNearest).
@@ -114,7 +89,8 @@ type call struct {
 }
 
 type env struct {
-	files *memFiles
+	files *pipelinetest.Files
+	p     pipelines.Pipeline
 	ep    pipelines.Endpoint
 	rt    *enginetest.Runtime
 
@@ -137,33 +113,14 @@ func newEnv(t *testing.T, cfg pipelines.Config, models ...fakeModel) *env {
 	if models == nil {
 		models = []fakeModel{{name: "x4plus", serves: []string{"esrgan:RealESRGAN_x4plus"}, scale: 4, arch: "RRDBNet"}}
 	}
-	e := &env{files: &memFiles{files: map[string][]byte{}}, rt: enginetest.New()}
+	e := &env{files: pipelinetest.NewFiles(), rt: enginetest.New()}
 	for _, fm := range models {
-		tmp, err := st.TempDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		src := filepath.Join(tmp, "model.onnx")
-		if err := os.WriteFile(src, []byte("fake onnx "+fm.name), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		f, err := st.AddBlob(src, "model", "model.onnx", "fp32", "")
-		if err != nil {
-			t.Fatal(err)
-		}
 		arch := fm.arch
 		if arch == "" {
 			arch = "SRVGGNetCompact"
 		}
-		m := weights.Manifest{Name: fm.name, Pipeline: "upscale", Files: []weights.File{f}, Serves: fm.serves,
-			Params: map[string]string{"input": "input", "output": "output", "scale": fmt.Sprint(fm.scale), "tile_pad": "10", "arch": arch}}
-		if err := st.Put(m); err != nil {
-			t.Fatal(err)
-		}
-		path, err := st.Path(m, "model")
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, path := pipelinetest.InstallFake(t, st, weights.Manifest{Name: fm.name, Pipeline: "upscale", Serves: fm.serves,
+			Params: map[string]string{"input": "input", "output": "output", "scale": fmt.Sprint(fm.scale), "tile_pad": "10", "arch": arch}})
 		fn := fm.fn
 		if fn == nil {
 			fn = boxThenNearest
@@ -191,15 +148,11 @@ func newEnv(t *testing.T, cfg pipelines.Config, models ...fakeModel) *env {
 		cfg.MaxPixels = 1 << 22
 	}
 	cfg.SessionsPerModel = 1
-	eps, err := upscale.New(pipelines.Deps{Store: st, Runtime: e.rt, Ops: engine.CPUOps(), Config: cfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(eps) != 1 || eps[0].ID() != "fal-ai/esrgan" {
+	p, eps := pipelinetest.Build(t, upscale.New, pipelines.Deps{Store: st, Runtime: e.rt, Ops: engine.CPUOps(), Config: cfg})
+	if len(eps) != 1 || eps["fal-ai/esrgan"] == nil {
 		t.Fatalf("endpoints %v", eps)
 	}
-	e.ep = eps[0]
-	t.Cleanup(func() { eps[0].(pipelines.Closer).Close() })
+	e.p, e.ep = p, eps["fal-ai/esrgan"]
 	return e
 }
 

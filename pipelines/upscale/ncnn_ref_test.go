@@ -76,7 +76,7 @@ func TestNCNNReference(t *testing.T) {
 	defer s.Close()
 	run := func(x []float32) []float32 {
 		in, _ := engine.NewFloat32(x, 1, 3, h, w)
-		out, err := s.Run(context.Background(), []*engine.Tensor{in})
+		out, err := s.Run(context.Background(), []*engine.Tensor{in}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/pipelines/upscale"
 	"github.com/falocal/falocal/weights"
 )
@@ -42,16 +43,12 @@ func TestRealTiledVsUntiled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eps, err := upscale.New(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, MaxInputBytes: 1 << 24, MaxPixels: 1 << 24}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := eps[0]
-	defer ep.(pipelines.Closer).Close()
+	_, eps := pipelinetest.Build(t, upscale.New, pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
+		SessionsPerModel: 1, MaxInputBytes: 1 << 24, MaxPixels: 1 << 24}})
+	ep := eps[upscale.EndpointID]
 	crop := image.NewNRGBA(image.Rect(0, 0, 96, 64))
 	draw.Draw(crop, crop.Bounds(), photo, image.Pt(120, 70), draw.Src)
-	e := &env{files: &memFiles{files: map[string][]byte{}}, ep: ep}
+	e := &env{files: pipelinetest.NewFiles(), ep: ep}
 	uri := pngURI(t, crop)
 	run := func(tile int) image.Image {
 		t0 := time.Now()

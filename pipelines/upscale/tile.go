@@ -13,9 +13,9 @@ import (
 	"github.com/falocal/falocal/pipelines"
 )
 
-// Runner runs a model (an *engine.Pool).
+// Runner runs a model (an *engine.Pool, a *pipelines.Net).
 type Runner interface {
-	Run(ctx context.Context, inputs []*engine.Tensor) ([]*engine.Tensor, error)
+	Do(ctx context.Context, r engine.Run) ([]*engine.Tensor, error)
 }
 
 // minPad is the least context kept around a tile: the bicubic resampling
@@ -82,12 +82,9 @@ func Upscale(ctx context.Context, req *pipelines.Request, m Runner, ns, pad, til
 			return nil, err
 		}
 		var st engine.RunStats
-		outs, err := m.Run(engine.WithRunStats(ctx, &st), []*engine.Tensor{t})
+		outs, err := m.Do(ctx, engine.Run{Inputs: []*engine.Tensor{t}, Stats: &st})
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			return nil, pipelines.Unavailable("upscaling model failed", err)
+			return nil, err
 		}
 		if st.Batch > 1 {
 			req.Logf(pipelines.Info, "tiles %d-%d ran in one batch with %d other request(s) (%d tiles; waited %s, ran %s)",

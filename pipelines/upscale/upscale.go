@@ -7,12 +7,11 @@ package upscale
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/falocal/falocal/engine"
@@ -36,30 +35,33 @@ var formats = []string{"png", "jpeg"}
 
 // Pipeline owns the loaded upscaling models.
 type Pipeline struct {
-	deps pipelines.Deps
-
+	deps   pipelines.Deps
 	models *pipelines.Models
 }
 
-// New builds the fal-ai/esrgan endpoint.
-func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
-	return []pipelines.Endpoint{&Pipeline{deps: d, models: pipelines.NewModels(d)}}, nil
+// New builds the fal-ai/esrgan pipeline.
+func New(d pipelines.Deps) (pipelines.Pipeline, error) {
+	return &Pipeline{deps: d, models: pipelines.NewModels(d)}, nil
 }
 
-// ID is fal's endpoint id.
-func (p *Pipeline) ID() string { return EndpointID }
+// Endpoints is fal-ai/esrgan.
+func (p *Pipeline) Endpoints() []pipelines.Endpoint { return []pipelines.Endpoint{endpoint{p}} }
 
 // Close releases every loaded model.
 func (p *Pipeline) Close() error { return p.models.Close() }
 
-// Warm loads the default model, when installed.
-func (p *Pipeline) Warm(ctx context.Context) error {
-	md, _, err := p.resolve("RealESRGAN_x4plus", 4)
+type endpoint struct{ p *Pipeline }
+
+func (e endpoint) ID() string { return EndpointID }
+func (e endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error) {
+	return e.p.Run(ctx, req)
+}
+
+// Warm loads the default model.
+func (p *Pipeline) Warm(ctx context.Context, _ string) error {
+	md, err := p.resolve("RealESRGAN_x4plus", 4)
 	if err != nil {
 		return err
-	}
-	if md == nil {
-		return pipelines.ErrNoModel
 	}
 	pl, err := p.pool(md)
 	if err != nil {
@@ -78,54 +80,38 @@ type model struct {
 	window int // automatic tiling: largest model input side
 }
 
-// resolve finds the installed model for fal's name at the wanted scale; nil
-// with the installed fal names when there is none.
-func (p *Pipeline) resolve(name string, scale float64) (*model, []string, error) {
-	all, err := p.deps.Store.List()
-	if err != nil {
-		return nil, nil, err
-	}
-	byKey := map[string]weights.Manifest{}
-	seen := map[string]bool{}
-	var installed []string
-	for _, m := range all {
-		if m.Pipeline != "upscale" {
+// resolve finds the installed model for fal's name at the wanted scale.
+// The anime video models have ×2 and ×3 builds of the same network
+// ("esrgan:<name>@2"), preferred when the scale is at most theirs.
+func (p *Pipeline) resolve(name string, scale float64) (*model, error) {
+	w := pipelines.Want{Pipeline: "upscale", Key: "esrgan:" + name, What: fmt.Sprintf("model '%s'", name),
+		Install: "run 'falocal setup' for the default models, or add one with 'falocal weights import'"}
+	for _, v := range []struct {
+		max    float64
+		suffix string
+	}{{2, "@2"}, {3, "@3"}} {
+		if scale > v.max {
 			continue
 		}
-		for _, s := range m.Serves {
-			k, ok := strings.CutPrefix(s, "esrgan:")
-			if !ok {
-				continue
-			}
-			if _, dup := byKey[k]; !dup {
-				byKey[k] = m
-			}
-			base, _, _ := strings.Cut(k, "@")
-			if !seen[base] {
-				seen[base] = true
-				installed = append(installed, base)
-			}
+		alt := w
+		alt.Key += v.suffix
+		man, err := p.deps.Resolve(alt)
+		if err == nil {
+			return p.load(man)
+		}
+		if !errors.Is(err, pipelines.ErrNoModel) {
+			return nil, err
 		}
 	}
-	sort.Strings(installed)
-	// The anime video models have ×2 and ×3 builds of the same network.
-	for _, v := range []struct {
-		max float64
-		key string
-	}{{2, name + "@2"}, {3, name + "@3"}} {
-		if scale <= v.max {
-			if m, ok := byKey[v.key]; ok {
-				md, err := parseModel(m)
-				return md, installed, err
-			}
-		}
+	man, err := p.deps.Resolve(w)
+	if err != nil {
+		return nil, err
 	}
-	m, ok := byKey[name]
-	if !ok {
-		return nil, installed, nil
-	}
-	md, err := parseModel(m)
-	return md, installed, err
+	return p.load(man)
+}
+
+func (p *Pipeline) load(man weights.Manifest) (*model, error) {
+	return pipelines.Loaded(p.models, man, func() (*model, error) { return parseModel(man) })
 }
 
 func parseModel(m weights.Manifest) (*model, error) {
@@ -150,7 +136,7 @@ func parseModel(m weights.Manifest) (*model, error) {
 	return md, nil
 }
 
-func (p *Pipeline) pool(md *model) (*engine.Pool, error) { return p.models.Pool(md.m, md.in, md.out) }
+func (p *Pipeline) pool(md *model) (*pipelines.Net, error) { return p.models.Pool(md.m, md.in, md.out) }
 
 // input is fal's ESRGAN input; pointer fields tell absent from zero.
 type input struct {
@@ -200,16 +186,9 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	md, installed, err := p.resolve(name, scale)
+	md, err := p.resolve(name, scale)
 	if err != nil {
 		return nil, err
-	}
-	if md == nil {
-		have := "none; run 'falocal setup'"
-		if len(installed) > 0 {
-			have = "'" + strings.Join(installed, "', '") + "'"
-		}
-		return nil, pipelines.Invalid("model", fmt.Sprintf("model '%s' is not installed on this server (installed: %s)", name, have))
 	}
 
 	t0 := time.Now()
@@ -235,15 +214,12 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	}
 	// One residency admission for all the tile runs: the model is not
 	// evicted between them.
-	hctx, release, err := p.models.Hold(ctx, md.m)
+	hold, err := p.models.Hold(ctx, md.m)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		return nil, pipelines.Unavailable("upscaling model "+md.m.Name+" unavailable", err)
+		return nil, err
 	}
-	defer release()
-	out, err := Upscale(hctx, req, pl, md.scale, md.pad, tileSize(tile, md, img.Bounds().Dx(), img.Bounds().Dy()), img, ow, oh)
+	defer hold.Release()
+	out, err := Upscale(ctx, req, held{pl, hold}, md.scale, md.pad, tileSize(tile, md, img.Bounds().Dx(), img.Bounds().Dy()), img, ow, oh)
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +229,17 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	}
 	req.Logf(pipelines.Info, "done in %.2fs", time.Since(t0).Seconds())
 	return res, nil
+}
+
+// held runs a network under a request's hold on its model.
+type held struct {
+	n *pipelines.Net
+	h *engine.Hold
+}
+
+func (r held) Do(ctx context.Context, run engine.Run) ([]*engine.Tensor, error) {
+	run.Hold = r.h
+	return r.n.Do(ctx, run)
 }
 
 // outSize is Real-ESRGAN's outscale size: round(w·s)×round(h·s).

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/falocal/falocal/pipelines"
@@ -30,85 +29,41 @@ const DefaultMaxAudio = 4 * time.Hour
 type Pipeline struct {
 	deps   pipelines.Deps
 	models *pipelines.Models
-	mu     sync.Mutex
-	loaded map[string]*Model
 }
 
 // New builds fal-ai/whisper and fal-ai/wizper.
-func New(d pipelines.Deps) ([]pipelines.Endpoint, error) {
-	p := &Pipeline{deps: d, models: pipelines.NewModels(d), loaded: map[string]*Model{}}
-	return []pipelines.Endpoint{&endpoint{p: p, id: "fal-ai/whisper"}, &endpoint{p: p, id: "fal-ai/wizper", wizper: true}}, nil
+func New(d pipelines.Deps) (pipelines.Pipeline, error) {
+	return &Pipeline{deps: d, models: pipelines.NewModels(d)}, nil
+}
+
+// Endpoints are fal-ai/whisper and fal-ai/wizper.
+func (p *Pipeline) Endpoints() []pipelines.Endpoint {
+	return []pipelines.Endpoint{&endpoint{p: p, id: "fal-ai/whisper"}, &endpoint{p: p, id: "fal-ai/wizper", wizper: true}}
 }
 
 // Close releases the loaded sessions.
 func (p *Pipeline) Close() error { return p.models.Close() }
 
 // model picks the installed Whisper model for an endpoint: the one the
-// server config names for it ("whisper" or "wizper"), else the only or
-// first installed one.
-func (p *Pipeline) model(key string) (*Model, error) {
-	all, err := p.deps.Store.List()
+// server config names for it ("whisper" or "wizper", which falls back to
+// whisper's setting), else the first installed one.
+func (p *Pipeline) model(wizper bool) (*Model, error) {
+	w := pipelines.Want{Pipeline: "whisper", Key: "whisper", What: "a Whisper model",
+		Match:   func(weights.Manifest) bool { return true },
+		Install: "import an ONNX export (optimum layout) with 'falocal weights import -pipeline whisper -name NAME -dir DIR'"}
+	if wizper {
+		w.Key, w.Keys = "wizper", []string{"whisper"}
+	}
+	man, err := p.deps.Resolve(w)
 	if err != nil {
 		return nil, err
 	}
-	var cands []weights.Manifest
-	for _, m := range all {
-		if m.Pipeline == "whisper" {
-			cands = append(cands, m)
-		}
-	}
-	if len(cands) == 0 {
-		return nil, pipelines.Unavailable("no Whisper model is installed: import an ONNX export (optimum layout) with "+
-			"'falocal weights import -pipeline whisper -name NAME -dir DIR'", pipelines.ErrNoModel)
-	}
-	pick := cands[0]
-	want := p.deps.Config.Models[key]
-	if want == "" && key == "wizper" {
-		want = p.deps.Config.Models["whisper"]
-	}
-	if want != "" {
-		found := false
-		for _, m := range cands {
-			if m.Name == want {
-				pick, found = m, true
-			}
-		}
-		if !found {
-			return nil, pipelines.Unavailable(fmt.Sprintf("the configured Whisper model %q is not installed", want), nil)
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if m, ok := p.loaded[pick.Name]; ok {
-		return m, nil
-	}
-	m, err := LoadModel(pick, p.deps.Store, p.models)
-	if err != nil {
-		return nil, pipelines.Unavailable(fmt.Sprintf("Whisper model %s cannot be loaded: %v", pick.Name, err), err)
-	}
-	p.loaded[pick.Name] = m
-	return m, nil
-}
-
-type endpoint struct {
-	p      *Pipeline
-	id     string
-	wizper bool
-}
-
-func (e *endpoint) ID() string { return e.id }
-
-// key names the endpoint's model setting in pipelines.Config.Models.
-func (e *endpoint) key() string {
-	if e.wizper {
-		return "wizper"
-	}
-	return "whisper"
+	return pipelines.Loaded(p.models, man, func() (*Model, error) { return LoadModel(man, p.deps.Store, p.models) })
 }
 
 // Warm opens the sessions of the endpoint's model: encoder and decoders.
-func (e *endpoint) Warm(ctx context.Context) error {
-	m, err := e.p.model(e.key())
+func (p *Pipeline) Warm(ctx context.Context, endpoint string) error {
+	m, err := p.model(endpoint == "fal-ai/wizper")
 	if err != nil {
 		return err
 	}
@@ -122,7 +77,14 @@ func (e *endpoint) Warm(ctx context.Context) error {
 	}
 	return nil
 }
-func (e *endpoint) Close() error { return e.p.Close() }
+
+type endpoint struct {
+	p      *Pipeline
+	id     string
+	wizper bool
+}
+
+func (e *endpoint) ID() string { return e.id }
 
 // input is the union of fal's whisper and wizper inputs; pointers tell
 // absent from zero.
@@ -210,7 +172,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	m, err := e.p.model(e.key())
+	m, err := e.p.model(e.wizper)
 	if err != nil {
 		return nil, err
 	}
@@ -226,12 +188,6 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		}
 	}
 
-	// keep the encoder and decoder resident across the many runs of one request
-	ctx, release, err := e.p.models.Hold(ctx, m.man)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	data, err := pipelines.LoadBytes(ctx, req, e.p.deps.Config, "audio_url", url)
 	if err != nil {
 		return nil, err
@@ -248,6 +204,15 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	pcm := a.Mono16k()
 	dur := float64(len(pcm)) / SampleRate
 	req.Logf(pipelines.Info, "audio: %.1f s, %d Hz, %d channel(s), decoded in %v", a.Duration().Seconds(), a.Rate, a.Channels, time.Since(t0).Round(time.Millisecond))
+
+	// the input is here: keep the encoder and decoder resident across the
+	// many runs of the request
+	hold, err := e.p.models.Hold(ctx, m.man)
+	if err != nil {
+		return nil, err
+	}
+	defer hold.Release()
+	m = m.Held(hold)
 
 	opt := TranscribeOptions{Options: Options{Task: task, Language: lang}}
 	var prompt string

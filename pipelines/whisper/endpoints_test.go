@@ -21,6 +21,7 @@ import (
 	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -80,12 +81,8 @@ func runEndpoint(t *testing.T, ep pipelines.Endpoint, input map[string]any) runR
 }
 
 func endpoints(t *testing.T, d pipelines.Deps) map[string]pipelines.Endpoint {
-	eps, err := New(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eps[0].(pipelines.Closer).Close() })
-	return map[string]pipelines.Endpoint{eps[0].ID(): eps[0], eps[1].ID(): eps[1]}
+	_, eps := pipelinetest.Build(t, New, d)
+	return eps
 }
 
 // status returns the HTTP status an error would be answered with.
@@ -228,8 +225,8 @@ func TestEndpointOutputShape(t *testing.T) {
 // Warm opens the encoder and decoder sessions of the endpoint's model, and
 // reports ErrNoModel when no Whisper model is installed.
 func TestEndpointWarm(t *testing.T) {
-	eps := endpoints(t, tinyDeps(t))
-	if err := eps["fal-ai/whisper"].(pipelines.Warmer).Warm(context.Background()); !errors.Is(err, pipelines.ErrNoModel) {
+	p, _ := pipelinetest.Build(t, New, tinyDeps(t))
+	if err := p.Warm(context.Background(), "fal-ai/whisper"); !errors.Is(err, pipelines.ErrNoModel) {
 		t.Fatalf("no model: %v", err)
 	}
 	met := metrics.New()
@@ -243,10 +240,10 @@ func TestEndpointWarm(t *testing.T) {
 	d := tinyDeps(t, "tiny-multi")
 	d.Residency = engine.NewResidency(0, -1, "cpu", nil)
 	d.Residency.UseMetrics(met)
-	eps = endpoints(t, d)
+	p, _ = pipelinetest.Build(t, New, d)
 	before := loads()
 	for _, id := range []string{"fal-ai/whisper", "fal-ai/wizper"} {
-		if err := eps[id].(pipelines.Warmer).Warm(context.Background()); err != nil {
+		if err := p.Warm(context.Background(), id); err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
 	}

@@ -42,7 +42,16 @@ type Model struct {
 	decPast *decoderNet // unmerged layout: the with-past decoder
 	merged  bool
 	headDim int
-	stats   stats
+	stats   *stats
+	hold    *engine.Hold // a request's hold on the model (Held); nil on the shared Model
+}
+
+// Held is the model for one request that holds it resident (see
+// pipelines.Models.Hold): its runs carry the hold.
+func (m *Model) Held(h *engine.Hold) *Model {
+	c := *m
+	c.hold = h
+	return &c
 }
 
 // stats accumulates where time goes, for benchmarks.
@@ -114,7 +123,7 @@ func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Mod
 	if tok.VocabSize() > cfg.VocabSize {
 		return nil, fmt.Errorf("whisper model %s: tokenizer has %d tokens, the model %d", man.Name, tok.VocabSize(), cfg.VocabSize)
 	}
-	m := &Model{Name: man.Name, man: man, cfg: cfg, tok: tok, headDim: cfg.DModel / cfg.DecoderHeads}
+	m := &Model{Name: man.Name, man: man, cfg: cfg, tok: tok, headDim: cfg.DModel / cfg.DecoderHeads, stats: &stats{}}
 	encPool, err := models.PoolFor(man, "encoder_model.onnx", []string{"input_features"}, []string{"last_hidden_state"})
 	if err != nil {
 		return nil, err
@@ -147,7 +156,7 @@ func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Mod
 
 // decoderNet is a decoder session with its graph's input and output names.
 type decoderNet struct {
-	pool            *engine.Pool
+	pool            *pipelines.Net
 	inputs, outputs []string
 	once            sync.Once
 	dtypes          map[string]engine.DType // input name → element type
@@ -222,9 +231,9 @@ func (m *Model) encode(ctx context.Context, mels [][]float32) (*features, error)
 	if err != nil {
 		return nil, err
 	}
-	ctx = engine.WithOutputShapes(ctx, map[string][]int64{"last_hidden_state": {int64(len(mels)), nFrames / 2, int64(m.cfg.DModel)}})
+	shapes := map[string][]int64{"last_hidden_state": {int64(len(mels)), nFrames / 2, int64(m.cfg.DModel)}}
 	t0 := time.Now()
-	out, err := m.enc.pool.Run(ctx, []*engine.Tensor{t})
+	out, err := m.enc.pool.Do(ctx, engine.Run{Inputs: []*engine.Tensor{t}, OutputShapes: shapes, Hold: m.hold})
 	m.stats.encoder.Add(int64(time.Since(t0)))
 	if err != nil {
 		return nil, err
@@ -359,7 +368,7 @@ func (m *Model) forward(ctx context.Context, st decoderState, tokens [][]int) ([
 		in[i] = t
 	}
 	L := m.cfg.DecoderLayers
-	// float16 outputs need their shapes up front (see engine.WithOutputShapes)
+	// float16 outputs need their shapes up front (see engine.Session.Run)
 	hints := map[string][]int64{"logits": {int64(rows), int64(n), int64(m.cfg.VocabSize)}}
 	for l := 0; l < L; l++ {
 		for _, kv := range []string{"key", "value"} {
@@ -372,7 +381,7 @@ func (m *Model) forward(ctx context.Context, st decoderState, tokens [][]int) ([
 		}
 	}
 	t0 := time.Now()
-	outs, err := net.pool.Run(engine.WithOutputShapes(ctx, hints), in)
+	outs, err := net.pool.Do(ctx, engine.Run{Inputs: in, OutputShapes: hints, Hold: m.hold})
 	m.stats.decoder.Add(int64(time.Since(t0)))
 	m.stats.decoderCalls.Add(1)
 	if err != nil {

@@ -38,7 +38,7 @@ func tinyDeps(t testing.TB, names ...string) pipelines.Deps {
 		t.Fatal(err)
 	}
 	return pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		Providers: []engine.Provider{engine.CPU}, SessionsPerModel: 1, MaxInputBytes: 32 << 20, Models: map[string]string{}}}
+		SessionsPerModel: 1, MaxInputBytes: 32 << 20, Models: map[string]string{}}}
 }
 
 // tinyModel opens one generated test model.
