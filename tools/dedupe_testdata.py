@@ -1,6 +1,6 @@
 """Replace tracked test-data files that are byte-identical to another one
 with relative symlinks to the first (in git ls-files order), so the working
-tree stays small (the device machine takes at most 64 MiB of it).
+tree stays small (a GPU test machine may take at most 64 MiB of it).
 weights.Store.AddDir follows such links. Run after regenerating test data:
     python3 tools/dedupe_testdata.py
 """

@@ -155,7 +155,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	integer(&c.DeviceID, "device", "FALOCAL_DEVICE", 0, "GPU index for CUDA/TensorRT")
 	str(&c.TRTCacheDir, "trt-cache", "FALOCAL_TRT_CACHE", "", "TensorRT engine cache directory (default: <cache-dir>/tensorrt)")
 	boolean(&c.FP16, "fp16", "FALOCAL_FP16", true, "let TensorRT build fp16 engines")
-	dur(&c.RequestTimeout, "request-timeout", "FALOCAL_REQUEST_TIMEOUT", 10*time.Minute, "longest a sync request may run")
+	dur(&c.RequestTimeout, "request-timeout", "FALOCAL_REQUEST_TIMEOUT", 10*time.Minute, "longest a request may run once started, sync or queued")
 	num(&c.MaxBodyBytes, "max-body-bytes", "FALOCAL_MAX_BODY_BYTES", 64<<20, "largest request body")
 	num(&c.MaxInputBytes, "max-input-bytes", "FALOCAL_MAX_INPUT_BYTES", 48<<20, "largest input file")
 	num(&c.MaxPixels, "max-pixels", "FALOCAL_MAX_PIXELS", 25_000_000, "largest decoded input image, in pixels")
