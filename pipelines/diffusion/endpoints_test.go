@@ -54,18 +54,9 @@ func endpointsUnder(t *testing.T, models map[string][]string, res *engine.Reside
 // pipelineUnder is endpointsUnder with the pipeline.
 func pipelineUnder(t *testing.T, models map[string][]string, res *engine.Residency) (pipelines.Pipeline, map[string]pipelines.Endpoint) {
 	t.Helper()
-	st, err := weights.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := pipelinetest.Store(t)
 	for name, serves := range models {
-		files, err := st.AddDir(filepath.Join("testdata", "models", name), "fp32")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Put(weights.Manifest{Name: name, Pipeline: "diffusion", Files: files, Serves: serves}); err != nil {
-			t.Fatal(err)
-		}
+		pipelinetest.InstallDir(t, st, filepath.Join("testdata", "models", name), weights.Manifest{Name: name, Pipeline: "diffusion", Serves: serves})
 	}
 	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
 	if err != nil {

@@ -13,10 +13,6 @@ import (
 	"testing"
 
 	"github.com/falocal/falocal/engine"
-	"github.com/falocal/falocal/engine/ort"
-	"github.com/falocal/falocal/internal/testenv"
-	"github.com/falocal/falocal/pipelines"
-	"github.com/falocal/falocal/weights"
 )
 
 // fluxArray is an array ref of a case.json: a raw float32 file, or inline
@@ -142,32 +138,7 @@ func fluxTensorValues(x *engine.Tensor) []float32 {
 // fluxModel installs testdata/models/<name> in a fresh store and loads it.
 func fluxModel(t *testing.T, name string) *Model {
 	t.Helper()
-	st, err := weights.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := st.AddDir(filepath.Join("testdata", "models", name), "fp32")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Put(weights.Manifest{Name: name, Pipeline: "diffusion", Files: files}); err != nil {
-		t.Fatal(err)
-	}
-	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		SessionsPerModel: 1, MaxInputBytes: 32 << 20, Models: map[string]string{}}})
-	t.Cleanup(func() { models.Close() })
-	man, err := st.Get(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := LoadModel(man, st, models)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := tinyModel(t, name)
 	if m.Family != Flux {
 		t.Fatalf("%s loaded as %s", name, m.Family)
 	}

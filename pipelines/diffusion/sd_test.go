@@ -16,6 +16,7 @@ import (
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -83,24 +84,14 @@ func (r *replay) Normal(n int) []float32 {
 // on ONNX Runtime's CPU provider.
 func tinyModel(t testing.TB, name string) *Model {
 	t.Helper()
-	st, err := weights.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := st.AddDir(filepath.Join("testdata", "models", name), "fp32")
-	if err != nil {
-		t.Fatal(err)
-	}
-	man := weights.Manifest{Name: name, Pipeline: "diffusion", Files: files}
-	if err := st.Put(man); err != nil {
-		t.Fatal(err)
-	}
+	st := pipelinetest.Store(t)
+	man := pipelinetest.InstallDir(t, st, filepath.Join("testdata", "models", name), weights.Manifest{Name: name, Pipeline: "diffusion"})
 	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		SessionsPerModel: 1}})
+		SessionsPerModel: 1, MaxInputBytes: 32 << 20}})
 	t.Cleanup(func() { models.Close() })
 	m, err := LoadModel(man, st, models)
 	if err != nil {

@@ -5,40 +5,25 @@ package whisper
 import (
 	"math"
 	"os"
-	"path/filepath"
 	"testing"
 
-	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/pipelines/whisper/audio"
-	"github.com/falocal/falocal/weights"
 )
 
 // tinyDeps installs generated test models (testdata/<name>) into a fresh
 // store, with ONNX Runtime's CPU provider.
 func tinyDeps(t testing.TB, names ...string) pipelines.Deps {
 	t.Helper()
-	st, err := weights.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range names {
-		files, err := st.AddDir(filepath.Join("testdata", name), "fp32")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Put(weights.Manifest{Name: name, Pipeline: "whisper", Files: files}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	d := fakeDeps(t, names...)
 	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{
-		SessionsPerModel: 1, MaxInputBytes: 32 << 20, Models: map[string]string{}}}
+	d.Runtime = rt
+	return d
 }
 
 // tinyModel opens one generated test model.

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,21 +72,10 @@ type runResult struct {
 
 func runEndpoint(t *testing.T, ep pipelines.Endpoint, input map[string]any) runResult {
 	t.Helper()
-	b, _ := json.Marshal(input)
-	var mu sync.Mutex
-	var logs []string
-	req := &pipelines.Request{ID: "test", Endpoint: ep.ID(), Input: b, Files: noFiles{},
-		Log: func(l pipelines.Level, m string) { mu.Lock(); logs = append(logs, m); mu.Unlock() }}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := ep.Run(ctx, req)
-	if err != nil {
-		return runResult{err: err, logs: logs}
-	}
-	j, _ := json.Marshal(out)
-	var m map[string]any
-	json.Unmarshal(j, &m)
-	return runResult{out: m, logs: logs}
+	r := pipelinetest.Call(ctx, ep, input, noFiles{})
+	return runResult{out: r.Out, logs: r.Logs, err: r.Err}
 }
 
 func endpoints(t *testing.T, d pipelines.Deps) map[string]pipelines.Endpoint {
