@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"image"
 	_ "image/png" // decodeURI reads PNG outputs
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,17 +88,6 @@ func call(t *testing.T, ep pipelines.Endpoint, in map[string]any) result {
 	return result{out: o.(Output), logs: logs}
 }
 
-func statusOf(err error) int {
-	var ve *pipelines.ValidationError
-	var he *pipelines.HTTPError
-	switch {
-	case errors.As(err, &ve):
-		return http.StatusUnprocessableEntity
-	case errors.As(err, &he):
-		return he.Status
-	}
-	return 500
-}
 
 func pngURI(t *testing.T, path string) string {
 	b, err := os.ReadFile(path)

@@ -85,15 +85,8 @@ func endpoints(t *testing.T, d pipelines.Deps) map[string]pipelines.Endpoint {
 
 // status returns the HTTP status an error would be answered with.
 func status(err error) int {
-	var ve *pipelines.ValidationError
-	var he *pipelines.HTTPError
-	switch {
-	case errors.As(err, &ve):
-		return http.StatusUnprocessableEntity
-	case errors.As(err, &he):
-		return he.Status
-	}
-	return 500
+	st, _ := pipelinetest.Status(err)
+	return st
 }
 
 func TestEndpointBadInput(t *testing.T) {
