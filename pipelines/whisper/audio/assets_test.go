@@ -10,7 +10,7 @@ import (
 	"github.com/falocal/falocal/internal/testenv"
 )
 
-// Real recordings installed by `falocal setup --test-assets` under whisper/.
+// Real recordings installed by `make test-assets` under whisper/.
 
 func decodeAsset(t *testing.T, name string) *Audio {
 	t.Helper()
