@@ -88,7 +88,6 @@ func call(t *testing.T, ep pipelines.Endpoint, in map[string]any) result {
 	return result{out: o.(Output), logs: logs}
 }
 
-
 func pngURI(t *testing.T, path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
