@@ -62,8 +62,14 @@ type stamp struct {
 	mtime time.Time
 }
 
-// Open opens (creating if needed) the store under dir.
+// Open opens (creating if needed) the store under dir. A relative dir is
+// made absolute: the links Materialize makes point at blobs by path, and a
+// relative target would resolve against the link's own folder.
 func Open(dir string) (*Store, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range []string{"blobs", "manifests", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err

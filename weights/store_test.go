@@ -169,3 +169,31 @@ func TestInstallISNet(t *testing.T) {
 		}
 	}
 }
+
+// A relative data directory works: materialised links reach their blobs
+// from any working directory.
+func TestRelativeStoreDir(t *testing.T) {
+	for _, dir := range []string{"data", "./nested/../data2", ""} {
+		t.Run(dir, func(t *testing.T) {
+			root := t.TempDir()
+			t.Chdir(root)
+			if dir == "" {
+				dir = filepath.Join(root, "abs")
+			}
+			s, err := Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := addModel(t, s, "m", "weights of m")
+			link, err := s.Materialize(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Chdir(t.TempDir()) // elsewhere: the links must not depend on where we are
+			b, err := os.ReadFile(filepath.Join(link, "m.onnx"))
+			if err != nil || string(b) != "weights of m" {
+				t.Fatalf("through the link: %q, %v", b, err)
+			}
+		})
+	}
+}
