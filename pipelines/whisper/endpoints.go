@@ -146,8 +146,10 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 			v.Add("language", "literal_error", "Input should be a language code Whisper knows, such as 'en', 'de' or 'zh', or null to detect it")
 		}
 	}
+	// fal's wizper schema has no batch_size; here it takes it as whisper
+	// does, so that either endpoint can run the sequential algorithm
 	batch := 64
-	if !e.wizper && in.BatchSize != nil {
+	if in.BatchSize != nil {
 		batch = *in.BatchSize
 		if batch < 1 || batch > 64 {
 			v.Add("batch_size", "value_error", "Input should be between 1 and 64")
@@ -183,9 +185,10 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		if !m.tok.Multilingual() && lang != "en" {
 			return nil, pipelines.Invalid("language", fmt.Sprintf("model %s is English-only", m.Name))
 		}
-		if !m.tok.Multilingual() && task == "translate" {
-			return nil, pipelines.Invalid("task", fmt.Sprintf("model %s is English-only and cannot translate", m.Name))
-		}
+	}
+	// whatever the language says: an English-only model has no translate task
+	if !m.tok.Multilingual() && task == "translate" {
+		return nil, pipelines.Invalid("task", fmt.Sprintf("model %s is English-only and cannot translate", m.Name))
 	}
 
 	data, err := pipelines.LoadBytes(ctx, req, e.p.deps.Config, "audio_url", url)

@@ -158,3 +158,25 @@ func TestEndpointNoModel(t *testing.T) {
 		t.Fatalf("no model: %v", r.err)
 	}
 }
+
+// An English-only model refuses to translate the same way whatever the
+// language says, on both endpoints.
+func TestEnglishOnlyTranslate(t *testing.T) {
+	eps := endpoints(t, fakeDeps(t, "tiny-en"))
+	good := wavURI(make([]float32, 16000), 16000)
+	for _, c := range []struct {
+		ep   string
+		lang any
+	}{{"fal-ai/whisper", nil}, {"fal-ai/whisper", "en"}, {"fal-ai/wizper", nil}, {"fal-ai/wizper", "en"}} {
+		in := map[string]any{"audio_url": good, "task": "translate"}
+		if c.lang != nil {
+			in["language"] = c.lang
+		}
+		r := runEndpoint(t, eps[c.ep], in)
+		var ve *pipelines.ValidationError
+		if !errors.As(r.err, &ve) || len(ve.Errors) != 1 || fmt.Sprint(ve.Errors[0].Loc) != "[body task]" ||
+			!strings.Contains(ve.Errors[0].Msg, "English-only and cannot translate") {
+			t.Errorf("%s language %v: %v", c.ep, c.lang, r.err)
+		}
+	}
+}
