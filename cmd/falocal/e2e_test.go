@@ -329,7 +329,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"wrong bool", "/run/fal-ai/birefnet", `{"image_url":"x","output_mask":"yes"}`, 422, `bool_type`},
 		{"missing field", "/run/fal-ai/birefnet/v2", `{}`, 422, `"missing"`},
 		{"bad enum", "/run/fal-ai/birefnet", `{"image_url":"x","output_format":"bmp"}`, 422, `literal_error`},
-		{"variant without weights", "/run/fal-ai/birefnet/v2", `{"image_url":"` + dataURI("image/png", good) + `","model":"Matting"}`, 422, `General Use (Light)`},
+		{"variant without weights", "/run/fal-ai/birefnet/v2", `{"image_url":"` + dataURI("image/png", good) + `","model":"Matting"}`, 503, `serves rembg, birefnet:General Use (Light)`},
 		{"resolution not available", "/run/fal-ai/birefnet", `{"image_url":"` + dataURI("image/png", good) + `","operating_resolution":"2048x2048"}`, 422, `1024x1024 only`},
 		{"remote url refused", "/run/fal-ai/birefnet", `{"image_url":"http://example.com/cat.png"}`, 422, `does not fetch`},
 		{"not a url", "/run/fal-ai/birefnet", `{"image_url":"file:///etc/passwd"}`, 422, `valid URL`},

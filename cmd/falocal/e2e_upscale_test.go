@@ -83,17 +83,18 @@ func TestE2EUpscale(t *testing.T) {
 	}
 
 	for _, c := range []struct {
-		name  string
-		input map[string]any
-		want  string
+		name   string
+		input  map[string]any
+		status int
+		want   string
 	}{
-		{"face", map[string]any{"image_url": uri, "face": true}, `"loc":["body","face"]`},
-		{"x2plus", map[string]any{"image_url": uri, "model": "RealESRGAN_x2plus"}, `'RealESRGAN_x2plus' is not installed`},
-		{"scale", map[string]any{"image_url": uri, "scale": 9}, `"loc":["body","scale"]`},
+		{"face", map[string]any{"image_url": uri, "face": true}, 422, `"loc":["body","face"]`},
+		{"x2plus", map[string]any{"image_url": uri, "model": "RealESRGAN_x2plus"}, 503, `model 'RealESRGAN_x2plus' is not installed on this server`},
+		{"scale", map[string]any{"image_url": uri, "scale": 9}, 422, `"loc":["body","scale"]`},
 	} {
 		r := s.post(t, "/run/fal-ai/esrgan", mustJSON(c.input))
-		if r.status != 422 || !strings.Contains(string(r.body), c.want) {
-			t.Errorf("%s: %d %s, want 422 with %s", c.name, r.status, r.body, c.want)
+		if r.status != c.status || !strings.Contains(string(r.body), c.want) {
+			t.Errorf("%s: %d %s, want %d with %s", c.name, r.status, r.body, c.status, c.want)
 		}
 	}
 }

@@ -62,6 +62,10 @@ func TestJFKMP3(t *testing.T) {
 	if snr < 20 {
 		t.Fatalf("SNR %.1f dB < 20 dB", snr)
 	}
+	// the LAME tag's delay and padding are trimmed: same length, no lag
+	if n := len(mono); n != len(ref) || lag != 0 {
+		t.Errorf("%d samples at a lag of %d, want %d at 0", n, lag, len(ref))
+	}
 }
 
 func TestStereo44kAgainstJFK(t *testing.T) {

@@ -153,6 +153,11 @@ func decodeMP3(data []byte, limit time.Duration) (*Audio, error) {
 		return nil, err
 	}
 	out = out[:len(out)&^1]
+	// drop the encoder's delay and padding, so that the samples line up
+	// with the source and the duration is its own
+	if skip, keep, ok := mp3Gapless(data); ok && 2*skip < len(out) {
+		out = out[2*skip : min(len(out), 2*(skip+keep))]
+	}
 	return &Audio{Samples: out, Rate: rate, Channels: 2}, nil
 }
 
