@@ -1,0 +1,200 @@
+//go:build cgo
+
+package whisperonnx_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/engine/ort"
+	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/weights"
+	"github.com/falocal/falocal/weights/whisperonnx"
+	"github.com/falocal/falocal/weights/whisperonnx/whisperonnxtest"
+)
+
+// runner runs ONNX files in ONNX Runtime by input and output name.
+type runner struct {
+	t  *testing.T
+	rt engine.Runtime
+}
+
+func newRunner(t *testing.T) *runner {
+	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &runner{t, rt}
+}
+
+func (r *runner) run(path string, in map[string]*engine.Tensor) map[string]*engine.Tensor {
+	r.t.Helper()
+	ins, outs, err := weights.ONNXIO(path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s, err := r.rt.Open(r.t.Context(), engine.SessionSpec{Path: path, Inputs: ins, Outputs: outs, IntraOpThreads: 1})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer s.Close()
+	ts := make([]*engine.Tensor, len(ins))
+	for i, n := range ins {
+		if ts[i] = in[n]; ts[i] == nil {
+			r.t.Fatalf("%s: no value for input %s", filepath.Base(path), n)
+		}
+	}
+	res, err := s.Run(r.t.Context(), ts, nil)
+	if err != nil {
+		r.t.Fatalf("%s: %v", filepath.Base(path), err)
+	}
+	got := map[string]*engine.Tensor{}
+	for i, n := range outs {
+		got[n] = res[i]
+	}
+	return got
+}
+
+func int64s(shape []int64, v ...int64) *engine.Tensor {
+	raw := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(raw[8*i:], uint64(x))
+	}
+	return &engine.Tensor{DType: engine.Int64, Shape: shape, Raw: raw}
+}
+
+// maxDiff compares two float tensors of one shape.
+func maxDiff(t *testing.T, what string, a, b *engine.Tensor) float64 {
+	t.Helper()
+	if a == nil || b == nil {
+		t.Fatalf("%s: missing (%v, %v)", what, a != nil, b != nil)
+	}
+	if fmt.Sprint(a.Shape) != fmt.Sprint(b.Shape) {
+		t.Fatalf("%s: shape %v, reference %v", what, a.Shape, b.Shape)
+	}
+	var d float64
+	for i := range a.F32 {
+		d = math.Max(d, math.Abs(float64(a.F32[i]-b.F32[i])))
+	}
+	return d
+}
+
+// The converted graphs compute what the optimum export computes, from the
+// same weights passed through CTranslate2's layout: encoder, first decoder
+// step (with the cross-attention cache) and a cached step, within 1e-4 of
+// each output's scale (max(1, max |reference|): the random tiny model's
+// logits reach 400, where float32 itself resolves 3e-5).
+func TestMatchesOptimumExport(t *testing.T) {
+	r := newRunner(t)
+	cases := []struct {
+		name string
+		ext  whisperonnx.ExternalMode
+		int8 bool
+		tol  float64
+	}{
+		{"inline", whisperonnx.ExternalNever, false, 1e-4},
+		{"external", whisperonnx.ExternalAlways, false, 1e-4},
+		{"int8", whisperonnx.ExternalAuto, true, 0}, // checked below, against the logits' range
+	}
+	ref := map[string]*engine.Tensor{}
+	rng := rand.New(rand.NewSource(1))
+	const B = 2
+	feat := make([]float32, B*80*3000)
+	for i := range feat {
+		feat[i] = float32(rng.NormFloat64())
+	}
+	features, _ := engine.NewFloat32(feat, B, 80, 3000)
+	ids := int64s([]int64{B, 4}, 50258, 50259, 50359, 50363, 50258, 50260, 50359, 50364)
+	next := int64s([]int64{B, 1}, 440, 1012)
+	refEnc := r.run(filepath.Join(tinyMultiDir, "encoder_model.onnx"), map[string]*engine.Tensor{"input_features": features})
+	h := refEnc["last_hidden_state"]
+	refDec := r.run(filepath.Join(tinyMultiDir, "decoder_model.onnx"), map[string]*engine.Tensor{"input_ids": ids, "encoder_hidden_states": h})
+	pastIn := func(dec map[string]*engine.Tensor) map[string]*engine.Tensor {
+		in := map[string]*engine.Tensor{"input_ids": next, "cache_position": int64s([]int64{1}, 4)}
+		for n, v := range dec {
+			if rest, ok := strings.CutPrefix(n, "present."); ok {
+				in["past_key_values."+rest] = v
+			}
+		}
+		return in
+	}
+	refPast := r.run(filepath.Join(tinyMultiDir, "decoder_with_past_model.onnx"), pastIn(refDec))
+	for k, v := range refDec {
+		ref["dec/"+k] = v
+	}
+	for k, v := range refPast {
+		ref["past/"+k] = v
+	}
+
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := whisperonnxtest.FromOptimum(tinyMultiDir, whisperonnxtest.Options{Int8: c.int8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(m.Aliases) == 0 {
+				t.Fatal("no aliased variables: the alias path goes untested")
+			}
+			dir := t.TempDir()
+			info, err := whisperonnx.FromCT2(m, dir, whisperonnx.Options{External: c.ext})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("files %v, %d parameters", info.Files, info.Params)
+			if c.ext == whisperonnx.ExternalAlways && !strings.Contains(strings.Join(info.Files, " "), whisperonnx.DecoderDataFile) {
+				t.Fatalf("no external data written: %v", info.Files)
+			}
+			r.t = t
+			enc := r.run(filepath.Join(dir, whisperonnx.EncoderFile), map[string]*engine.Tensor{"input_features": features})
+			// each decoder runs on the reference encoder states, so that its
+			// own error is measured
+			dec := r.run(filepath.Join(dir, whisperonnx.DecoderFile), map[string]*engine.Tensor{"input_ids": ids, "encoder_hidden_states": h})
+			past := r.run(filepath.Join(dir, whisperonnx.DecoderWithPastFile), pastIn(refDec))
+			got := map[string]*engine.Tensor{"enc/last_hidden_state": enc["last_hidden_state"]}
+			for k, v := range dec {
+				got["dec/"+k] = v
+			}
+			for k, v := range past {
+				got["past/"+k] = v
+			}
+			if len(dec) != len(refDec) || len(past) != len(refPast) {
+				t.Fatalf("outputs: %d and %d, reference %d and %d", len(dec), len(past), len(refDec), len(refPast))
+			}
+			ref["enc/last_hidden_state"] = h
+			worst := map[string]float64{}
+			var maxLogit float64
+			for _, v := range ref["dec/logits"].F32 {
+				maxLogit = math.Max(maxLogit, math.Abs(float64(v)))
+			}
+			for name, want := range ref {
+				d := maxDiff(t, name, got[name], want)
+				kind := strings.SplitN(name, "/", 2)[0] + "/" + strings.TrimRight(strings.Map(func(r rune) rune {
+					if r >= '0' && r <= '9' {
+						return 'N'
+					}
+					return r
+				}, strings.SplitN(name, "/", 2)[1]), ".")
+				worst[kind] = math.Max(worst[kind], d)
+				scale := 1.0
+				for _, v := range want.F32 {
+					scale = math.Max(scale, math.Abs(float64(v)))
+				}
+				tol := c.tol * scale
+				if c.int8 {
+					// int8 weights: ~1/127 of each row's range per weight
+					tol = 0.05 * maxLogit
+				}
+				if d > tol {
+					t.Errorf("%s: max |Δ| %.3g > %.3g", name, d, tol)
+				}
+			}
+			t.Logf("max |Δ| by output (max |logit| %.3g): %v", maxLogit, worst)
+		})
+	}
+}

@@ -1,0 +1,118 @@
+package whisperonnx
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/falocal/falocal/weights/onnxpb"
+)
+
+// dataAlign aligns each weight in an external data file, so that ONNX
+// Runtime can map it in place.
+const dataAlign = 4096
+
+// writeGroup writes graphs that share weights to files in dir. Weights go
+// inline, or (by mode and size) once into the shared external data file
+// data, which every graph of the group references. It returns the files
+// written and the number of weight values.
+func writeGroup(dir, data string, graphs []*graph, files []string, mode ExternalMode, doc string) ([]string, int64, error) {
+	var all []*weight
+	seen := map[string]bool{}
+	var size, params int64
+	for _, g := range graphs {
+		for _, w := range g.weights {
+			if !seen[w.name] {
+				seen[w.name] = true
+				all = append(all, w)
+				size += w.bytes()
+				params += w.bytes() / 4
+			}
+		}
+	}
+	external := mode == ExternalAlways || (mode == ExternalAuto && size > ExternalThreshold)
+	var written []string
+	protos := map[string]*onnxpb.TensorProto{}
+	if external {
+		f, err := os.Create(filepath.Join(dir, data))
+		if err != nil {
+			return nil, 0, err
+		}
+		bw := bufio.NewWriterSize(f, 1<<20)
+		var off int64
+		for _, w := range all {
+			v, err := w.load()
+			if err != nil {
+				f.Close()
+				return nil, 0, fmt.Errorf("whisperonnx: %s: %w", w.name, err)
+			}
+			if int64(len(v))*4 != w.bytes() {
+				f.Close()
+				return nil, 0, fmt.Errorf("whisperonnx: %s: %d values for shape %v", w.name, len(v), w.dims)
+			}
+			if pad := (dataAlign - off%dataAlign) % dataAlign; pad > 0 {
+				if _, err := bw.Write(make([]byte, pad)); err != nil {
+					f.Close()
+					return nil, 0, err
+				}
+				off += pad
+			}
+			b := f32Bytes(v)
+			if _, err := bw.Write(b); err != nil {
+				f.Close()
+				return nil, 0, err
+			}
+			protos[w.name] = &onnxpb.TensorProto{
+				Name: proto.String(w.name), Dims: w.dims, DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
+				DataLocation: onnxpb.TensorProto_EXTERNAL.Enum(),
+				ExternalData: []*onnxpb.StringStringEntryProto{
+					{Key: proto.String("location"), Value: proto.String(data)},
+					{Key: proto.String("offset"), Value: proto.String(strconv.FormatInt(off, 10))},
+					{Key: proto.String("length"), Value: proto.String(strconv.FormatInt(int64(len(b)), 10))},
+				},
+			}
+			off += int64(len(b))
+		}
+		if err := bw.Flush(); err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		if err := f.Close(); err != nil {
+			return nil, 0, err
+		}
+		written = append(written, data)
+	} else {
+		for _, w := range all {
+			v, err := w.load()
+			if err != nil {
+				return nil, 0, fmt.Errorf("whisperonnx: %s: %w", w.name, err)
+			}
+			if int64(len(v))*4 != w.bytes() {
+				return nil, 0, fmt.Errorf("whisperonnx: %s: %d values for shape %v", w.name, len(v), w.dims)
+			}
+			protos[w.name] = &onnxpb.TensorProto{
+				Name: proto.String(w.name), Dims: w.dims, DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
+				RawData: f32Bytes(v),
+			}
+		}
+	}
+	for i, g := range graphs {
+		inits := make([]*onnxpb.TensorProto, len(g.weights))
+		for j, w := range g.weights {
+			inits[j] = protos[w.name]
+		}
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(g.model(inits, doc))
+		if err != nil {
+			return nil, 0, fmt.Errorf("whisperonnx: %s: %w", files[i], err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, files[i]), b, 0o644); err != nil {
+			return nil, 0, err
+		}
+		written = append(written, files[i])
+	}
+	return written, params, nil
+}
