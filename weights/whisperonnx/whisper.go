@@ -312,6 +312,15 @@ func (c *converter) config() Config {
 
 // --- weights ---
 
+// storedName names an initializer after the variable as stored, so that
+// aliases (the tied projection) share one initializer.
+func storedName(t *ct2.Tensor, name string) string {
+	if t.Name != "" {
+		return t.Name
+	}
+	return name
+}
+
 func (c *converter) cached(name string, dims []int64, load func() ([]float32, error)) *weight {
 	if w, ok := c.weights[name]; ok {
 		return w
@@ -329,7 +338,7 @@ func (c *converter) stored(name string) *weight {
 		c.fail("the model has no variable %s", name)
 		return &weight{name: name}
 	}
-	return c.cached(t.Name, slices.Clone(t.Shape), func() ([]float32, error) {
+	return c.cached(storedName(t, name), slices.Clone(t.Shape), func() ([]float32, error) {
 		v, _, err := c.m.Float32(name)
 		return v, err
 	})
@@ -365,7 +374,7 @@ func (c *converter) linearWeight(name string, qRows int, s float32) *weight {
 		return &weight{name: name}
 	}
 	out, in := t.Shape[0], t.Shape[1]
-	key := t.Name + "^T"
+	key := storedName(t, name) + "^T"
 	if qRows > 0 {
 		key += fmt.Sprintf("*%g[:%d]", s, qRows)
 	}
@@ -395,7 +404,7 @@ func (c *converter) linearBias(name string, qRows int, s float32) *weight {
 	if !ok {
 		return nil
 	}
-	key := t.Name
+	key := storedName(t, name)
 	if qRows > 0 {
 		key += fmt.Sprintf("*%g[:%d]", s, qRows)
 	}
@@ -478,7 +487,7 @@ func (c *converter) ffn(g *graph, x, prefix string) string {
 	return g.op("Add", []string{x, h})
 }
 
-// split3 splits x [..., n·d] into n parts of width d.
+// split splits x [..., n·d] into n parts of width d.
 func (c *converter) split(g *graph, x string, n int) []string {
 	sizes := make([]int64, n)
 	for i := range sizes {
