@@ -120,6 +120,14 @@ func FromHF(files map[string]string) (*Tokenizer, error) {
 		ordinary[id] = b
 	}
 
+	// Older vocabularies (faster-whisper's tokenizer.json among them) name
+	// Hebrew by its withdrawn code iw; openai-whisper says he.
+	if id, ok := added["<|iw|>"]; ok {
+		if _, dup := added["<|he|>"]; !dup {
+			delete(added, "<|iw|>")
+			added["<|he|>"] = id
+		}
+	}
 	numLanguages := 0
 	if sot, ok := added["<|startoftranscript|>"]; ok {
 		for numLanguages < MaxLanguages {

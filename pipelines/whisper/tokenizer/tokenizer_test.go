@@ -530,3 +530,15 @@ func TestCharClasses(t *testing.T) {
 		t.Errorf("%d code points classed differently", bad)
 	}
 }
+
+// faster-whisper's tokenizer.json names Hebrew <|iw|>: read as <|he|>.
+func TestHebrewIW(t *testing.T) {
+	tk, err := FromHF(map[string]string{"tokenizer.json": testenv.Asset(t, "whisper/tiny.en-ct2/tokenizer.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := tk.LanguageToken("he")
+	if !ok || len(tk.Languages()) != 99 || tk.Languages()[id-tk.LanguageTokens()[0]] != "he" {
+		t.Fatalf("he: %d %v, %d languages", id, ok, len(tk.Languages()))
+	}
+}
