@@ -82,6 +82,11 @@ func Catalog() []Recipe {
 			Description: "Real-ESRGAN anime video v3 ×2: the ×4 network then a bicubic ×0.5 resize, 0.62M params", install: installNCNN},
 		{Name: "realesrgan-x4plus-anime", Pipeline: "upscale",
 			Description: "Real-ESRGAN x4plus anime 6B (RRDBNet, 6 blocks) ×4 upscaler, 4.47M params", install: installNCNN},
+		// Whisper, converted from CTranslate2 (faster-whisper) to ONNX at install (weights/whisper.go).
+		{Name: "whisper-base", Pipeline: "whisper", Default: true,
+			Description: "Whisper base, multilingual speech to text and translation, 74M params", install: installWhisper},
+		{Name: "whisper-tiny.en", Pipeline: "whisper", Default: true,
+			Description: "Whisper tiny.en, English-only speech to text, 39M params", install: installWhisper},
 	}
 }
 

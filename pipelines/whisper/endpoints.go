@@ -46,15 +46,20 @@ func (p *Pipeline) Close() error { return p.models.Close() }
 
 // model picks the installed Whisper model for an endpoint: the one the
 // server config names for it ("whisper" or "wizper", which falls back to
-// whisper's setting), else the first installed one.
+// whisper's setting), else one whose manifest serves the endpoint (setup's
+// whisper-base serves both), else the first installed one.
 func (p *Pipeline) model(wizper bool) (*Model, error) {
 	w := pipelines.Want{Pipeline: "whisper", Key: "whisper", What: "a Whisper model",
-		Match:   func(weights.Manifest) bool { return true },
-		Install: "import an ONNX export (optimum layout) with 'falocal weights import -pipeline whisper -name NAME -dir DIR'"}
+		Install: "run 'falocal setup', or import a faster-whisper model directory or an optimum ONNX export with " +
+			"'falocal weights import -pipeline whisper -name NAME -dir DIR'"}
 	if wizper {
 		w.Key, w.Keys = "wizper", []string{"whisper"}
 	}
 	man, err := p.deps.Resolve(w)
+	if errors.Is(err, pipelines.ErrNoModel) && p.deps.Config.Models[w.Key] == "" && (!wizper || p.deps.Config.Models["whisper"] == "") {
+		w.Match = func(weights.Manifest) bool { return true }
+		man, err = p.deps.Resolve(w)
+	}
 	if err != nil {
 		return nil, err
 	}
