@@ -163,6 +163,13 @@ func TestMatchesOptimumExport(t *testing.T) {
 			for k, v := range past {
 				got["past/"+k] = v
 			}
+			// the alignment heads' cross-attention is an output optimum lacks
+			for _, out := range []map[string]*engine.Tensor{dec, past} {
+				if out[whisperonnx.CrossAttentionsOutput] == nil {
+					t.Fatalf("no %s output", whisperonnx.CrossAttentionsOutput)
+				}
+				delete(out, whisperonnx.CrossAttentionsOutput)
+			}
 			if len(dec) != len(refDec) || len(past) != len(refPast) {
 				t.Fatalf("outputs: %d and %d, reference %d and %d", len(dec), len(past), len(refDec), len(refPast))
 			}
@@ -197,4 +204,123 @@ func TestMatchesOptimumExport(t *testing.T) {
 			t.Logf("max |Δ| by output (max |logit| %.3g): %v", maxLogit, worst)
 		})
 	}
+}
+
+// The decoders' cross_attentions output holds the chosen heads' attention
+// probabilities: rows that sum to 1, heads ordered by layer, openai-whisper's
+// default heads when none are named, and the cached decoder's row for a new
+// token equal to the uncached decoder's row at that position.
+func TestCrossAttentions(t *testing.T) {
+	r := newRunner(t)
+	r.t = t
+	m, err := whisperonnxtest.FromOptimum(tinyMultiDir, whisperonnxtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewSource(2))
+	const B = 2
+	feat := make([]float32, B*80*3000)
+	for i := range feat {
+		feat[i] = float32(rng.NormFloat64())
+	}
+	features, _ := engine.NewFloat32(feat, B, 80, 3000)
+	ids := int64s([]int64{B, 4}, 50258, 50259, 50359, 50363, 50258, 50260, 50359, 50364)
+	ids5 := int64s([]int64{B, 5}, 50258, 50259, 50359, 50363, 440, 50258, 50260, 50359, 50364, 1012)
+	next := int64s([]int64{B, 1}, 440, 1012)
+	convert := func(opt whisperonnx.Options) string {
+		dir := t.TempDir()
+		if _, err := whisperonnx.FromCT2(m, dir, opt); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	// tiny-multi: 2 decoder layers of 2 heads; the default is layer 1's heads
+	def := convert(whisperonnx.Options{})
+	named := convert(whisperonnx.Options{AlignmentHeads: [][2]int{{1, 1}, {0, 0}}})
+	fromConfig := convert(whisperonnx.Options{CT2Config: []byte(`{"alignment_heads": [[0, 1]]}`)})
+	h := r.run(filepath.Join(def, whisperonnx.EncoderFile), map[string]*engine.Tensor{"input_features": features})["last_hidden_state"]
+	dec := func(dir string, ids *engine.Tensor) map[string]*engine.Tensor {
+		return r.run(filepath.Join(dir, whisperonnx.DecoderFile), map[string]*engine.Tensor{"input_ids": ids, "encoder_hidden_states": h})
+	}
+	// head k of a [B, heads, T, S] tensor, as [B][T][S] values
+	head := func(x *engine.Tensor, k int) []float32 {
+		nh, T, S := int(x.Shape[1]), int(x.Shape[2]), int(x.Shape[3])
+		var out []float32
+		for b := range int(x.Shape[0]) {
+			off := (b*nh + k) * T * S
+			out = append(out, x.F32[off:off+T*S]...)
+		}
+		return out
+	}
+	same := func(what string, a, b []float32) {
+		t.Helper()
+		if len(a) != len(b) {
+			t.Fatalf("%s: %d and %d values", what, len(a), len(b))
+		}
+		var d float64
+		for i := range a {
+			d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		}
+		if d > 1e-6 {
+			t.Errorf("%s: max |Δ| %.3g", what, d)
+		}
+	}
+	dd := dec(def, ids)
+	ca := dd[whisperonnx.CrossAttentionsOutput]
+	if fmt.Sprint(ca.Shape) != "[2 2 4 1500]" {
+		t.Fatalf("default heads: shape %v, want [2 2 4 1500]", ca.Shape)
+	}
+	for row := 0; row < len(ca.F32); row += 1500 {
+		var sum float64
+		for _, v := range ca.F32[row : row+1500] {
+			sum += float64(v)
+		}
+		if math.Abs(sum-1) > 1e-4 {
+			t.Fatalf("row %d sums to %g", row/1500, sum)
+		}
+	}
+	dn := dec(named, ids)[whisperonnx.CrossAttentionsOutput]
+	if fmt.Sprint(dn.Shape) != "[2 2 4 1500]" {
+		t.Fatalf("named heads: shape %v", dn.Shape)
+	}
+	// named [[1,1],[0,0]] is ordered by layer: [0,0] then [1,1]
+	same("layer 1 head 1", head(dn, 1), head(ca, 1))
+	dc := dec(fromConfig, ids)[whisperonnx.CrossAttentionsOutput]
+	if fmt.Sprint(dc.Shape) != "[2 1 4 1500]" {
+		t.Fatalf("config heads: shape %v", dc.Shape)
+	}
+	if d := maxAbsDiff(head(dc, 0), head(dn, 0)); d < 1e-6 {
+		t.Errorf("heads [0,1] and [0,0] attend alike (max |Δ| %.3g): is the head picked?", d)
+	}
+
+	// the cached step's row is the full decoder's last row
+	in := map[string]*engine.Tensor{"input_ids": next}
+	for n, v := range dd {
+		if rest, ok := strings.CutPrefix(n, "present."); ok {
+			in["past_key_values."+rest] = v
+		}
+	}
+	pc := r.run(filepath.Join(def, whisperonnx.DecoderWithPastFile), in)[whisperonnx.CrossAttentionsOutput]
+	if fmt.Sprint(pc.Shape) != "[2 2 1 1500]" {
+		t.Fatalf("with-past: shape %v", pc.Shape)
+	}
+	full := dec(def, ids5)[whisperonnx.CrossAttentionsOutput]
+	var last []float32
+	for b := range B {
+		for k := range 2 {
+			off := ((b*2+k)*5 + 4) * 1500
+			last = append(last, full.F32[off:off+1500]...)
+		}
+	}
+	if d := maxAbsDiff(pc.F32, last); d > 1e-5 {
+		t.Errorf("with-past cross_attentions differ from the full decoder's last row: max |Δ| %.3g", d)
+	}
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	var d float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
 }

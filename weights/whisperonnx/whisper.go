@@ -74,9 +74,19 @@ type Options struct {
 	// CT2Config is the content of the CTranslate2 model directory's
 	// config.json (alignment_heads, suppress_ids, suppress_ids_begin,
 	// lang_ids); when set, its settings are written to
-	// generation_config.json in Hugging Face form.
+	// generation_config.json in Hugging Face form, and its alignment_heads
+	// pick the heads of the decoders' cross_attentions output.
 	CT2Config []byte
+	// AlignmentHeads, when set, are the [layer, head] pairs of the
+	// cross_attentions output, over CT2Config's. With neither, the output
+	// has openai-whisper's default: every head of the second half of the
+	// decoder layers.
+	AlignmentHeads [][2]int
 }
+
+// CrossAttentionsOutput names the decoders' output of the alignment heads'
+// cross-attention weights.
+const CrossAttentionsOutput = "cross_attentions"
 
 // Config is the Hugging Face WhisperConfig written as config.json.
 type Config struct {
@@ -126,6 +136,11 @@ type Info struct {
 //     past_key_values.l.decoder.key/value f32[batch, heads, past, head_dim]
 //     and past_key_values.l.encoder.key/value → logits and
 //     present.l.decoder.key/value f32[batch, heads, past+seq, head_dim]
+//   - both decoders also output cross_attentions f32[batch, alignment
+//     heads, seq, 1500]: the post-softmax cross-attention probabilities of
+//     the alignment heads (opt.AlignmentHeads, else CT2Config's
+//     alignment_heads, else every head of the second half of the layers),
+//     ordered by layer, then as listed; word timestamps read them
 //   - config.json (Hugging Face WhisperConfig), and generation_config.json
 //     when opt.CT2Config is set.
 //
@@ -134,6 +149,9 @@ type Info struct {
 func FromCT2(m *ct2.Model, dir string, opt Options) (*Info, error) {
 	c, err := newConverter(m)
 	if err != nil {
+		return nil, err
+	}
+	if c.alignHeads, err = c.alignmentHeads(opt); err != nil {
 		return nil, err
 	}
 	enc := c.encoder()
@@ -192,6 +210,7 @@ type converter struct {
 	encLayers, decLayers int
 	encFFN, decFFN       int
 	srcPos, tgtPos       int
+	alignHeads           [][2]int           // [layer, head], ordered by layer
 	weights              map[string]*weight // by ONNX name, shared by the graphs
 	err                  error
 }
@@ -470,6 +489,13 @@ var (
 // v [B,H,S,hd], back to [B, T, d]. mask [T, S] is true where a query may
 // not look.
 func (c *converter) attend(g *graph, q, kT, v, mask string) string {
+	o, _ := c.attendProbs(g, q, kT, v, mask)
+	return o
+}
+
+// attendProbs is attend that also returns the attention probabilities
+// [B, H, T, S].
+func (c *converter) attendProbs(g *graph, q, kT, v, mask string) (string, string) {
 	s := g.op("MatMul", []string{q, kT})
 	if mask != "" {
 		s = g.op("Where", []string{mask, g.scalar(-math.MaxFloat32), s})
@@ -477,7 +503,7 @@ func (c *converter) attend(g *graph, q, kT, v, mask string) string {
 	a := g.op("Softmax", []string{s}, attrInt("axis", -1))
 	o := g.op("MatMul", []string{a, v})
 	o = g.op("Transpose", []string{o}, attrInts("perm", permBHTD...))
-	return g.op("Reshape", []string{o, g.ints(0, 0, int64(c.d))})
+	return g.op("Reshape", []string{o, g.ints(0, 0, int64(c.d))}), a
 }
 
 func (c *converter) ffn(g *graph, x, prefix string) string {
@@ -563,6 +589,9 @@ func (c *converter) decoder(withPast bool) *graph {
 			g.output(fmt.Sprintf("present.%d.encoder.value", l), onnxpb.TensorProto_FLOAT, "batch_size", H, "encoder_sequence_length_out", hd)
 		}
 	}
+	// after optimum's outputs, which stay a prefix
+	g.output(CrossAttentionsOutput, onnxpb.TensorProto_FLOAT, "batch_size", len(c.alignHeads), "decoder_sequence_length", "encoder_sequence_length_out")
+	var aligned []string // per layer with alignment heads: [B, k, T, S]
 
 	// positions past … past+T-1, and the causal mask [T, past+T]
 	T := g.op("Shape", []string{ids}, attrInt("start", 1), attrInt("end", 2))
@@ -615,9 +644,18 @@ func (c *converter) decoder(withPast bool) *graph {
 			v = c.heads(g, kv[1], H, permBHTD, present("encoder.value"))
 		}
 		kT = g.op("Transpose", []string{k}, attrInts("perm", 0, 1, 3, 2))
-		o = c.linear(g, c.attend(g, q, kT, v, ""), pre+"/attention/linear_2")
+		o, probs := c.attendProbs(g, q, kT, v, "")
+		if hs := c.layerHeads(l); len(hs) > 0 {
+			aligned = append(aligned, g.op("Gather", []string{probs, g.ints(hs...)}, attrInt("axis", 1)))
+		}
+		o = c.linear(g, o, pre+"/attention/linear_2")
 		x = g.op("Add", []string{x, o})
 		x = c.ffn(g, x, pre+"/ffn")
+	}
+	if len(aligned) == 1 {
+		g.opTo("Identity", aligned, []string{CrossAttentionsOutput})
+	} else {
+		g.opTo("Concat", aligned, []string{CrossAttentionsOutput}, attrInt("axis", 1))
 	}
 	x = c.layerNorm(g, x, "decoder/layer_norm")
 	// logits = x · projectionᵀ: Gemm reads the [vocab, d] matrix as stored,
@@ -634,6 +672,54 @@ func (c *converter) decoder(withPast bool) *graph {
 		c.fail("decoder projection %v, want [%d %d]", p, c.vocab, c.d)
 	}
 	return g
+}
+
+// alignmentHeads are the heads of the cross_attentions output, ordered by
+// layer (stable within a layer).
+func (c *converter) alignmentHeads(opt Options) ([][2]int, error) {
+	heads := opt.AlignmentHeads
+	if heads == nil && len(opt.CT2Config) > 0 {
+		var in struct {
+			AlignmentHeads [][2]int `json:"alignment_heads"`
+		}
+		if err := json.Unmarshal(opt.CT2Config, &in); err != nil {
+			return nil, fmt.Errorf("whisperonnx: CTranslate2 config.json: %w", err)
+		}
+		heads = in.AlignmentHeads
+	}
+	if len(heads) == 0 {
+		// openai-whisper's default: all heads of the second half of the layers
+		heads = nil
+		for l := c.decLayers / 2; l < c.decLayers; l++ {
+			for h := range c.decHeads {
+				heads = append(heads, [2]int{l, h})
+			}
+		}
+	}
+	seen := map[[2]int]bool{}
+	for _, lh := range heads {
+		if lh[0] < 0 || lh[0] >= c.decLayers || lh[1] < 0 || lh[1] >= c.decHeads {
+			return nil, fmt.Errorf("whisperonnx: alignment head %v outside %d layers of %d heads", lh, c.decLayers, c.decHeads)
+		}
+		if seen[lh] {
+			return nil, fmt.Errorf("whisperonnx: alignment head %v listed twice", lh)
+		}
+		seen[lh] = true
+	}
+	out := slices.Clone(heads)
+	slices.SortStableFunc(out, func(a, b [2]int) int { return a[0] - b[0] })
+	return out, nil
+}
+
+// layerHeads are the alignment heads of decoder layer l.
+func (c *converter) layerHeads(l int) []int64 {
+	var hs []int64
+	for _, lh := range c.alignHeads {
+		if lh[0] == l {
+			hs = append(hs, int64(lh[1]))
+		}
+	}
+	return hs
 }
 
 // generationConfig turns CTranslate2's config.json into Hugging Face's
