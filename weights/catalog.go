@@ -87,6 +87,9 @@ func Catalog() []Recipe {
 			Description: "Whisper base, multilingual speech to text and translation, 74M params", install: installWhisper},
 		{Name: "whisper-tiny.en", Pipeline: "whisper", Default: true,
 			Description: "Whisper tiny.en, English-only speech to text, 39M params", install: installWhisper},
+		// Silero VAD as faster-whisper ships it, to cut Whisper's batched windows at silences (weights/vad.go).
+		{Name: "silero-vad", Pipeline: "vad", Default: true,
+			Description: "Silero VAD v6 voice activity detection (faster-whisper's export), 0.3M params", install: installVAD},
 	}
 }
 
