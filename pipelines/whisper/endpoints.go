@@ -167,9 +167,6 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 			v.Add("max_segment_len", "value_error", "Input should be between 10 and 29")
 		}
 	}
-	if level == "word" {
-		v.Add("chunk_level", "value_error", "word-level timestamps need the decoder's cross-attention weights, which ONNX exports of Whisper do not output; use 'segment' or 'none'")
-	}
 	if !e.wizper && pipelines.Bool(in.Diarize, false) {
 		v.Add("diarize", "value_error", "speaker diarization needs a diarization model, and none runs locally; set diarize to false")
 	}
@@ -190,6 +187,10 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		if !m.tok.Multilingual() && lang != "en" {
 			return nil, pipelines.Invalid("language", fmt.Sprintf("model %s is English-only", m.Name))
 		}
+	}
+	if level == "word" && !m.HasWordTimestamps() {
+		return nil, pipelines.Invalid("chunk_level", fmt.Sprintf("model %s cannot time words: its decoder does not output the alignment heads' cross-attention weights "+
+			"(exports converted from faster-whisper by 'falocal setup' or 'falocal weights import' do; Hugging Face optimum exports do not); use 'segment' or 'none'", m.Name))
 	}
 	// whatever the language says: an English-only model has no translate task
 	if !m.tok.Multilingual() && task == "translate" {
@@ -222,7 +223,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	defer hold.Release()
 	m = m.Held(hold)
 
-	opt := TranscribeOptions{Options: Options{Task: task, Language: lang}}
+	opt := TranscribeOptions{Options: Options{Task: task, Language: lang}, WordTimestamps: level == "word"}
 	var prompt string
 	if in.Prompt != nil {
 		prompt = *in.Prompt
@@ -312,7 +313,8 @@ func windowSegments(tok *tokenizer.Tokenizer, r Result, off, end float64) []Segm
 	return segs
 }
 
-// toChunks turns segments into fal's chunks; level "none" is one chunk.
+// toChunks turns segments (or their words, at level "word") into fal's
+// chunks; level "none" is one chunk.
 func toChunks(tr *Transcript, level string, dur float64) []Chunk {
 	chunks := []Chunk{}
 	if level == "none" {
@@ -323,6 +325,13 @@ func toChunks(tr *Transcript, level string, dur float64) []Chunk {
 	}
 	for _, s := range tr.Segments {
 		if strings.TrimSpace(s.Text) == "" {
+			continue
+		}
+		if level == "word" {
+			for _, w := range s.Words {
+				st, en := math.Min(w.Start, dur), math.Min(w.End, dur)
+				chunks = append(chunks, Chunk{Timestamp: [2]float64{round2(st), round2(en)}, Text: w.Text})
+			}
 			continue
 		}
 		// Whisper may place a timestamp past the end of the audio

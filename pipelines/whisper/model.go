@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,6 +137,10 @@ func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Mod
 		if err != nil {
 			return nil, err
 		}
+		if file == "decoder_with_past_model.onnx" {
+			// word timestamps read the first decoder's; not fetched per step
+			out = slices.DeleteFunc(out, func(s string) bool { return s == crossAttentionsOutput })
+		}
 		pl, err := models.PoolFor(man, file, in, out)
 		if err != nil {
 			return nil, err
@@ -262,6 +267,8 @@ type ortState struct {
 	self     [][]float32 // per layer: key, value [rows, heads, past, headDim]
 	cross    [][]float32 // per layer: key, value [rows, heads, ctx, headDim]
 	past     int
+	keepAttn bool           // keep the next forward's cross_attentions output in attn
+	attn     *engine.Tensor // word timestamps: the alignment heads' cross-attention
 }
 
 // newState makes a fresh cache of rows rows over windows f, each window
@@ -395,6 +402,12 @@ func (m *Model) forward(ctx context.Context, st decoderState, tokens [][]int) ([
 			logits = outs[i]
 			continue
 		}
+		if name == crossAttentionsOutput {
+			if s.keepAttn {
+				s.attn = outs[i]
+			}
+			continue
+		}
 		var layer int
 		var kind string
 		if _, e := fmt.Sscanf(name, "present.%d.%s", &layer, &kind); e != nil || layer >= L {
@@ -447,7 +460,7 @@ func (m *Model) forward(ctx context.Context, st decoderState, tokens [][]int) ([
 
 // decodeWindows encodes windows and decodes them together as one batch.
 func (m *Model) decodeWindows(ctx context.Context, mels [][]float32, opt Options) ([]Result, error) {
-	dec, err := m.encodeWindows(ctx, mels)
+	dec, _, err := m.encodeWindows(ctx, mels)
 	if err != nil {
 		return nil, err
 	}
@@ -455,15 +468,24 @@ func (m *Model) decodeWindows(ctx context.Context, mels [][]float32, opt Options
 }
 
 // encodeWindows runs the encoder once; the returned function decodes the
-// windows at any options (a fallback's higher temperatures).
-func (m *Model) encodeWindows(ctx context.Context, mels [][]float32) (windowDecode, error) {
+// windows at any options (a fallback's higher temperatures), and the other
+// times the first window's words.
+func (m *Model) encodeWindows(ctx context.Context, mels [][]float32) (windowDecode, windowAlign, error) {
 	f, err := m.encode(ctx, mels)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return func(ctx context.Context, opt Options) ([]Result, error) {
+	dec := func(ctx context.Context, opt Options) ([]Result, error) {
 		return m.decodeFeatures(ctx, f, opt)
-	}, nil
+	}
+	align := func(ctx context.Context, text []int, numFrames int, lang, task string) ([]wordTiming, error) {
+		al, err := m.alignFeatures(ctx, f.pick([]int{0}), m.alignSOT(lang, task), [][]int{text}, []int{numFrames}, lang)
+		if err != nil {
+			return nil, err
+		}
+		return al[0], nil
+	}
+	return dec, align, nil
 }
 
 func (m *Model) decodeFeatures(ctx context.Context, f *features, opt Options) ([]Result, error) {
@@ -550,6 +572,11 @@ func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt Transc
 		opt.Prompt = m.tok.Encode(" " + strings.TrimSpace(prompt))
 	}
 	results := make([]Result, len(starts))
+	var words [][]Segment // word timestamps: each window's segments, timed
+	lastSpeech := 0.0
+	if opt.WordTimestamps {
+		words = make([][]Segment, len(starts))
+	}
 	for lo := 0; lo < len(starts); lo += batch {
 		hi := min(len(starts), lo+batch)
 		pending := make([]int, 0, hi-lo)
@@ -592,6 +619,14 @@ func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt Transc
 			logf("%d window(s) retried at temperature %.1f", len(again), opt.Temperatures[ti+1])
 			pending = again
 		}
+		if words != nil {
+			ws, ls, err := m.windowWords(ctx, all, results[lo:hi], starts[lo:hi], content, opt, lastSpeech)
+			if err != nil {
+				return nil, err
+			}
+			copy(words[lo:hi], ws)
+			lastSpeech = ls
+		}
 		logf("windows %d-%d of %d decoded (%.0f-%.0f s)", lo+1, hi, len(starts), float64(starts[lo])/framesPerSec, math.Min(float64(content), float64(starts[hi-1]+nFrames))/framesPerSec)
 	}
 	tr := &Transcript{Language: opt.Language}
@@ -602,7 +637,11 @@ func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt Transc
 		}
 		off := float64(starts[i]) / framesPerSec
 		end := math.Min(float64(content), float64(starts[i]+nFrames)) / framesPerSec
-		for _, s := range windowSegments(m.tok, r, off, end) {
+		segs := windowSegments(m.tok, r, off, end)
+		if words != nil {
+			segs = words[i]
+		}
+		for _, s := range segs {
 			s.ID = len(tr.Segments)
 			tr.Segments = append(tr.Segments, s)
 			all = append(all, s.Tokens...)

@@ -2,6 +2,7 @@ package whisper
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"strings"
 
@@ -19,6 +20,7 @@ type Segment struct {
 	AvgLogprob       float64
 	CompressionRatio float64
 	NoSpeechProb     float64
+	Words            []Word // with TranscribeOptions.WordTimestamps
 }
 
 // Transcript is a whole recording's result.
@@ -42,6 +44,11 @@ type TranscribeOptions struct {
 	DisableThresholds     bool // no fallback and no silence skip (tests)
 	Progress              func(done, total int)
 	OnWindow              func(w WindowTrace) // observes every decode attempt (tests, logs)
+
+	// WordTimestamps times every word (Segment.Words), as openai-whisper's
+	// word_timestamps: the decoder must output the alignment heads'
+	// cross-attention (ErrNoCrossAttentions otherwise).
+	WordTimestamps bool
 }
 
 // WindowTrace describes one decode attempt of one window.
@@ -75,10 +82,14 @@ func (o *TranscribeOptions) defaults() {
 // windowEncoder encodes windows (encoder inputs, each bands×3000) once and
 // returns a decoder over them, so that a temperature fallback decodes again
 // without running the encoder again.
-type windowEncoder func(ctx context.Context, mels [][]float32) (windowDecode, error)
+type windowEncoder func(ctx context.Context, mels [][]float32) (windowDecode, windowAlign, error)
 
 // windowDecode decodes the encoded windows in a single batch.
 type windowDecode func(ctx context.Context, opt Options) ([]Result, error)
+
+// windowAlign times the text tokens of the first encoded window, of which
+// numFrames mel frames are audio (word timestamps).
+type windowAlign func(ctx context.Context, text []int, numFrames int, language, task string) ([]wordTiming, error)
 
 // transcribe is Whisper's long-form algorithm: decode the 30 s window at
 // seek, cut it into segments at consecutive timestamp tokens, move seek to
@@ -113,6 +124,7 @@ func transcribe(ctx context.Context, enc windowEncoder, detect func(ctx context.
 	const inputStride = 2 // mel frames per encoder position
 	const timePrecision = 0.02
 	seek := 0
+	lastSpeech := 0.0 // word timestamps: the end of the last word so far
 	buf := make([]float32, mel.Bands*nFrames)
 	for seek < content {
 		timeOffset := float64(seek) * hopLength / SampleRate
@@ -126,7 +138,7 @@ func transcribe(ctx context.Context, enc windowEncoder, detect func(ctx context.
 		}
 		o := opt.Options
 		o.Prompt = append([]int(nil), allTokens[promptReset:]...)
-		dec, err := enc(ctx, [][]float32{buf})
+		dec, align, err := enc(ctx, [][]float32{buf})
 		if err != nil {
 			return nil, err
 		}
@@ -218,10 +230,31 @@ func transcribe(ctx context.Context, enc windowEncoder, detect func(ctx context.
 			current = append(current, newSeg(timeOffset, timeOffset+duration, tokens))
 			seek += size
 		}
+		if opt.WordTimestamps {
+			ptrs := make([]*Segment, len(current))
+			var text []int
+			for i := range current {
+				ptrs[i] = &current[i]
+				text = append(text, textTokens(tok, current[i].Tokens)...)
+			}
+			al, err := align(ctx, text, size, opt.Language, opt.Task)
+			if err != nil {
+				return nil, err
+			}
+			addWordTimestamps(tok, [][]*Segment{ptrs}, [][]wordTiming{al}, []float64{timeOffset}, lastSpeech)
+			// the next window starts after the last word
+			if e, ok := lastWordEnd(ptrs); ok && !singleEnding && e > timeOffset {
+				seek = int(math.RoundToEven(e * framesPerSec))
+			}
+			if e, ok := lastWordEnd(ptrs); ok {
+				lastSpeech = e
+			}
+		}
 		for i := range current {
 			if current[i].Start == current[i].End || strings.TrimSpace(current[i].Text) == "" {
 				current[i].Text = ""
 				current[i].Tokens = nil
+				current[i].Words = nil
 			}
 		}
 		for _, s := range current {
