@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/falocal/falocal/internal/fetch"
@@ -22,7 +23,16 @@ type Recipe struct {
 	Pipeline    string
 	Description string
 	Default     bool // installed by setup without being asked
-	install     func(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) error
+	// Revision counts changes to what the recipe installs (a converter that
+	// writes more): a model installed at an older revision is installed again.
+	Revision int
+	install  func(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) error
+}
+
+// Outdated reports whether m, installed by this recipe, is from an older
+// revision of it.
+func (r Recipe) Outdated(m Manifest) bool {
+	return r.Revision > 0 && m.Params["recipe_revision"] != strconv.Itoa(r.Revision)
 }
 
 // Install fetches, verifies and records the model.
@@ -83,9 +93,10 @@ func Catalog() []Recipe {
 		{Name: "realesrgan-x4plus-anime", Pipeline: "upscale",
 			Description: "Real-ESRGAN x4plus anime 6B (RRDBNet, 6 blocks) ×4 upscaler, 4.47M params", install: installNCNN},
 		// Whisper, converted from CTranslate2 (faster-whisper) to ONNX at install (weights/whisper.go).
-		{Name: "whisper-base", Pipeline: "whisper", Default: true,
+		// Revision 2: the decoders output the alignment heads' cross-attention (word timestamps).
+		{Name: "whisper-base", Pipeline: "whisper", Default: true, Revision: 2,
 			Description: "Whisper base, multilingual speech to text and translation, 74M params", install: installWhisper},
-		{Name: "whisper-tiny.en", Pipeline: "whisper", Default: true,
+		{Name: "whisper-tiny.en", Pipeline: "whisper", Default: true, Revision: 2,
 			Description: "Whisper tiny.en, English-only speech to text, 39M params", install: installWhisper},
 		// Silero VAD as faster-whisper ships it, to cut Whisper's batched windows at silences (weights/vad.go).
 		{Name: "silero-vad", Pipeline: "vad", Default: true,

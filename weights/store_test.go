@@ -197,3 +197,19 @@ func TestRelativeStoreDir(t *testing.T) {
 		})
 	}
 }
+
+// A recipe's revision decides whether an installed model is outdated.
+func TestRecipeOutdated(t *testing.T) {
+	r := Recipe{Name: "m", Revision: 2}
+	for _, c := range []struct {
+		params map[string]string
+		want   bool
+	}{{nil, true}, {map[string]string{"recipe_revision": "1"}, true}, {map[string]string{"recipe_revision": "2"}, false}} {
+		if got := r.Outdated(Manifest{Name: "m", Params: c.params}); got != c.want {
+			t.Errorf("%v: outdated %v, want %v", c.params, got, c.want)
+		}
+	}
+	if (Recipe{Name: "m"}).Outdated(Manifest{Name: "m"}) {
+		t.Error("a recipe without revisions made a model outdated")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/falocal/falocal/internal/fetch"
 	"github.com/falocal/falocal/weights/ct2"
@@ -130,7 +131,8 @@ func installWhisper(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) e
 		return fmt.Errorf("%s: model.bin is %d bytes with SHA-256 %s, want %s", r.Name, size, sum, w.modelSHA)
 	}
 	_, err = s.ImportWhisperCT2(src, Manifest{Name: r.Name, Pipeline: r.Pipeline, Description: r.Description,
-		Serves: w.serves, Source: "CTranslate2 model from " + w.pkgs[0].Name})
+		Serves: w.serves, Source: "CTranslate2 model from " + w.pkgs[0].Name,
+		Params: map[string]string{"recipe_revision": strconv.Itoa(r.Revision)}})
 	return err
 }
 

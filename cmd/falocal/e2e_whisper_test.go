@@ -62,3 +62,40 @@ func TestE2EWhisper(t *testing.T) {
 		}
 	}
 }
+
+// TestE2EWhisperWords asks for word timestamps from the installed base
+// model: one chunk a word, in order, inside the audio, spelling the text.
+func TestE2EWhisperWords(t *testing.T) {
+	s := startServer(t)
+	b, err := os.ReadFile(testenv.Asset(t, "whisper/jfk.wav"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.post(t, "/run/fal-ai/whisper", mustJSON(map[string]any{"audio_url": dataURI("audio/wav", b), "chunk_level": "word"}))
+	if r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	var out struct {
+		Text   string `json:"text"`
+		Chunks []struct {
+			Timestamp [2]float64 `json:"timestamp"`
+			Text      string     `json:"text"`
+		} `json:"chunks"`
+	}
+	if err := json.Unmarshal(r.body, &out); err != nil {
+		t.Fatal(err)
+	}
+	var joined strings.Builder
+	last := 0.0
+	for _, c := range out.Chunks {
+		joined.WriteString(c.Text)
+		if c.Timestamp[0] < last-0.001 || c.Timestamp[1] < c.Timestamp[0] || c.Timestamp[1] > 11.01 || strings.Count(strings.TrimSpace(c.Text), " ") > 0 {
+			t.Errorf("word %q at %v (previous end %.2f)", c.Text, c.Timestamp, last)
+		}
+		last = c.Timestamp[1]
+	}
+	if len(out.Chunks) < 20 || strings.TrimSpace(joined.String()) != strings.TrimSpace(out.Text) {
+		t.Errorf("%d word chunks spell %q, text %q", len(out.Chunks), joined.String(), out.Text)
+	}
+	t.Logf("%d words, last ends at %.2f s", len(out.Chunks), last)
+}

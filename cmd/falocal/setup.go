@@ -86,8 +86,10 @@ func setupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	for _, r := range pickRecipes(models) {
-		if _, err := store.Get(r.Name); err == nil {
-			if err := store.Verify(r.Name); err == nil {
+		if m, err := store.Get(r.Name); err == nil {
+			if r.Outdated(m) {
+				log.Info("reinstalling model installed by an older falocal", "model", r.Name)
+			} else if err := store.Verify(r.Name); err == nil {
 				continue
 			} else {
 				log.Warn("reinstalling model that failed verification", "model", r.Name, "err", err)
