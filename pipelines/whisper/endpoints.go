@@ -66,6 +66,20 @@ func (p *Pipeline) model(wizper bool) (*Model, error) {
 	return pipelines.Loaded(p.models, man, func() (*Model, error) { return LoadModel(man, p.deps.Store, p.models) })
 }
 
+// vad is the installed voice activity model that cuts the batched mode's
+// windows at silences; nil when there is none.
+func (p *Pipeline) vad() (*VAD, error) {
+	man, err := p.deps.Resolve(pipelines.Want{Pipeline: "vad", Key: "silero-vad", What: "a voice activity model",
+		Match: func(weights.Manifest) bool { return true }})
+	if errors.Is(err, pipelines.ErrNoModel) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pipelines.Loaded(p.models, man, func() (*VAD, error) { return LoadVAD(man, p.models) })
+}
+
 // Warm opens the sessions of the endpoint's model: encoder and decoders.
 func (p *Pipeline) Warm(ctx context.Context, endpoint string) error {
 	m, err := p.model(endpoint == "fal-ai/wizper")
@@ -231,6 +245,12 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	var tr *Transcript
 	windows := int(math.Ceil(dur / chunkSecs))
 	if batch > 1 && windows > 1 {
+		if opt.VAD, err = e.p.vad(); err != nil {
+			return nil, err
+		}
+		if opt.VAD == nil {
+			req.Logf(pipelines.Warn, "no voice activity model is installed (run 'falocal setup'): windows are cut every 30 s, and a word at a cut may be lost; batch_size 1 avoids that")
+		}
 		tr, err = m.TranscribeBatched(ctx, pcm, opt, prompt, batch, func(f string, a ...any) { req.Logf(pipelines.Info, f, a...) })
 	} else {
 		opt.InitialPrompt = prompt

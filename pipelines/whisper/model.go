@@ -1,11 +1,11 @@
 package whisper
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"slices"
 	"strings"
@@ -532,58 +532,156 @@ func (m *Model) Transcribe(ctx context.Context, audio []float32, opt TranscribeO
 	return transcribe(ctx, m.encodeWindows, detect, m.tok, mel, opt)
 }
 
-// TranscribeBatched decodes independent 30 s windows batch at a time: Whisper's
-// sequential seeking cannot batch, so long audio is cut at fixed window
-// boundaries (a word spanning one may be split), and each window falls back
-// to higher temperatures on its own.
+// batchWindow is one input of at most 30 s of the batched mode: frames
+// [start, start+frames) of a log-mel, which start at off seconds of the
+// timeline the mel was cut from.
+type batchWindow struct {
+	src    *Mel
+	start  int
+	frames int
+	off    float64
+}
+
+func (w batchWindow) mel() []float32 { return melWindow(w.src, w.start, w.frames) }
+
+// rest is the window's remainder from frame f on.
+func (w batchWindow) rest(f int) batchWindow {
+	return batchWindow{src: w.src, start: w.start + f, frames: w.frames - f, off: w.off + float64(f)/framesPerSec}
+}
+
+// logMel is LogMel, timed for the stats.
+func (m *Model) logMel(audio []float32) *Mel {
+	t0 := time.Now()
+	mel := LogMel(audio, m.Mels(), nSamples)
+	m.stats.frontEnd.Add(int64(time.Since(t0)))
+	return mel
+}
+
+// batchPiece is a decoded window: its result and, with word timestamps,
+// its timed segments.
+type batchPiece struct {
+	win   batchWindow
+	res   Result
+	words []Segment
+}
+
+// TranscribeBatched decodes independent windows of at most 30 s, batch at a
+// time (each with its own temperature fallback). With opt.VAD the windows
+// are cut from the speech only, at silences, as faster-whisper's batched
+// pipeline cuts them, and long silences are skipped; the times are mapped
+// back to the recording's. Without it the windows are every 30 s of the
+// recording. A window whose decode stops at the start of an unfinished
+// segment (speech running into the window's end, which Whisper leaves for
+// the next window) has that remainder decoded again as a window of its own,
+// so no speech is dropped at a cut.
 func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt TranscribeOptions, prompt string, batch int, logf func(format string, args ...any)) (*Transcript, error) {
 	opt.defaults()
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	t0 := time.Now()
-	mel := LogMel(pcm, m.Mels(), nSamples)
-	m.stats.frontEnd.Add(int64(time.Since(t0)))
-	content := mel.Frames - nFrames
-	var starts []int
-	for s := 0; s < content; s += nFrames {
-		starts = append(starts, s)
-	}
-	win := func(s int) []float32 {
-		w := make([]float32, mel.Bands*nFrames)
-		size := min(nFrames, content-s)
-		for b := 0; b < mel.Bands; b++ {
-			copy(w[b*nFrames:], mel.Data[b*mel.Frames+s:b*mel.Frames+s+size])
+	var wins []batchWindow
+	var speech *SpeechTimeMap
+	if opt.VAD != nil {
+		spans, err := opt.VAD.Detect(ctx, pcm, BatchedVADOptions())
+		if err != nil {
+			return nil, err
 		}
-		return w
+		speech = NewSpeechTimeMap(spans)
+		total := 0
+		for _, c := range CollectChunks(spans, chunkSecs) {
+			if c.Samples == 0 {
+				continue
+			}
+			// each chunk its own log-mel, as faster-whisper computes them
+			mel := m.logMel(c.Audio(pcm))
+			wins = append(wins, batchWindow{src: mel, frames: min(nFrames, mel.Frames-nFrames), off: float64(c.Offset) / SampleRate})
+			total += c.Samples
+		}
+		logf("voice activity: %d speech span(s), %.1f of %.1f s, in %d window(s)", len(spans),
+			float64(total)/SampleRate, float64(len(pcm))/SampleRate, len(wins))
+	} else {
+		// one log-mel of the whole recording, as openai-whisper computes it
+		mel := m.logMel(pcm)
+		content := mel.Frames - nFrames
+		for s := 0; s < content; s += nFrames {
+			wins = append(wins, batchWindow{src: mel, start: s, frames: min(nFrames, content-s), off: float64(s) / framesPerSec})
+		}
 	}
 	if opt.Language == "" {
-		if m.tok.Multilingual() {
-			c, _, err := m.DetectLanguage(ctx, win(0))
+		switch {
+		case !m.tok.Multilingual():
+			opt.Language = "en"
+		case len(wins) == 0:
+			opt.Language = "en" // nothing to listen to
+		default:
+			c, _, err := m.DetectLanguage(ctx, wins[0].mel())
 			if err != nil {
 				return nil, err
 			}
 			opt.Language = c
-		} else {
-			opt.Language = "en"
 		}
 	}
 	if prompt != "" {
 		opt.Prompt = m.tok.Encode(" " + strings.TrimSpace(prompt))
 	}
-	results := make([]Result, len(starts))
-	var words [][]Segment // word timestamps: each window's segments, timed
 	lastSpeech := 0.0
-	if opt.WordTimestamps {
-		words = make([][]Segment, len(starts))
+	var pieces []batchPiece
+	for round := 0; len(wins) > 0; round++ {
+		done, err := m.decodeBatch(ctx, wins, opt, batch, &lastSpeech, speech, logf)
+		if err != nil {
+			return nil, err
+		}
+		pieces = append(pieces, done...)
+		// the remainders of unfinished windows, as windows of their own; a
+		// remainder is shorter than its window, so this ends
+		wins = wins[:0:0]
+		for _, p := range done {
+			if at, ok := m.unfinished(p.res); ok && at < p.win.frames && round < 8 {
+				wins = append(wins, p.win.rest(at))
+			}
+		}
+		if len(wins) > 0 {
+			logf("%d window(s) end in an unfinished segment: decoding the rest again", len(wins))
+		}
 	}
-	for lo := 0; lo < len(starts); lo += batch {
-		hi := min(len(starts), lo+batch)
+	slices.SortStableFunc(pieces, func(a, b batchPiece) int { return cmp.Compare(a.win.off, b.win.off) })
+	tr := &Transcript{Language: opt.Language}
+	var all []int
+	for _, p := range pieces {
+		r, w := p.res, p.win
+		if r.NoSpeechProb > opt.NoSpeechThreshold && !(r.AvgLogprob > opt.LogprobThreshold) {
+			continue // silent window
+		}
+		segs := windowSegments(m.tok, r, w.off, w.off+float64(w.frames)/framesPerSec)
+		if opt.WordTimestamps {
+			segs = p.words
+		}
+		for _, s := range segs {
+			speech.restore(&s)
+			s.ID = len(tr.Segments)
+			tr.Segments = append(tr.Segments, s)
+			all = append(all, s.Tokens...)
+		}
+	}
+	tr.Text = m.tok.Decode(all)
+	return tr, nil
+}
+
+// decodeBatch decodes windows batch at a time, each falling back to
+// higher temperatures on its own, and times their words when asked.
+func (m *Model) decodeBatch(ctx context.Context, wins []batchWindow, opt TranscribeOptions, batch int, lastSpeech *float64,
+	speech *SpeechTimeMap, logf func(string, ...any)) ([]batchPiece, error) {
+	pieces := make([]batchPiece, len(wins))
+	for i, w := range wins {
+		pieces[i].win = w
+	}
+	for lo := 0; lo < len(wins); lo += batch {
+		hi := min(len(wins), lo+batch)
 		pending := make([]int, 0, hi-lo)
 		mels := make([][]float32, 0, hi-lo)
 		for i := lo; i < hi; i++ {
 			pending = append(pending, i)
-			mels = append(mels, win(starts[i]))
+			mels = append(mels, wins[i].mel())
 		}
 		// one encoder run per batch; fallbacks decode subsets of it again
 		all, err := m.encode(ctx, mels)
@@ -606,7 +704,7 @@ func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt Transc
 			}
 			var again []int
 			for j, i := range pending {
-				results[i] = rs[j]
+				pieces[i].res = rs[j]
 				r := rs[j]
 				need := (r.CompressionRatio > opt.CompressionRatioLimit || r.AvgLogprob < opt.LogprobThreshold) && r.NoSpeechProb <= opt.NoSpeechThreshold
 				if need && ti < len(opt.Temperatures)-1 {
@@ -619,34 +717,81 @@ func (m *Model) TranscribeBatched(ctx context.Context, pcm []float32, opt Transc
 			logf("%d window(s) retried at temperature %.1f", len(again), opt.Temperatures[ti+1])
 			pending = again
 		}
-		if words != nil {
-			ws, ls, err := m.windowWords(ctx, all, results[lo:hi], starts[lo:hi], content, opt, lastSpeech)
+		if opt.WordTimestamps {
+			results := make([]Result, hi-lo)
+			for i := lo; i < hi; i++ {
+				results[i-lo] = pieces[i].res
+			}
+			ws, ls, err := m.windowWords(ctx, all, results, wins[lo:hi], opt, *lastSpeech)
 			if err != nil {
 				return nil, err
 			}
-			copy(words[lo:hi], ws)
-			lastSpeech = ls
+			for i := lo; i < hi; i++ {
+				pieces[i].words = ws[i-lo]
+			}
+			*lastSpeech = ls
 		}
-		logf("windows %d-%d of %d decoded (%.0f-%.0f s)", lo+1, hi, len(starts), float64(starts[lo])/framesPerSec, math.Min(float64(content), float64(starts[hi-1]+nFrames))/framesPerSec)
+		first, last := wins[lo], wins[hi-1]
+		logf("windows %d-%d of %d decoded (%.0f-%.0f s)", lo+1, hi, len(wins),
+			speech.original(first.off, false), speech.original(last.off+float64(last.frames)/framesPerSec, true))
 	}
-	tr := &Transcript{Language: opt.Language}
-	var all []int
-	for i, r := range results {
-		if r.NoSpeechProb > opt.NoSpeechThreshold && !(r.AvgLogprob > opt.LogprobThreshold) {
-			continue // silent window
-		}
-		off := float64(starts[i]) / framesPerSec
-		end := math.Min(float64(content), float64(starts[i]+nFrames)) / framesPerSec
-		segs := windowSegments(m.tok, r, off, end)
-		if words != nil {
-			segs = words[i]
-		}
-		for _, s := range segs {
-			s.ID = len(tr.Segments)
-			tr.Segments = append(tr.Segments, s)
-			all = append(all, s.Tokens...)
-		}
+	return pieces, nil
+}
+
+// unfinished reports where, in mel frames from its window's start, a
+// decode's last segment begins when Whisper left it unfinished: the tokens
+// hold complete timestamped segments and end with a lone opening
+// timestamp, the seek point of openai-whisper's long-form loop. A decode
+// that ends on a single timestamp (speech to the end) or has no complete
+// segment is finished.
+func (m *Model) unfinished(r Result) (frame int, ok bool) {
+	tsBegin := m.tok.TimestampBegin()
+	toks := r.Tokens
+	n := len(toks)
+	isTS := func(i int) bool { return toks[i] >= tsBegin }
+	if n < 2 || !isTS(n-1) || !isTS(n-2) {
+		return 0, false
 	}
-	tr.Text = m.tok.Decode(all)
-	return tr, nil
+	// from the end of the last complete segment, as openai-whisper seeks
+	frame = (toks[n-2] - tsBegin) * 2 // mel frames per timestamp step
+	return frame, frame > 0
+}
+
+// melWindow is a 30 s input of n mel frames from frame s, zero after them
+// as openai-whisper pads a window (pad_or_trim).
+func melWindow(mel *Mel, s, n int) []float32 {
+	w := make([]float32, mel.Bands*nFrames)
+	size := min(nFrames, n)
+	for b := 0; b < mel.Bands; b++ {
+		copy(w[b*nFrames:], mel.Data[b*mel.Frames+s:b*mel.Frames+s+size])
+	}
+	return w
+}
+
+// original is t (seconds in the speech-only audio) in the recording; the
+// identity without a map (windows cut from the recording itself).
+func (m *SpeechTimeMap) original(t float64, isEnd bool) float64 {
+	if m == nil {
+		return t
+	}
+	return m.OriginalTime(t, isEnd)
+}
+
+// restore maps a segment's times, and its words', from the speech-only
+// audio back to the recording, as faster-whisper's restore_speech_timestamps
+// does: a word keeps both ends in the span of its middle.
+func (m *SpeechTimeMap) restore(s *Segment) {
+	if m == nil {
+		return
+	}
+	if len(s.Words) == 0 {
+		s.Start, s.End = m.OriginalTime(s.Start, false), m.OriginalTime(s.End, true)
+		return
+	}
+	for i := range s.Words {
+		w := &s.Words[i]
+		span := m.SpanIndex((w.Start+w.End)/2, false)
+		w.Start, w.End = m.OriginalTimeIn(w.Start, span), m.OriginalTimeIn(w.End, span)
+	}
+	s.Start, s.End = s.Words[0].Start, s.Words[len(s.Words)-1].End
 }

@@ -44,6 +44,9 @@ type TranscribeOptions struct {
 	DisableThresholds     bool // no fallback and no silence skip (tests)
 	Progress              func(done, total int)
 	OnWindow              func(w WindowTrace) // observes every decode attempt (tests, logs)
+	// VAD, in the batched mode, cuts the windows at silences (nil: every
+	// 30 s of the recording).
+	VAD *VAD
 
 	// WordTimestamps times every word (Segment.Words), as openai-whisper's
 	// word_timestamps: the decoder must output the alignment heads'

@@ -514,7 +514,7 @@ func (m *Model) alignSOT(lang, task string) []int {
 // encoder output f (window i of f decoded as results[i], starting at mel
 // frame starts[i] of content). Windows judged silent get no segments.
 // lastSpeech carries the end of the speech across calls.
-func (m *Model) windowWords(ctx context.Context, f *features, results []Result, starts []int, content int, opt TranscribeOptions, lastSpeech float64) ([][]Segment, float64, error) {
+func (m *Model) windowWords(ctx context.Context, f *features, results []Result, wins []batchWindow, opt TranscribeOptions, lastSpeech float64) ([][]Segment, float64, error) {
 	segs := make([][]Segment, len(results))
 	texts := make([][]int, len(results))
 	frames := make([]int, len(results))
@@ -523,9 +523,8 @@ func (m *Model) windowWords(ctx context.Context, f *features, results []Result, 
 		if r.NoSpeechProb > opt.NoSpeechThreshold && !(r.AvgLogprob > opt.LogprobThreshold) {
 			continue
 		}
-		offs[i] = float64(starts[i]) / framesPerSec
-		frames[i] = min(nFrames, content-starts[i])
-		segs[i] = windowSegments(m.tok, r, offs[i], float64(starts[i]+frames[i])/framesPerSec)
+		offs[i], frames[i] = wins[i].off, wins[i].frames
+		segs[i] = windowSegments(m.tok, r, offs[i], offs[i]+float64(frames[i])/framesPerSec)
 		for _, s := range segs[i] {
 			texts[i] = append(texts[i], textTokens(m.tok, s.Tokens)...)
 		}
