@@ -7,7 +7,7 @@
 # libcuda link stub from tools/cuda-headers/check.sh --env; at run time they
 # load the real libcuda.so.1.
 #
-# Why one stripped, xz-compressed archive: the device tool sends the whole
+# Why one stripped, xz-compressed archive: the GPU machine receives the whole
 # working tree and refuses one over 64 MiB, and the tracked tree alone is
 # over 62 MiB (ONNX test models). The script prints what would travel.
 set -euo pipefail
@@ -38,9 +38,9 @@ tree=$({ git ls-files -z; git ls-files -z --others --exclude-standard; } |
 total=$((size + tree))
 awk -v a="$size" -v t="$tree" -v f="$bin/tests.tar.xz" 'BEGIN {
 	m = 1048576
-	printf "built %s: %.2f MiB\nworking tree %.2f MiB + carried %.2f MiB = %.2f MiB (device tool limit 64 MiB)\n", f, a/m, t/m, a/m, (a+t)/m
+	printf "built %s: %.2f MiB\nworking tree %.2f MiB + carried %.2f MiB = %.2f MiB (limit 64 MiB)\n", f, a/m, t/m, a/m, (a+t)/m
 }'
 if ((total > 64 << 20)); then
-	echo "build.sh: over the device tool's 64 MiB: the run would be refused" >&2
+	echo "build.sh: over the 64 MiB a GPU machine accepts: the run would be refused" >&2
 	exit 1
 fi
