@@ -1,10 +1,13 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/falocal/falocal/internal/testenv"
 )
@@ -98,4 +101,80 @@ func TestE2EWhisperWords(t *testing.T) {
 		t.Errorf("%d word chunks spell %q, text %q", len(out.Chunks), joined.String(), out.Text)
 	}
 	t.Logf("%d words, last ends at %.2f s", len(out.Chunks), last)
+}
+
+// TestE2EWhisperTenMinutes transcribes ten minutes of real speech through
+// the queue, sequentially (batch_size 1) and batched, with progress in the
+// logs for every window.
+func TestE2EWhisperTenMinutes(t *testing.T) {
+	s := startServer(t, "-whisper-model", "whisper-tiny.en")
+	var pcm []int16
+	clips := []struct {
+		file  string
+		words int // in its human transcript
+	}{{"jfk.wav", 22}, {"librivox/sense_and_sensibility_01_austen_64kb-0870.wav", 23},
+		{"librivox/sense_and_sensibility_01_austen_64kb-0890.wav", 14}, {"librivox/sense_and_sensibility_01_austen_64kb-0920.wav", 19}}
+	said := 0
+	for i := 0; len(pcm) < 600*16000; i++ {
+		said += clips[i%len(clips)].words
+		b, err := os.ReadFile(testenv.Asset(t, "whisper/"+clips[i%len(clips)].file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := 44; j+1 < len(b); j += 2 { // 16 kHz mono 16-bit PCM after the 44-byte header
+			pcm = append(pcm, int16(uint16(b[j])|uint16(b[j+1])<<8))
+		}
+		pcm = append(pcm, make([]int16, 8000)...) // half a second of pause
+	}
+	wav := make([]byte, 44+2*len(pcm))
+	copy(wav, "RIFF")
+	binary.LittleEndian.PutUint32(wav[4:], uint32(36+2*len(pcm)))
+	copy(wav[8:], "WAVEfmt ")
+	binary.LittleEndian.PutUint32(wav[16:], 16)
+	binary.LittleEndian.PutUint16(wav[20:], 1)
+	binary.LittleEndian.PutUint16(wav[22:], 1)
+	binary.LittleEndian.PutUint32(wav[24:], 16000)
+	binary.LittleEndian.PutUint32(wav[28:], 32000)
+	binary.LittleEndian.PutUint16(wav[32:], 2)
+	binary.LittleEndian.PutUint16(wav[34:], 16)
+	copy(wav[36:], "data")
+	binary.LittleEndian.PutUint32(wav[40:], uint32(2*len(pcm)))
+	for i, v := range pcm {
+		binary.LittleEndian.PutUint16(wav[44+2*i:], uint16(v))
+	}
+	dur := float64(len(pcm)) / 16000
+	audio := dataURI("audio/wav", wav)
+	c := &http.Client{}
+	for _, mode := range []struct {
+		batch    int
+		progress string
+	}{{1, "transcribed "}, {64, " decoded: "}} {
+		sub := submitQueue(t, c, s.base+"/fal-ai/whisper", mustJSON(map[string]any{"audio_url": audio, "batch_size": mode.batch}))
+		st := waitStatus(t, c, sub.StatusURL, "COMPLETED", 10*time.Minute)
+		if st.Error != "" {
+			t.Fatalf("batch_size %d: %s %s", mode.batch, st.ErrorType, st.Error)
+		}
+		r := do(t, c, "GET", sub.ResponseURL, nil)
+		var out struct {
+			Text   string `json:"text"`
+			Chunks []struct {
+				Timestamp [2]float64 `json:"timestamp"`
+			} `json:"chunks"`
+		}
+		if err := json.Unmarshal(r.body, &out); err != nil || r.status != 200 {
+			t.Fatalf("batch_size %d: %d %s", mode.batch, r.status, r.body)
+		}
+		n := st.logsWith("INFO", mode.progress)
+		last := out.Chunks[len(out.Chunks)-1].Timestamp[1]
+		words := len(strings.Fields(out.Text))
+		t.Logf("batch_size %d: %.0f s of audio, %d words of %d said, %d chunks ending at %.1f s, %d progress lines",
+			mode.batch, dur, words, said, len(out.Chunks), last, n)
+		// tiny.en merges and drops a few words; whole windows lost would show
+		if float64(words) < 0.85*float64(said) || last < dur-15 {
+			t.Errorf("batch_size %d: %d words of %d said, last chunk ends at %.1f of %.1f s", mode.batch, words, said, last, dur)
+		}
+		if n < 20 { // a line for every window of at most 30 s
+			t.Errorf("batch_size %d: %d progress lines with %q", mode.batch, n, mode.progress)
+		}
+	}
 }

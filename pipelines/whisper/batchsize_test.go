@@ -21,7 +21,7 @@ func TestBatchSizeOnBothEndpoints(t *testing.T) {
 		for _, c := range []struct {
 			batch any
 			log   string
-		}{{1, "transcribed "}, {nil, "windows 1-2 of 2 decoded"}, {8, "windows 1-2 of 2 decoded"}} {
+		}{{1, "transcribed "}, {nil, "window 2 of 2 decoded"}, {8, "window 2 of 2 decoded"}} {
 			in := map[string]any{"audio_url": audio, "language": "en"}
 			if c.batch != nil {
 				in["batch_size"] = c.batch

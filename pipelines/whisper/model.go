@@ -731,9 +731,11 @@ func (m *Model) decodeBatch(ctx context.Context, wins []batchWindow, opt Transcr
 			}
 			*lastSpeech = ls
 		}
-		first, last := wins[lo], wins[hi-1]
-		logf("windows %d-%d of %d decoded (%.0f-%.0f s)", lo+1, hi, len(wins),
-			speech.original(first.off, false), speech.original(last.off+float64(last.frames)/framesPerSec, true))
+		for i := lo; i < hi; i++ {
+			w, r := wins[i], pieces[i].res
+			logf("window %d of %d decoded: %.1f-%.1f s, %d tokens at temperature %.1f", i+1, len(wins),
+				speech.original(w.off, false), speech.original(w.off+float64(w.frames)/framesPerSec, true), len(r.Tokens), r.Temperature)
+		}
 	}
 	return pieces, nil
 }
