@@ -10,12 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode"
 
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/pipelines/whisper"
 	"github.com/falocal/falocal/pipelines/whisper/audio"
 	"github.com/falocal/falocal/weights"
@@ -90,45 +90,6 @@ func writeWAV(b *testing.B, path string, pcm []float32) {
 	}
 }
 
-// words lowercases, drops punctuation and spells Mr. out.
-func words(s string) []string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsLetter(r) || unicode.IsDigit(r) || r == '\'' {
-			return unicode.ToLower(r)
-		}
-		return ' '
-	}, strings.ReplaceAll(s, "-", " "))
-	w := strings.Fields(s)
-	for i := range w {
-		if w[i] == "mr" {
-			w[i] = "mister"
-		}
-	}
-	return w
-}
-
-// wordErrorRate is the word error rate of hyp against ref.
-func wordErrorRate(ref, hyp []string) float64 {
-	d := make([]int, len(hyp)+1)
-	for j := range d {
-		d[j] = j
-	}
-	for i := 1; i <= len(ref); i++ {
-		prev := d[0]
-		d[0] = i
-		for j := 1; j <= len(hyp); j++ {
-			cur := d[j]
-			sub := prev
-			if ref[i-1] != hyp[j-1] {
-				sub++
-			}
-			d[j] = min(sub, d[j]+1, d[j-1]+1)
-			prev = cur
-		}
-	}
-	return float64(d[len(hyp)]) / float64(len(ref))
-}
-
 // BenchmarkWhisperReal transcribes 61.3 s of real speech (realSpeech) with
 // the real models that setup installs (whisper-base and whisper-tiny.en,
 // float32 ONNX converted from faster-whisper's CTranslate2 files), with
@@ -148,7 +109,7 @@ func BenchmarkWhisperReal(b *testing.B) {
 	if err := os.WriteFile(strings.TrimSuffix(WhisperRealAudio, ".wav")+".txt", []byte(said+"\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	ref := words(said)
+	ref := pipelinetest.Words(said)
 	dur := float64(len(pcm)) / whisper.SampleRate
 	b.Logf("%s: %.2f s, %d words", WhisperRealAudio, dur, len(ref))
 
@@ -204,7 +165,7 @@ func BenchmarkWhisperReal(b *testing.B) {
 				b.ReportMetric(100*(sec-s.FrontEnd.Seconds()-s.Encoder.Seconds()-s.Decoder.Seconds())/sec, "%glue")
 				b.ReportMetric(float64(s.DecoderCalls)/float64(b.N), "decoder_calls/op")
 				b.ReportMetric(float64(tokens)/float64(b.N), "tokens/op")
-				b.ReportMetric(wordErrorRate(ref, words(tr.Text)), "wer")
+				b.ReportMetric(pipelinetest.WordErrorRate(ref, pipelinetest.Words(tr.Text)), "wer")
 				b.Logf("runs %.2f s; %d segments: %s", runs, len(tr.Segments), tr.Text)
 			})
 		}

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"unicode"
 
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -37,45 +37,6 @@ func longSpeech(t *testing.T) ([]float32, string) {
 		}
 	}
 	return pcm, strings.Join(text, " ")
-}
-
-// normWords lowercases, drops punctuation and spells Mr. out.
-func normWords(s string) []string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsLetter(r) || unicode.IsDigit(r) || r == '\'' {
-			return unicode.ToLower(r)
-		}
-		return ' '
-	}, strings.ReplaceAll(s, "-", " "))
-	w := strings.Fields(s)
-	for i := range w {
-		if w[i] == "mr" {
-			w[i] = "mister"
-		}
-	}
-	return w
-}
-
-// wer is the word error rate of hyp against ref.
-func wer(ref, hyp []string) float64 {
-	d := make([]int, len(hyp)+1)
-	for j := range d {
-		d[j] = j
-	}
-	for i := 1; i <= len(ref); i++ {
-		prev := d[0]
-		d[0] = i
-		for j := 1; j <= len(hyp); j++ {
-			cur := d[j]
-			sub := prev
-			if ref[i-1] != hyp[j-1] {
-				sub++
-			}
-			d[j] = min(sub, d[j]+1, d[j-1]+1)
-			prev = cur
-		}
-	}
-	return float64(d[len(hyp)]) / float64(len(ref))
 }
 
 // The batched mode loses no speech at window cuts: on long real speech its
@@ -112,7 +73,7 @@ func TestBatchedVADLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	pcm, said := longSpeech(t)
-	ref := normWords(said)
+	ref := pipelinetest.Words(said)
 	opt := TranscribeOptions{Options: Options{Language: "en"}}
 	seq, err := m.Transcribe(t.Context(), pcm, opt)
 	if err != nil {
@@ -130,7 +91,7 @@ func TestBatchedVADLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wSeq, wFixed, wVAD := wer(ref, normWords(seq.Text)), wer(ref, normWords(fixed.Text)), wer(ref, normWords(cut.Text))
+	wSeq, wFixed, wVAD := pipelinetest.WordErrorRate(ref, pipelinetest.Words(seq.Text)), pipelinetest.WordErrorRate(ref, pipelinetest.Words(fixed.Text)), pipelinetest.WordErrorRate(ref, pipelinetest.Words(cut.Text))
 	t.Logf("%.1f s, %d words; WER sequential %.3f, batched every 30 s %.3f, batched at silences %.3f", float64(len(pcm))/SampleRate, len(ref), wSeq, wFixed, wVAD)
 	t.Logf("logs: %q", logs)
 	if wVAD > wSeq+0.02 {

@@ -20,6 +20,7 @@ import (
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -84,7 +85,7 @@ var realNumbers = map[string]string{"0": "zero", "1": "one", "2": "two", "3": "t
 // realWords normalises for the word error rate: lowercase, no punctuation,
 // Mr. spelt out and numbers in words (the cards say them).
 func realWords(s string) []string {
-	w := normWords(s)
+	w := pipelinetest.Words(s)
 	for i := range w {
 		if n, ok := realNumbers[w[i]]; ok {
 			w[i] = n
@@ -286,9 +287,9 @@ func TestRealSpeechMatchesFasterWhisper(t *testing.T) {
 					for _, s := range mode.ref {
 						refText.WriteString(s.Text)
 					}
-					*mode.wer = wer(hw, realWords(tr.Text))
+					*mode.wer = pipelinetest.WordErrorRate(hw, realWords(tr.Text))
 					if mode.beam == 1 {
-						r.refWER = wer(hw, realWords(refText.String()))
+						r.refWER = pipelinetest.WordErrorRate(hw, realWords(refText.String()))
 					}
 					*mode.out = realCompare(t, m, pcm, c.Name+" "+mode.name, c.Language, tr, mode.ref)
 				}
