@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bytes"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"runtime"
@@ -64,28 +62,12 @@ func realSpeech(b *testing.B) ([]float32, string) {
 // writeWAV writes 16 kHz mono samples that are exact multiples of 1/32768
 // (16-bit PCM, as the clips are) as a 16-bit WAV file.
 func writeWAV(b *testing.B, path string, pcm []float32) {
-	var buf bytes.Buffer
-	le := func(v any) { binary.Write(&buf, binary.LittleEndian, v) }
-	buf.WriteString("RIFF")
-	le(uint32(36 + 2*len(pcm)))
-	buf.WriteString("WAVEfmt ")
-	le(uint32(16))
-	le(uint16(1)) // PCM
-	le(uint16(1)) // mono
-	le(uint32(whisper.SampleRate))
-	le(uint32(2 * whisper.SampleRate))
-	le(uint16(2))
-	le(uint16(16))
-	buf.WriteString("data")
-	le(uint32(2 * len(pcm)))
 	for _, v := range pcm {
-		s := v * 32768
-		if s != float32(int16(s)) {
+		if s := v * 32768; s != float32(int16(s)) {
 			b.Fatalf("sample %v is not 16-bit", v)
 		}
-		le(int16(s))
 	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(path, pipelinetest.WAV(pcm, whisper.SampleRate), 0o644); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 )
 
 // TestE2EWhisper transcribes a real recording with the models setup
@@ -126,22 +126,11 @@ func TestE2EWhisperTenMinutes(t *testing.T) {
 		}
 		pcm = append(pcm, make([]int16, 8000)...) // half a second of pause
 	}
-	wav := make([]byte, 44+2*len(pcm))
-	copy(wav, "RIFF")
-	binary.LittleEndian.PutUint32(wav[4:], uint32(36+2*len(pcm)))
-	copy(wav[8:], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(wav[16:], 16)
-	binary.LittleEndian.PutUint16(wav[20:], 1)
-	binary.LittleEndian.PutUint16(wav[22:], 1)
-	binary.LittleEndian.PutUint32(wav[24:], 16000)
-	binary.LittleEndian.PutUint32(wav[28:], 32000)
-	binary.LittleEndian.PutUint16(wav[32:], 2)
-	binary.LittleEndian.PutUint16(wav[34:], 16)
-	copy(wav[36:], "data")
-	binary.LittleEndian.PutUint32(wav[40:], uint32(2*len(pcm)))
+	samples := make([]float32, len(pcm))
 	for i, v := range pcm {
-		binary.LittleEndian.PutUint16(wav[44+2*i:], uint16(v))
+		samples[i] = float32(v) / 32768
 	}
+	wav := pipelinetest.WAV(samples, 16000)
 	dur := float64(len(pcm)) / 16000
 	audio := dataURI("audio/wav", wav)
 	c := &http.Client{}

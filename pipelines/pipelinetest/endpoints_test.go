@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"image"
 	"image/png"
@@ -286,21 +285,9 @@ func pngURI(t *testing.T, w, h int) string {
 
 // wavURI is n samples of a quiet tone, 16 kHz mono PCM.
 func wavURI(n int) string {
-	b := make([]byte, 44+2*n)
-	copy(b, "RIFF")
-	binary.LittleEndian.PutUint32(b[4:], uint32(36+2*n))
-	copy(b[8:], "WAVEfmt ")
-	binary.LittleEndian.PutUint32(b[16:], 16)
-	binary.LittleEndian.PutUint16(b[20:], 1)
-	binary.LittleEndian.PutUint16(b[22:], 1)
-	binary.LittleEndian.PutUint32(b[24:], 16000)
-	binary.LittleEndian.PutUint32(b[28:], 32000)
-	binary.LittleEndian.PutUint16(b[32:], 2)
-	binary.LittleEndian.PutUint16(b[34:], 16)
-	copy(b[36:], "data")
-	binary.LittleEndian.PutUint32(b[40:], uint32(2*n))
-	for i := range n {
-		binary.LittleEndian.PutUint16(b[44+2*i:], uint16(int16((i%40-20)*50)))
+	pcm := make([]float32, n)
+	for i := range pcm {
+		pcm[i] = float32((i%40-20)*50) / 32768
 	}
-	return "data:audio/wav;base64," + base64.StdEncoding.EncodeToString(b)
+	return "data:audio/wav;base64," + base64.StdEncoding.EncodeToString(pipelinetest.WAV(pcm, 16000))
 }
