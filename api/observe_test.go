@@ -219,8 +219,19 @@ func TestMetricsPerServer(t *testing.T) {
 	if r := b.do(http.MethodPost, "", "/run/fal-ai/only-b", `{}`); r.Code != 200 {
 		t.Fatalf("run on b: %d %s", r.Code, r.Body.String())
 	}
-	ma := a.do(http.MethodGet, "", "/metrics", "").Body.String()
-	mb := b.do(http.MethodGet, "", "/metrics", "").Body.String()
+	// a run's outcome is counted as its handler returns, which may be just
+	// after the client has the answer: scrape until it shows (bounded)
+	scrape := func(e *testEnv, endpoint string) string {
+		var body string
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			body = e.do(http.MethodGet, "", "/metrics", "").Body.String()
+			if strings.Contains(body, `falocal_requests_total{endpoint="`+endpoint+`"`) || time.Now().After(deadline) {
+				return body
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	ma, mb := scrape(a, "fal-ai/only-a"), scrape(b, "fal-ai/only-b")
 	for _, c := range []struct {
 		name, body string
 		want, not  []string
