@@ -10,11 +10,44 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// ONNXIO lists the graph input and output names of an ONNX file. It reads
-// the protobuf as a stream and skips everything else, so a multi-gigabyte
-// model costs a few reads, not its size in memory. Pipelines use it to
-// adapt to export variants (e.g. whether a decoder takes cache_position).
+// ONNXIO lists the graph input and output names of an ONNX file (see
+// ONNXSignature).
 func ONNXIO(path string) (inputs, outputs []string, err error) {
+	in, out, err := ONNXSignature(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, v := range in {
+		inputs = append(inputs, v.Name)
+	}
+	for _, v := range out {
+		outputs = append(outputs, v.Name)
+	}
+	return inputs, outputs, nil
+}
+
+// ValueInfo is a graph input or output as the file declares it.
+type ValueInfo struct {
+	Name string
+	// Elem is the ONNX element type (onnxpb.TensorProto_DataType: 1 float,
+	// 7 int64, 10 float16, ...); 0 when not a tensor.
+	Elem int32
+	// Dims are the declared dimensions, -1 where dynamic (named or
+	// unnamed); nil for a scalar. DimNames has the symbolic names ("" for
+	// fixed or unnamed dimensions).
+	Dims     []int64
+	DimNames []string
+}
+
+// Rank is the number of declared dimensions.
+func (v ValueInfo) Rank() int { return len(v.Dims) }
+
+// ONNXSignature reads the graph inputs and outputs of an ONNX file with
+// their declared element types and shapes. It reads the protobuf as a
+// stream and skips everything else, so a multi-gigabyte model costs a few
+// reads, not its size in memory. Pipelines use it to adapt to export
+// variants (e.g. a scalar or per-row timestep) before any session opens.
+func ONNXSignature(path string) (inputs, outputs []ValueInfo, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -30,27 +63,16 @@ func ONNXIO(path string) (inputs, outputs []string, err error) {
 		if num != 7 {
 			return false, nil
 		}
-		// GraphProto: input is field 11, output field 12 (ValueInfoProto, name = 1)
+		// GraphProto: input is field 11, output field 12
 		return true, walk(r, n, func(num protowire.Number, n int64) (bool, error) {
 			if num != 11 && num != 12 {
 				return false, nil
 			}
-			var name string
-			err := walk(r, n, func(num protowire.Number, n int64) (bool, error) {
-				if num != 1 {
-					return false, nil
-				}
-				b := make([]byte, n)
-				if _, err := io.ReadFull(r, b); err != nil {
-					return true, err
-				}
-				name = string(b)
-				return true, nil
-			})
+			v, err := readValueInfo(r, n)
 			if num == 11 {
-				inputs = append(inputs, name)
+				inputs = append(inputs, v)
 			} else {
-				outputs = append(outputs, name)
+				outputs = append(outputs, v)
 			}
 			return true, err
 		})
@@ -62,6 +84,66 @@ func ONNXIO(path string) (inputs, outputs []string, err error) {
 		return nil, nil, fmt.Errorf("%s: no graph inputs (not an ONNX model?)", path)
 	}
 	return inputs, outputs, nil
+}
+
+// readValueInfo reads a ValueInfoProto: name = 1, type = 2 (TypeProto:
+// tensor_type = 1 → elem_type = 1, shape = 2 → dim = 1 → dim_value = 1,
+// dim_param = 2).
+func readValueInfo(r *countingReader, n int64) (ValueInfo, error) {
+	var v ValueInfo
+	readString := func(n int64) (string, error) {
+		b := make([]byte, n)
+		_, err := io.ReadFull(r, b)
+		return string(b), err
+	}
+	err := walkAll(r, n, func(num protowire.Number, typ protowire.Type, x uint64, n int64) (bool, error) {
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			s, err := readString(n)
+			v.Name = s
+			return true, err
+		case num == 2 && typ == protowire.BytesType: // TypeProto
+			return true, walkAll(r, n, func(num protowire.Number, typ protowire.Type, _ uint64, n int64) (bool, error) {
+				if num != 1 || typ != protowire.BytesType { // tensor_type only
+					return false, nil
+				}
+				return true, walkAll(r, n, func(num protowire.Number, typ protowire.Type, x uint64, n int64) (bool, error) {
+					switch {
+					case num == 1 && typ == protowire.VarintType:
+						v.Elem = int32(x)
+					case num == 2 && typ == protowire.BytesType: // TensorShapeProto
+						v.Dims, v.DimNames = []int64{}, []string{}
+						return true, walkAll(r, n, func(num protowire.Number, typ protowire.Type, _ uint64, n int64) (bool, error) {
+							if num != 1 || typ != protowire.BytesType {
+								return false, nil
+							}
+							d, name := int64(-1), ""
+							err := walkAll(r, n, func(num protowire.Number, typ protowire.Type, x uint64, n int64) (bool, error) {
+								switch {
+								case num == 1 && typ == protowire.VarintType:
+									d = int64(x)
+								case num == 2 && typ == protowire.BytesType:
+									s, err := readString(n)
+									name = s
+									return true, err
+								}
+								return false, nil
+							})
+							v.Dims = append(v.Dims, d)
+							v.DimNames = append(v.DimNames, name)
+							return true, err
+						})
+					}
+					return false, nil
+				})
+			})
+		}
+		return false, nil
+	})
+	if len(v.Dims) == 0 {
+		v.Dims, v.DimNames = nil, nil
+	}
+	return v, err
 }
 
 // countingReader reads through a buffer and skips by seeking.
@@ -89,9 +171,22 @@ func (c *countingReader) skip(n int64) error {
 
 var errBadProto = errors.New("malformed protobuf")
 
-// walk visits the fields of a message of size bytes. visit reports whether
-// it consumed a length-delimited field's n bytes; otherwise walk skips them.
+// walk visits the length-delimited fields of a message of size bytes.
+// visit reports whether it consumed a field's n bytes; otherwise walk
+// skips them.
 func walk(r *countingReader, size int64, visit func(num protowire.Number, n int64) (bool, error)) error {
+	return walkAll(r, size, func(num protowire.Number, typ protowire.Type, _ uint64, n int64) (bool, error) {
+		if typ != protowire.BytesType {
+			return false, nil
+		}
+		return visit(num, n)
+	})
+}
+
+// walkAll visits every field of a message of size bytes: varints with
+// their value x, length-delimited fields with their length n (visit
+// reports whether it consumed the n bytes; otherwise walkAll skips them).
+func walkAll(r *countingReader, size int64, visit func(num protowire.Number, typ protowire.Type, x uint64, n int64) (bool, error)) error {
 	for size > 0 {
 		tag, tn, err := readVarint(r)
 		if err != nil {
@@ -102,11 +197,14 @@ func walk(r *countingReader, size int64, visit func(num protowire.Number, n int6
 		var n int64
 		switch typ {
 		case protowire.VarintType:
-			_, vn, err := readVarint(r)
+			x, vn, err := readVarint(r)
 			if err != nil {
 				return err
 			}
 			size -= int64(vn)
+			if _, err := visit(num, typ, x, 0); err != nil {
+				return err
+			}
 			continue
 		case protowire.Fixed64Type:
 			n = 8
@@ -122,7 +220,7 @@ func walk(r *countingReader, size int64, visit func(num protowire.Number, n int6
 			if n > size {
 				return errBadProto
 			}
-			done, err := visit(num, n)
+			done, err := visit(num, typ, 0, n)
 			if err != nil {
 				return err
 			}

@@ -108,3 +108,57 @@ func TestAddDirMaterialize(t *testing.T) {
 		}
 	}
 }
+
+func TestONNXSignature(t *testing.T) {
+	dim := func(v any) *onnxpb.TensorShapeProto_Dimension {
+		if s, ok := v.(string); ok {
+			return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: s}}
+		}
+		return &onnxpb.TensorShapeProto_Dimension{Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: int64(v.(int))}}
+	}
+	vi := func(n string, elem onnxpb.TensorProto_DataType, dims ...any) *onnxpb.ValueInfoProto {
+		sh := &onnxpb.TensorShapeProto{}
+		for _, d := range dims {
+			sh.Dim = append(sh.Dim, dim(d))
+		}
+		return &onnxpb.ValueInfoProto{Name: proto.String(n), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(elem)), Shape: sh}}}}
+	}
+	m := &onnxpb.ModelProto{IrVersion: proto.Int64(8), Graph: &onnxpb.GraphProto{
+		Name:        proto.String("g"),
+		Initializer: []*onnxpb.TensorProto{{Name: proto.String("w"), RawData: make([]byte, 1<<20)}},
+		Input: []*onnxpb.ValueInfoProto{
+			vi("sample", onnxpb.TensorProto_FLOAT, "batch", 4, 64, "width"),
+			vi("timestep", onnxpb.TensorProto_INT64),
+			vi("img_ids", onnxpb.TensorProto_INT64, "n", 3),
+		},
+		Output: []*onnxpb.ValueInfoProto{vi("out_sample", onnxpb.TensorProto_FLOAT16, "batch", 4, 64, "width")},
+	}}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "m.onnx")
+	os.WriteFile(p, b, 0o644)
+	in, out, err := ONNXSignature(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ValueInfo{
+		{Name: "sample", Elem: 1, Dims: []int64{-1, 4, 64, -1}, DimNames: []string{"batch", "", "", "width"}},
+		{Name: "timestep", Elem: 7},
+		{Name: "img_ids", Elem: 7, Dims: []int64{-1, 3}, DimNames: []string{"n", ""}},
+	}
+	if len(in) != len(want) {
+		t.Fatalf("inputs %+v", in)
+	}
+	for i := range want {
+		if in[i].Name != want[i].Name || in[i].Elem != want[i].Elem || !slices.Equal(in[i].Dims, want[i].Dims) ||
+			!slices.Equal(in[i].DimNames, want[i].DimNames) || in[i].Rank() != len(want[i].Dims) {
+			t.Errorf("input %d: got %+v, want %+v", i, in[i], want[i])
+		}
+	}
+	if len(out) != 1 || out[0].Elem != 10 || !slices.Equal(out[0].Dims, []int64{-1, 4, 64, -1}) {
+		t.Errorf("outputs %+v", out)
+	}
+}
