@@ -33,8 +33,8 @@ type ValueInfo struct {
 	// 7 int64, 10 float16, ...); 0 when not a tensor.
 	Elem int32
 	// Dims are the declared dimensions, -1 where dynamic (named or
-	// unnamed); nil for a scalar. DimNames has the symbolic names ("" for
-	// fixed or unnamed dimensions).
+	// unnamed): empty for a scalar, nil when the file declares no shape.
+	// DimNames has the symbolic names ("" for fixed or unnamed dimensions).
 	Dims     []int64
 	DimNames []string
 }
@@ -140,9 +140,6 @@ func readValueInfo(r *countingReader, n int64) (ValueInfo, error) {
 		}
 		return false, nil
 	})
-	if len(v.Dims) == 0 {
-		v.Dims, v.DimNames = nil, nil
-	}
 	return v, err
 }
 

@@ -11,6 +11,8 @@ import (
 	"math"
 	"strings"
 
+	"golang.org/x/image/draw"
+
 	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/weights"
 )
@@ -289,38 +291,59 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		crand.Read(b[:])
 		seed = int64(binary.LittleEndian.Uint64(b[:]) >> 33) // a positive int that JSON clients round-trip
 	}
-	// FLUX packs 2×2 latents (16 px); a UNet halves its latents three times
-	// and ONNX exports cannot pad odd sizes back (64 px)
-	align := 64
-	if m.Family == Flux {
-		align = 2 * vaeFactor
-	}
 	j := Job{Prompt: prompt, Steps: steps, Guidance: guidance, NumImages: n, Scheduler: sched,
 		Noise: NewSeededNoise(uint64(seed))}
-	if in.NegativePrompt != nil && m.Family != Flux {
-		j.Negative, j.NegativeSet = *in.NegativePrompt, *in.NegativePrompt != ""
+	if m.Family != Flux {
+		// fal's schemas default negative_prompt to "", which diffusers
+		// encodes like any other string (it zeroes SDXL's unconditional
+		// embeddings only for None, which a fal request cannot send)
+		j.NegativeSet = true
+		if in.NegativePrompt != nil {
+			j.Negative = *in.NegativePrompt
+		}
 	}
+	// The size the response has (outW×outH) and the size the model
+	// generates at: the same, or the next size on the model's grid, cropped
+	// (text-to-image) or resized (image-to-image) back.
+	outW, outH := width, height
+	chosen := in.ImageSize != nil && string(*in.ImageSize) != "null"
+	var img *image.NRGBA
 	if s.kind != "t2i" {
-		img, _, err := pipelines.LoadImage(ctx, req, e.p.deps.Config, "image_url", imgURL)
-		if err != nil {
+		if img, _, err = pipelines.LoadImage(ctx, req, e.p.deps.Config, "image_url", imgURL); err != nil {
 			return nil, err
 		}
 		b := img.Bounds()
-		width, height = b.Dx()/align*align, b.Dy()/align*align
-		if width < 64 || height < 64 || width > maxSide || height > maxSide {
-			return nil, pipelines.Invalid("image_url", fmt.Sprintf("the image is %d×%d; it must be between 64 and %d pixels on each side", b.Dx(), b.Dy(), maxSide))
+		outW, outH = b.Dx(), b.Dy()
+		if outW < 64 || outH < 64 || outW > maxSide || outH > maxSide {
+			return nil, pipelines.Invalid("image_url", fmt.Sprintf("the image is %d×%d; it must be between 64 and %d pixels on each side", outW, outH, maxSide))
 		}
-		j.Init = toNCHW(img, width, height)
+	}
+	genW, genH, err := m.SizeFor(outW, outH, chosen)
+	if err != nil {
+		return nil, pipelines.Invalid("image_size", err.Error())
+	}
+	if s.kind == "t2i" && !chosen {
+		outW, outH = genW, genH // a fixed-size model's own size
+	}
+	if img != nil {
+		j.Init = toNCHW(resize(img, genW, genH))
 		j.Strength = strength
 		if maskURL != "" {
 			mimg, _, err := pipelines.LoadImage(ctx, req, e.p.deps.Config, "mask_url", maskURL)
 			if err != nil {
 				return nil, err
 			}
-			j.Mask = toMask(mimg, width, height)
+			j.Mask = toMask(mimg, genW, genH)
 		}
 	}
-	j.Width, j.Height = width/align*align, height/align*align
+	j.Width, j.Height = genW, genH
+	if genW != outW || genH != outH {
+		req.Logf(pipelines.Info, "%s runs %d×%d, not %d×%d: generating at %d×%d and %s", m.Name, genW, genH, outW, outH, genW, genH,
+			map[bool]string{true: "cropping the centre", false: "resizing the result"}[s.kind == "t2i"])
+	}
+	final := func(px []float32) *image.NRGBA {
+		return fit(toImage(px, genW, genH), outW, outH, s.kind == "t2i")
+	}
 	if m.Family == Flux && !s.guidance && m.Guidance {
 		return nil, pipelines.Unavailable("the model serving "+s.id+" expects a guidance input (a FLUX dev export)", nil)
 	}
@@ -343,7 +366,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		j.Preview = func(step, total int, imgs [][]float32) {
 			p := Output{Seed: seed, Prompt: prompt, Timings: map[string]float64{}, HasNSFWConcepts: make([]bool, n)}
 			for i, px := range imgs {
-				f, err := pipelines.SaveImage(ctx, req, toImage(px, j.Width, j.Height), "jpeg", true, fmt.Sprintf("%s-%d-step%d", req.ID, i, step))
+				f, err := pipelines.SaveImage(ctx, req, final(px), "jpeg", true, fmt.Sprintf("%s-%d-step%d", req.ID, i, step))
 				if err != nil {
 					return
 				}
@@ -352,7 +375,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 			req.Partial(p)
 		}
 	}
-	req.Logf(pipelines.Info, "%s (%s) %d×%d, %d step(s), %d image(s), seed %d", m.Name, m.Family, j.Width, j.Height, steps, n, seed)
+	req.Logf(pipelines.Info, "%s (%s) %d×%d, %d step(s), %d image(s), seed %d", m.Name, m.Family, outW, outH, steps, n, seed)
 	res, err := m.Generate(ctx, j)
 	if err != nil {
 		return nil, err
@@ -366,7 +389,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	out.Timings["inference"] = total
 	sync := pipelines.Bool(in.SyncMode, false)
 	for i, px := range res.Images {
-		f, err := pipelines.SaveImage(ctx, req, toImage(px, res.Width, res.Height), format, sync, fmt.Sprintf("%s-%d", req.ID, i))
+		f, err := pipelines.SaveImage(ctx, req, final(px), format, sync, fmt.Sprintf("%s-%d", req.ID, i))
 		if err != nil {
 			return nil, err
 		}
@@ -410,19 +433,44 @@ func parseSize(v *pipelines.ValidationError, raw *json.RawMessage, def string) (
 	return w, h
 }
 
-// toNCHW resizes nothing: it crops to w×h (the size rounded down to the
-// latent grid) and maps RGB to [-1, 1] as diffusers' image processor does.
-func toNCHW(img *image.NRGBA, w, h int) []float32 {
+// toNCHW maps RGB to [-1, 1] as diffusers' image processor does.
+func toNCHW(img *image.NRGBA) []float32 {
+	b := img.Bounds()
+	w, h := b.Dx(), b.Dy()
 	out := make([]float32, 3*h*w)
 	for y := 0; y < h; y++ {
 		for x := 0; x < w; x++ {
-			o := img.PixOffset(x+img.Rect.Min.X, y+img.Rect.Min.Y)
+			o := img.PixOffset(x+b.Min.X, y+b.Min.Y)
 			for c := 0; c < 3; c++ {
 				out[(c*h+y)*w+x] = float32(img.Pix[o+c])/255*2 - 1
 			}
 		}
 	}
 	return out
+}
+
+// resize scales img to w×h (Catmull-Rom); the same image when it has that size.
+func resize(img *image.NRGBA, w, h int) *image.NRGBA {
+	if img.Bounds().Dx() == w && img.Bounds().Dy() == h {
+		return img
+	}
+	dst := image.NewNRGBA(image.Rect(0, 0, w, h))
+	draw.CatmullRom.Scale(dst, dst.Bounds(), img, img.Bounds(), draw.Src, nil)
+	return dst
+}
+
+// fit brings a generated image to the requested w×h: its centre (crop) or
+// the whole image resized.
+func fit(img *image.NRGBA, w, h int, crop bool) *image.NRGBA {
+	b := img.Bounds()
+	if b.Dx() == w && b.Dy() == h {
+		return img
+	}
+	if !crop {
+		return resize(img, w, h)
+	}
+	x0, y0 := (b.Dx()-w)/2, (b.Dy()-h)/2
+	return img.SubImage(image.Rect(x0, y0, x0+w, y0+h)).(*image.NRGBA)
 }
 
 // toMask reads a mask image as luma in [0, 1] (white = repaint), cropped or

@@ -162,10 +162,7 @@ func (m *Model) generateFlux(ctx context.Context, j Job) (*Result, error) {
 // [pooledDim] and T5's last hidden state [T, t5Dim]. diffusers encodes the
 // prompt once and repeats it per image, so the batch rows are copies.
 func (m *Model) fluxText(ctx context.Context, prompt string, trace *fluxTrace) (pooled []float32, pooledDim int, t5 []float32, T, t5Dim int, err error) {
-	ids, err := m.ids(ctx, "text_encoder", [][]int64{m.clip.EncodePadded(prompt, fluxCLIPLen)})
-	if err != nil {
-		return nil, 0, nil, 0, 0, err
-	}
+	ids := tokenIDs([][]int64{m.clip.EncodePadded(prompt, fluxCLIPLen)})
 	feeds := map[string]*tensorT{"input_ids": ids}
 	if trace != nil && trace.call != nil {
 		trace.call("text_encoder", feeds)
@@ -179,10 +176,7 @@ func (m *Model) fluxText(ctx context.Context, prompt string, trace *fluxTrace) (
 	}
 
 	T = m.t5MaxLen()
-	ids, err = m.ids(ctx, "text_encoder_2", [][]int64{m.t5.EncodePadded(prompt, T)})
-	if err != nil {
-		return nil, 0, nil, 0, 0, err
-	}
+	ids = tokenIDs([][]int64{m.t5.EncodePadded(prompt, T)})
 	feeds = map[string]*tensorT{"input_ids": ids}
 	if trace != nil && trace.call != nil {
 		trace.call("text_encoder_2", feeds)

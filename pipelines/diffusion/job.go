@@ -15,8 +15,9 @@ import (
 // Job is one validated generation request.
 type Job struct {
 	Prompt, Negative string
-	// NegativeSet tells an explicit empty negative prompt from none (SDXL
-	// zeroes the unconditional embeddings when there is none).
+	// NegativeSet tells a negative prompt, empty or not, from none
+	// (diffusers' None): without one, SDXL zeroes the unconditional
+	// embeddings; with one, even "", the prompt is encoded.
 	NegativeSet   bool
 	Width, Height int
 	Steps         int

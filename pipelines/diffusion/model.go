@@ -10,7 +10,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +46,15 @@ type Model struct {
 	clip  *tokenizer.CLIP
 	clip2 *tokenizer.CLIP
 	t5    *tokenizer.T5
+
+	// Grid is the pixel multiple the model's sides must be; Fixed, when
+	// not empty, lists the only sizes (width, height) it runs.
+	Grid  int
+	Fixed [][2]int
+
+	// sigs are the declared inputs and outputs of each component's graph:
+	// feeds are shaped and typed to what the graph wants.
+	sigs map[string]signature
 
 	VAEScale, VAEShift float64
 	LatentChannels     int
@@ -94,6 +105,40 @@ type net struct {
 	inputs, outputs []string
 }
 
+// signature is a component graph's declared inputs and outputs.
+type signature struct {
+	in, out []weights.ValueInfo
+}
+
+func (s signature) input(name string) (weights.ValueInfo, bool) {
+	for _, v := range s.in {
+		if v.Name == name {
+			return v, true
+		}
+	}
+	return weights.ValueInfo{}, false
+}
+
+func (s signature) output(name string) bool {
+	for _, v := range s.out {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// components are the graphs a diffusers export may have, with the inputs
+// this package knows how to feed each.
+var components = map[string][]string{
+	"text_encoder":   {"input_ids", "attention_mask"},
+	"text_encoder_2": {"input_ids", "attention_mask"},
+	"unet":           {"sample", "timestep", "encoder_hidden_states", "text_embeds", "time_ids", "timestep_cond"},
+	"transformer":    {"hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "img_ids", "txt_ids", "guidance"},
+	"vae_decoder":    {"latent_sample"},
+	"vae_encoder":    {"sample"},
+}
+
 // LoadModel reads a diffusers export's configs and tokenizers; sessions
 // open on first use through models.
 func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Models) (*Model, error) {
@@ -120,13 +165,28 @@ func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Mod
 			return nil, fmt.Errorf("diffusion model %s: missing %s", man.Name, need)
 		}
 	}
+	if err := m.readSignatures(); err != nil {
+		return nil, err
+	}
 	var vae struct {
 		ScalingFactor  float64  `json:"scaling_factor"`
 		ShiftFactor    *float64 `json:"shift_factor"`
 		LatentChannels int      `json:"latent_channels"`
 	}
-	if err := m.readJSON("vae_decoder/config.json", &vae); err != nil {
-		return nil, err
+	if m.has("vae_decoder/config.json") {
+		if err := m.readJSON("vae_decoder/config.json", &vae); err != nil {
+			return nil, err
+		}
+	} else if m.Family == SD {
+		// diffusers' own ONNX folders (OnnxStableDiffusionPipeline) ship no
+		// VAE config: that pipeline hard-codes SD's scaling factor
+		vae.ScalingFactor = 0.18215
+	}
+	if vae.LatentChannels == 0 {
+		// the decoder's declared latent channels, when static
+		if v, ok := m.sigs["vae_decoder"].input("latent_sample"); ok && v.Rank() == 4 && v.Dims[1] > 0 {
+			vae.LatentChannels = int(v.Dims[1])
+		}
 	}
 	if vae.ScalingFactor == 0 || vae.LatentChannels == 0 {
 		return nil, fmt.Errorf("diffusion model %s: vae_decoder/config.json lacks scaling_factor or latent_channels", man.Name)
@@ -139,10 +199,17 @@ func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Mod
 		var tc struct {
 			GuidanceEmbeds bool `json:"guidance_embeds"`
 		}
-		if err := m.readJSON("transformer/config.json", &tc); err != nil {
-			return nil, err
+		if m.has("transformer/config.json") {
+			if err := m.readJSON("transformer/config.json", &tc); err != nil {
+				return nil, err
+			}
 		}
-		m.Guidance = tc.GuidanceEmbeds
+		// the graph decides: a dev export takes a guidance input
+		_, hasInput := m.sigs["transformer"].input("guidance")
+		m.Guidance = tc.GuidanceEmbeds || hasInput
+	}
+	if err := m.readSizes(); err != nil {
+		return nil, err
 	}
 	b, err := os.ReadFile(m.files["scheduler/scheduler_config.json"])
 	if err != nil {
@@ -167,6 +234,105 @@ func LoadModel(man weights.Manifest, store *weights.Store, models *pipelines.Mod
 }
 
 func (m *Model) has(name string) bool { _, ok := m.files[name]; return ok }
+
+// readSignatures reads every component's declared inputs and outputs and
+// refuses a graph that takes an input no diffusers pipeline feeds it.
+func (m *Model) readSignatures() error {
+	m.sigs = map[string]signature{}
+	for c, known := range components {
+		p, ok := m.files[c+"/model.onnx"]
+		if !ok {
+			continue
+		}
+		in, out, err := weights.ONNXSignature(p)
+		if err != nil {
+			return fmt.Errorf("diffusion model %s: %s: %w", m.Name, c, err)
+		}
+		for _, v := range in {
+			if !slices.Contains(known, v.Name) {
+				return fmt.Errorf("diffusion model %s: %s/model.onnx takes an input %q that no diffusers pipeline feeds (it takes %s)",
+					m.Name, c, v.Name, strings.Join(names(in), ", "))
+			}
+		}
+		m.sigs[c] = signature{in: in, out: out}
+	}
+	return nil
+}
+
+// readSizes finds the sizes the model runs: the manifest's "sizes" (what
+// the import measured, or the user said), else static spatial dimensions
+// in the graphs, else any multiple of the grid: 64 px for a UNet (three
+// halvings of the latent, which exports cannot pad back) and 16 px for
+// FLUX (2×2 packed latents).
+func (m *Model) readSizes() error {
+	m.Grid = 64
+	if m.Family == Flux {
+		m.Grid = 2 * vaeFactor
+	}
+	if v := m.man.Params["sizes"]; v != "" {
+		for _, f := range strings.Split(v, ",") {
+			var w, h int
+			if _, err := fmt.Sscanf(strings.TrimSpace(f), "%dx%d", &w, &h); err != nil || w <= 0 || h <= 0 {
+				return fmt.Errorf("diffusion model %s: sizes %q: want WIDTHxHEIGHT[,WIDTHxHEIGHT...]", m.Name, v)
+			}
+			m.Fixed = append(m.Fixed, [2]int{w, h})
+		}
+		return nil
+	}
+	static := func(comp, input string, hd, wd int) bool {
+		v, ok := m.sigs[comp].input(input)
+		if !ok || v.Rank() <= max(hd, wd) || v.Dims[hd] <= 0 || v.Dims[wd] <= 0 {
+			return false
+		}
+		m.Fixed = [][2]int{{int(v.Dims[wd]) * vaeFactor, int(v.Dims[hd]) * vaeFactor}}
+		return true
+	}
+	if static("unet", "sample", 2, 3) || static("vae_decoder", "latent_sample", 2, 3) {
+		return nil
+	}
+	if v, ok := m.sigs["transformer"].input("hidden_states"); ok && v.Rank() == 3 && v.Dims[1] > 0 {
+		// a fixed token count: the square it packs, when it is one
+		side := int(math.Round(math.Sqrt(float64(v.Dims[1]))))
+		if side*side != int(v.Dims[1]) {
+			return fmt.Errorf("diffusion model %s: the transformer takes %d image tokens only; import it with -param sizes=WIDTHxHEIGHT", m.Name, v.Dims[1])
+		}
+		m.Fixed = [][2]int{{side * 2 * vaeFactor, side * 2 * vaeFactor}}
+	}
+	return nil
+}
+
+// SizeFor is the size a request for w×h generates at: w×h itself when the
+// model runs it, else the next size up on its grid (the caller crops or
+// resizes back). A fixed-size model runs only its sizes: another size is
+// an error naming them, unless the request did not choose one (any false),
+// which gets the first.
+func (m *Model) SizeFor(w, h int, chosen bool) (int, int, error) {
+	if len(m.Fixed) > 0 {
+		for _, f := range m.Fixed {
+			if f[0] == w && f[1] == h {
+				return w, h, nil
+			}
+		}
+		if !chosen {
+			return m.Fixed[0][0], m.Fixed[0][1], nil
+		}
+		var list []string
+		for _, f := range m.Fixed {
+			list = append(list, fmt.Sprintf("%d×%d", f[0], f[1]))
+		}
+		return 0, 0, fmt.Errorf("model %s runs only at %s (width×height); %d×%d is not one of them", m.Name, strings.Join(list, ", "), w, h)
+	}
+	up := func(v int) int { return (v + m.Grid - 1) / m.Grid * m.Grid }
+	return up(w), up(h), nil
+}
+
+func names(vs []weights.ValueInfo) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Name
+	}
+	return out
+}
 
 func (m *Model) readJSON(name string, v any) error {
 	b, err := os.ReadFile(m.files[name])
@@ -198,14 +364,11 @@ func (m *Model) component(name string) (*net, error) {
 		return n, nil
 	}
 	file := name + "/model.onnx"
-	p, ok := m.files[file]
-	if !ok {
+	if !m.has(file) {
 		return nil, fmt.Errorf("diffusion model %s has no %s", m.Name, file)
 	}
-	in, out, err := weights.ONNXIO(p)
-	if err != nil {
-		return nil, err
-	}
+	sig := m.sigs[name]
+	in, out := names(sig.in), names(sig.out)
 	pl, err := m.models.PoolFor(m.man, file, in, out)
 	if err != nil {
 		return nil, err
@@ -241,12 +404,18 @@ func (m *Model) run(ctx context.Context, name string, feeds map[string]*engine.T
 		return nil, err
 	}
 	in := make([]*engine.Tensor, len(n.inputs))
-	for i, k := range n.inputs {
-		t, ok := feeds[k]
-		if !ok {
-			return nil, fmt.Errorf("diffusion model %s: %s needs input %q this pipeline does not provide", m.Name, name, k)
+	for i, v := range m.sigs[name].in {
+		t, ok := feeds[v.Name]
+		if !ok && v.Name == "attention_mask" && feeds["input_ids"] != nil {
+			// diffusers runs the text encoders without a mask: all ones
+			t, ok = ones(feeds["input_ids"].Shape), true
 		}
-		in[i] = t
+		if !ok {
+			return nil, pipelines.Unavailable(fmt.Sprintf("diffusion model %s: %s needs input %q, which this pipeline does not provide for this request", m.Name, name, v.Name), nil)
+		}
+		if in[i], err = conform(t, v, batchOf(feeds)); err != nil {
+			return nil, pipelines.Unavailable(fmt.Sprintf("diffusion model %s: %s input %s: %v", m.Name, name, v.Name, err), err)
+		}
 	}
 	t0 := time.Now()
 	outs, err := n.pool.Do(ctx, engine.Run{Inputs: in, Hold: m.hold})
@@ -267,35 +436,18 @@ func (m *Model) run(ctx context.Context, name string, feeds map[string]*engine.T
 	return res, nil
 }
 
-// ids makes a token-id tensor in the integer type the encoder declares
-// (optimum exports CLIP with int32 ids, T5 with int64).
-func (m *Model) ids(ctx context.Context, component string, rows [][]int64) (*engine.Tensor, error) {
-	n, err := m.component(component)
-	if err != nil {
-		return nil, err
-	}
-	s, err := n.pool.Session(ctx)
-	if err != nil {
-		return nil, err
-	}
-	dt := engine.Int64
-	for _, in := range s.Inputs() {
-		if in.Name == "input_ids" {
-			dt = in.DType
-		}
-	}
+// tokenIDs makes a token-id tensor [rows, seq]; run converts it to the integer
+// type the encoder declares (optimum exports CLIP with int32 ids, T5 with
+// int64).
+func tokenIDs(rows [][]int64) *engine.Tensor {
 	seq := len(rows[0])
-	raw := make([]byte, 0, len(rows)*seq*dt.Size())
+	raw := make([]byte, 0, len(rows)*seq*8)
 	for _, r := range rows {
 		for _, v := range r {
-			if dt == engine.Int32 {
-				raw = binary.LittleEndian.AppendUint32(raw, uint32(v))
-			} else {
-				raw = binary.LittleEndian.AppendUint64(raw, uint64(v))
-			}
+			raw = binary.LittleEndian.AppendUint64(raw, uint64(v))
 		}
 	}
-	return &engine.Tensor{DType: dt, Shape: []int64{int64(len(rows)), int64(seq)}, Raw: raw}, nil
+	return &engine.Tensor{DType: engine.Int64, Shape: []int64{int64(len(rows)), int64(seq)}, Raw: raw}
 }
 
 // f32 returns a float output's values.

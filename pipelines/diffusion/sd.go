@@ -3,9 +3,11 @@ package diffusion
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
+	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/pipelines/diffusion/scheduler"
 )
 
@@ -25,10 +27,7 @@ func (m *Model) encodeCLIP(ctx context.Context, component string, second bool, p
 	if second {
 		tok = m.clip2
 	}
-	ids, err := m.ids(ctx, component, [][]int64{tok.EncodePadded(prompt, 77)})
-	if err != nil {
-		return nil, 0, 0, nil, err
-	}
+	ids := tokenIDs([][]int64{tok.EncodePadded(prompt, 77)})
 	res, err := m.run(ctx, component, map[string]*tensorT{"input_ids": ids})
 	if err != nil {
 		return nil, 0, 0, nil, err
@@ -115,8 +114,12 @@ func (m *Model) generateSD(ctx context.Context, j Job) (*Result, error) {
 	t0 := time.Now()
 	timings := map[string]float64{}
 	B := j.NumImages
-	cfg := j.Guidance > 1
-	cond, err := m.encodeSD(ctx, j.Prompt, false)
+	// an LCM-distilled UNet takes the guidance scale as an embedding
+	// (timestep_cond) instead of classifier-free guidance, as diffusers'
+	// pipelines decide from time_cond_proj_dim
+	cond, hasCond := m.sigs["unet"].input("timestep_cond")
+	cfg := j.Guidance > 1 && !hasCond
+	text, err := m.encodeSD(ctx, j.Prompt, false)
 	if err != nil {
 		return nil, err
 	}
@@ -184,10 +187,17 @@ func (m *Model) generateSD(ctx context.Context, j Job) (*Result, error) {
 	}
 	var hidden, pooled, timeIDs []float32
 	if cfg {
-		hidden = append(repeat(uncond.hidden, B), repeat(cond.hidden, B)...)
-		pooled = append(repeat(uncond.pooled, B), repeat(cond.pooled, B)...)
+		hidden = append(repeat(uncond.hidden, B), repeat(text.hidden, B)...)
+		pooled = append(repeat(uncond.pooled, B), repeat(text.pooled, B)...)
 	} else {
-		hidden, pooled = repeat(cond.hidden, B), repeat(cond.pooled, B)
+		hidden, pooled = repeat(text.hidden, B), repeat(text.pooled, B)
+	}
+	var tcond []float32
+	if hasCond {
+		if cond.Rank() != 2 || cond.Dims[1] <= 0 {
+			return nil, pipelines.Unavailable(fmt.Sprintf("diffusion model %s: unet timestep_cond has shape %s; want [batch, time_cond_proj_dim]", m.Name, declared(cond)), nil)
+		}
+		tcond = repeat(guidanceEmbedding(j.Guidance-1, int(cond.Dims[1])), rows)
 	}
 	if m.Family == SDXL {
 		ids := []float32{float32(j.Height), float32(j.Width), 0, 0, float32(j.Height), float32(j.Width)}
@@ -211,10 +221,13 @@ func (m *Model) generateSD(ctx context.Context, j Job) (*Result, error) {
 		feeds := map[string]*tensorT{
 			"sample":                tensor(in, int64(rows), int64(c), int64(h), int64(w)),
 			"timestep":              tensor(tstep, int64(rows)),
-			"encoder_hidden_states": tensor(hidden, int64(rows), int64(cond.seq), int64(cond.d)),
+			"encoder_hidden_states": tensor(hidden, int64(rows), int64(text.seq), int64(text.d)),
+		}
+		if tcond != nil {
+			feeds["timestep_cond"] = tensor(tcond, int64(rows), int64(len(tcond)/rows))
 		}
 		if m.Family == SDXL {
-			feeds["text_embeds"] = tensor(pooled, int64(rows), int64(cond.p))
+			feeds["text_embeds"] = tensor(pooled, int64(rows), int64(text.p))
 			feeds["time_ids"] = tensor(timeIDs, int64(rows), 6)
 		}
 		res, err := m.run(ctx, "unet", feeds)
@@ -272,6 +285,26 @@ func (m *Model) generateSD(ctx context.Context, j Job) (*Result, error) {
 	}
 	timings["vae"] = since(t2)
 	return &Result{Images: imgs, Width: j.Width, Height: j.Height, Timings: timings}, nil
+}
+
+// guidanceEmbedding is diffusers' get_guidance_scale_embedding for one
+// scale w: sin and cos of 1000·w over dim/2 geometric frequencies.
+func guidanceEmbedding(w float64, dim int) []float32 {
+	half := dim / 2
+	out := make([]float32, dim)
+	if half < 2 {
+		return out
+	}
+	// torch computes it in float32
+	step := float32(math.Log(10000)) / float32(half-1)
+	ww := float32(w) * 1000
+	for i := 0; i < half; i++ {
+		f := float32(math.Exp(float64(float32(i) * -step)))
+		a := float64(ww * f)
+		out[i] = float32(math.Sin(a))
+		out[half+i] = float32(math.Cos(a))
+	}
+	return out
 }
 
 // needsStepNoise reports schedulers whose step draws fresh noise.
