@@ -29,6 +29,41 @@ import (
 	"github.com/falocal/falocal/weights"
 )
 
+// openRuntime loads ONNX Runtime and settles the providers to use.
+func openRuntime(c *Config, log *slog.Logger) (engine.Runtime, []engine.Provider, error) {
+	lib := ortLibrary(c)
+	if _, err := os.Stat(lib); err != nil {
+		return nil, nil, fmt.Errorf("ONNX Runtime library %s not found: run 'falocal setup' (or 'make run'), or point -ort-library at your own build", lib)
+	}
+	rt, err := ort.Init(ort.Config{LibraryPath: lib, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	info := rt.Info()
+	providers := info.Providers
+	if c.Providers != "auto" {
+		if providers, err = engine.ParseProviders(c.Providers); err != nil {
+			return nil, nil, err
+		}
+	}
+	log.Info("onnx runtime", "library", info.Library, "version", info.Version,
+		"available_providers", info.Providers, "using", providers)
+	for p, why := range info.Unavailable {
+		log.Info("execution provider not in this library", "provider", p, "reason", why)
+	}
+	return rt, providers, nil
+}
+
+// newSessionPolicy is the session settings of the flags.
+func newSessionPolicy(c *Config, providers []engine.Provider) sessionPolicy {
+	trt := c.TRTCacheDir
+	if trt == "" {
+		trt = filepath.Join(c.CacheDir, "tensorrt")
+	}
+	return sessionPolicy{providers: providers, threads: c.threads(), deviceID: c.DeviceID, trtCache: trt,
+		fp16: c.FP16, models: c.modelProviders}
+}
+
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	c, fs, err := parse("serve", args, stderr, nil)
 	if err != nil {
@@ -40,26 +75,11 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := newLogger(c, stderr)
 
-	lib := ortLibrary(c)
-	if _, err := os.Stat(lib); err != nil {
-		return fmt.Errorf("ONNX Runtime library %s not found: run 'falocal setup' (or 'make run'), or point -ort-library at your own build", lib)
-	}
-	rt, err := ort.Init(ort.Config{LibraryPath: lib, Logger: log})
+	rt, providers, err := openRuntime(c, log)
 	if err != nil {
 		return err
 	}
 	info := rt.Info()
-	providers := info.Providers
-	if c.Providers != "auto" {
-		if providers, err = engine.ParseProviders(c.Providers); err != nil {
-			return err
-		}
-	}
-	log.Info("onnx runtime", "library", info.Library, "version", info.Version,
-		"available_providers", info.Providers, "using", providers)
-	for p, why := range info.Unavailable {
-		log.Info("execution provider not in this library", "provider", p, "reason", why)
-	}
 
 	store, err := weights.Open(c.DataDir)
 	if err != nil {
@@ -75,12 +95,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if len(installed) == 0 {
 		log.Warn("no models installed: run 'falocal setup'", "data_dir", c.DataDir)
 	}
-	trt := c.TRTCacheDir
-	if trt == "" {
-		trt = filepath.Join(c.CacheDir, "tensorrt")
-	}
-	sessions := sessionPolicy{providers: providers, threads: c.threads(), deviceID: c.DeviceID, trtCache: trt,
-		fp16: c.FP16, models: c.modelProviders}
+	sessions := newSessionPolicy(c, providers)
 	pcfg := pipelines.Config{
 		SessionsPerModel: c.Sessions,
 		MaxInputBytes:    c.MaxInputBytes, MaxPixels: c.MaxPixels, MaxUpscalePixels: c.MaxUpscale,

@@ -1,16 +1,21 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/diffusion"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -105,7 +110,7 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return nil
 	case "import":
-		m, err := imp.run(store)
+		m, err := imp.run(ctx, c, log, store)
 		if err != nil {
 			return err
 		}
@@ -125,6 +130,7 @@ type importArgs struct {
 	name, pipeline, file, dir, dtype string
 	serves, params                   multi
 	memory                           int64
+	check                            bool
 }
 
 type multi []string
@@ -141,11 +147,12 @@ func (a *importArgs) bind(fs *flag.FlagSet) {
 	fs.Var(&a.serves, "serves", "what it serves, e.g. 'rembg' or 'birefnet:Portrait' (repeatable)")
 	fs.Var(&a.params, "param", "pipeline setting key=value (repeatable): input, output, size, mean, std, scale, activation")
 	fs.Int64Var(&a.memory, "memory", 0, "resident memory estimate in bytes (default: 4x the file size + 1 GiB)")
+	fs.BoolVar(&a.check, "check", true, "diffusion: load every component and run a one-step generation at two sizes before recording the model")
 }
 
-func (a *importArgs) run(store *weights.Store) (weights.Manifest, error) {
+func (a *importArgs) run(ctx context.Context, c *Config, log *slog.Logger, store *weights.Store) (weights.Manifest, error) {
 	if a.dir != "" {
-		return a.runDir(store)
+		return a.runDir(ctx, c, log, store)
 	}
 	if a.name == "" || a.file == "" {
 		return weights.Manifest{}, fmt.Errorf("import needs -name and -file (or -dir)")
@@ -190,7 +197,7 @@ func (a *importArgs) run(store *weights.Store) (weights.Manifest, error) {
 }
 
 // runDir imports a directory export whole; its files keep their names.
-func (a *importArgs) runDir(store *weights.Store) (weights.Manifest, error) {
+func (a *importArgs) runDir(ctx context.Context, c *Config, log *slog.Logger, store *weights.Store) (weights.Manifest, error) {
 	if a.name == "" || a.file != "" {
 		return weights.Manifest{}, fmt.Errorf("import -dir needs -name and no -file")
 	}
@@ -239,7 +246,29 @@ func (a *importArgs) runDir(store *weights.Store) (weights.Manifest, error) {
 	}
 	m := weights.Manifest{Name: a.name, Pipeline: a.pipeline, Files: files, MemoryBytes: mem,
 		Serves: a.serves, Params: params, Source: "imported from " + a.dir}
+	if a.pipeline == "diffusion" && a.check {
+		limits, err := checkDiffusion(ctx, c, log, store, m)
+		if err != nil {
+			store.GC() // the copied files belong to no model
+			return weights.Manifest{}, fmt.Errorf("%s was not imported: %w\n(-check=false imports it unchecked)", a.dir, err)
+		}
+		maps.Copy(m.Params, limits)
+		log.Info("export checked", "model", m.Name, "sizes", cmp.Or(limits["sizes"], "any multiple of the model's grid"))
+	}
 	return m, store.Put(m)
+}
+
+// checkDiffusion runs diffusion.Check on a model about to be recorded,
+// with the runtime and providers a server started with the same flags uses.
+func checkDiffusion(ctx context.Context, c *Config, log *slog.Logger, store *weights.Store, m weights.Manifest) (map[string]string, error) {
+	rt, providers, err := openRuntime(c, log)
+	if err != nil {
+		return nil, fmt.Errorf("checking the export needs ONNX Runtime: %w", err)
+	}
+	log.Info("checking the export: loading every component and generating at two small sizes", "model", m.Name)
+	deps := pipelines.Deps{Store: store, Runtime: rt, Ops: engine.CPUOps(), Log: log,
+		Config: pipelines.Config{SessionsPerModel: 1, Models: map[string]string{}}, Session: newSessionPolicy(c, providers).spec}
+	return diffusion.Check(ctx, deps, m)
 }
 
 // dirChecks reject a directory that cannot be a model of the pipeline before
@@ -251,7 +280,7 @@ var dirChecks = map[string]func(dir string) error{
 		if !has("unet/model.onnx") && !has("transformer/model.onnx") {
 			missing = append(missing, "unet/model.onnx or transformer/model.onnx")
 		}
-		for _, n := range []string{"text_encoder/model.onnx", "vae_decoder/model.onnx", "vae_decoder/config.json",
+		for _, n := range []string{"text_encoder/model.onnx", "vae_decoder/model.onnx",
 			"scheduler/scheduler_config.json", "tokenizer/vocab.json"} {
 			if !has(n) {
 				missing = append(missing, n)

@@ -95,7 +95,7 @@ func TestWeightsImportDiffusers(t *testing.T) {
 	dir := t.TempDir()
 	var out, errb bytes.Buffer
 	src := "../../pipelines/diffusion/testdata/models/flux-schnell-tiny"
-	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "diffusion", "-name", "schnell", "-dir", src, "-serves", "flux/schnell"}, &out, &errb); code != 0 {
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-ort-library", testenv.ORTLibrary(t), "-pipeline", "diffusion", "-name", "schnell", "-dir", src, "-serves", "flux/schnell"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	s, _ := weights.Open(dir)
@@ -107,7 +107,7 @@ func TestWeightsImportDiffusers(t *testing.T) {
 	for _, f := range m.Files {
 		found = found || f.Name == "transformer/model.onnx"
 	}
-	if !found || len(m.Serves) != 1 {
+	if !found || len(m.Serves) != 1 || m.Params["sizes"] != "" {
 		t.Fatalf("manifest %+v", m)
 	}
 	errb.Reset()
