@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"image/draw"
 	_ "image/png" // decodeURI reads PNG outputs
 	"os"
 	"path/filepath"
@@ -257,5 +258,48 @@ func TestEndpointWarm(t *testing.T) {
 		if err := p.Warm(context.Background(), id); !errors.Is(err, pipelines.ErrNoModel) {
 			t.Errorf("%s with no model: %v", id, err)
 		}
+	}
+}
+
+// fal's negative_prompt defaults to "", which diffusers encodes like any
+// string: SDXL's zeroed unconditional embeddings (diffusers' None) never
+// apply to a fal request, whether the field is sent empty or left out.
+func TestEndpointNegativePromptDefault(t *testing.T) {
+	p, eps := pipelineUnder(t, map[string][]string{"sdxl-tiny": {"fast-sdxl"}}, nil)
+	in := map[string]any{"prompt": "a red cube", "image_size": map[string]any{"width": 64, "height": 64}, "num_inference_steps": 2,
+		"seed": 7, "sync_mode": true, "format": "png"}
+	absent := call(t, eps["fal-ai/fast-sdxl"], in)
+	in["negative_prompt"] = ""
+	empty := call(t, eps["fal-ai/fast-sdxl"], in)
+	in["negative_prompt"] = "blurry"
+	blurry := call(t, eps["fal-ai/fast-sdxl"], in)
+	if absent.err != nil || empty.err != nil || blurry.err != nil {
+		t.Fatal(absent.err, empty.err, blurry.err)
+	}
+	if absent.out.Images[0].URL != empty.out.Images[0].URL || empty.out.Images[0].URL == blurry.out.Images[0].URL {
+		t.Fatal("an absent negative prompt must equal \"\", and differ from another one")
+	}
+	m, err := p.(*Pipeline).model(specs[3], "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeroed, err := m.Generate(context.Background(), Job{Prompt: "a red cube", Width: 64, Height: 64, Steps: 2, Guidance: 7.5,
+		NumImages: 1, Noise: NewSeededNoise(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := decodeURI(t, empty.out.Images[0].URL)
+	got := image.NewNRGBA(dec.Bounds())
+	draw.Draw(got, got.Bounds(), dec, image.Point{}, draw.Src)
+	if bytes.Equal(got.Pix, toImage(zeroed.Images[0], 64, 64).Pix) {
+		t.Fatal("negative_prompt \"\" gave the zeroed (None) unconditional embeddings")
+	}
+	empty2, err := m.Generate(context.Background(), Job{Prompt: "a red cube", NegativeSet: true, Width: 64, Height: 64, Steps: 2,
+		Guidance: 7.5, NumImages: 1, Noise: NewSeededNoise(7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Pix, toImage(empty2.Images[0], 64, 64).Pix) {
+		t.Fatal("the endpoint's image is not the pipeline's with negative prompt \"\"")
 	}
 }

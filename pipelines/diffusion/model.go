@@ -9,8 +9,10 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -426,6 +428,17 @@ func (m *Model) run(ctx context.Context, name string, feeds map[string]*engine.T
 	}
 	m.st.stats[name] += took
 	m.st.statsMu.Unlock()
+	var nm *engine.NoMemoryError
+	if err != nil && ctx.Err() == nil && !errors.As(err, &nm) {
+		// name the component and what it was given: a graph that fails on
+		// a shape it declared to take is the export's limit, not a crash
+		var fed []string
+		for i, v := range m.sigs[name].in {
+			fed = append(fed, fmt.Sprintf("%s %s%v", v.Name, in[i].DType, in[i].Shape))
+		}
+		return nil, &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure",
+			Msg: fmt.Sprintf("diffusion model %s: %s failed on %s: %s", m.Name, name, strings.Join(fed, ", "), explainLoad(err)), Err: err}
+	}
 	if err != nil {
 		return nil, err
 	}
