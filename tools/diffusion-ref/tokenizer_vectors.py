@@ -1,26 +1,30 @@
 #!/usr/bin/env python3
 """Reference token ids for pipelines/diffusion/tokenizer (run by hand, not by CI).
 
-What it does:
-  * CLIP: derives vocab.json + merges.txt from OpenCLIP's bpe_simple_vocab_16e6.txt.gz the way
-    the OpenAI vocabulary maps onto Hugging Face's (256 byte symbols, the same with "</w>", one
-    symbol per merge, then <|startoftext|>, <|endoftext|>: 49408 ids), builds transformers'
-    CLIPTokenizer from them and records input_ids for two pad tokens: "<|endoftext|>" (SD 1.5,
-    SDXL tokenizer/, FLUX) and "!" (SDXL tokenizer_2, OpenCLIP-G), called as diffusers does:
-    padding="max_length", max_length=77, truncation=True. Also the raw ids (no padding).
-  * T5: transformers' T5Tokenizer from a T5 tokenizer.json (FLUX's tokenizer_2 layout) with
-    max_length 512 and 256 (FLUX dev / schnell), plus the raw ids. It also rebuilds a
-    sentencepiece spiece.model from the same pieces/scores/charsmap and records where
-    sentencepiece itself disagrees with the fast tokenizer (diffusers uses the fast one).
+Two parts, each in its own pinned environment (transformers 4 and 5 cannot share one):
 
-transformers 5 has only the Rust-backed CLIPTokenizer (NFC, whitespace runs -> " ", lowercase);
-ftfy is not involved, and the BasicTokenizer path of transformers 4's slow tokenizer (which split
-CJK characters one by one) is gone. These vectors pin the transformers 5 behaviour.
-
-Environment (pinned): python3 -m venv ~/.cache/falocal/venv-tok2 &&
-  ~/.cache/falocal/venv-tok2/bin/pip install transformers==5.23.0 tokenizers==0.23.3 \
-      sentencepiece==0.2.3 protobuf==7.36.2
-ftfy must NOT be installed.
+  * --part clip: CLIP. Derives vocab.json + merges.txt from OpenCLIP's bpe_simple_vocab_16e6.txt.gz
+    the way the OpenAI vocabulary maps onto Hugging Face's (256 byte symbols, the same with
+    "</w>", one symbol per merge, then <|startoftext|>, <|endoftext|>: 49408 ids), builds the
+    Python (slow) CLIPTokenizer of transformers 4 from them, which diffusers loads, with ftfy
+    installed, so that every prompt goes through whitespace_clean(ftfy.fix_text(text)).lower()
+    before BPE (without ftfy transformers 4 uses a BasicTokenizer instead, which splits CJK
+    characters apart; transformers 5 has only a Rust-backed CLIPTokenizer that ignores ftfy).
+    Records input_ids for two pad tokens: "<|endoftext|>" (SD 1.5, SDXL tokenizer/, FLUX) and
+    "!" (SDXL tokenizer_2, OpenCLIP-G), called as diffusers does: padding="max_length",
+    max_length=77, truncation=True, and the raw ids (no padding). Writes clip_vectors.json.gz
+    (PROMPTS + CLIP_PROMPTS, with ftfy.fix_text's output of each) and clip_fuzz_vectors.json (random strings, raw ids).
+    Environment: tools/diffusion-ref/requirements-tokenizer.txt, e.g.
+      python3 -m venv ~/.cache/falocal/venv-tok &&
+      ~/.cache/falocal/venv-tok/bin/pip install -r tools/diffusion-ref/requirements-tokenizer.txt
+  * --part t5: T5. transformers 5's T5Tokenizer from a T5 tokenizer.json (FLUX's tokenizer_2
+    layout) with max_length 512 and 256 (FLUX dev / schnell), plus the raw ids. It also rebuilds
+    a sentencepiece spiece.model from the same pieces/scores/charsmap and records where
+    sentencepiece itself disagrees with the fast tokenizer (diffusers uses the fast one). Writes
+    t5_vectors.json (PROMPTS), t5_spiece.model.gz and fuzz_vectors.json (random strings, raw
+    T5 ids). Environment: python3 -m venv ~/.cache/falocal/venv-tok2 &&
+      ~/.cache/falocal/venv-tok2/bin/pip install transformers==5.23.0 tokenizers==0.23.3 \
+          sentencepiece==0.2.3 protobuf==7.36.2
 
 Sources (no Hugging Face access needed):
   * bpe_simple_vocab_16e6.txt.gz: open_clip/ in the open_clip_torch wheel (pip download
@@ -30,8 +34,10 @@ Sources (no Hugging Face access needed):
     --t5-from-sdcpp .../vendor/stable-diffusion.cpp/src/tokenizers/vocab/clip_t5.hpp to write --t5-json.
 
 Usage:
-  venv-tok2/bin/python tools/diffusion-ref/tokenizer_vectors.py \
+  ~/.cache/falocal/venv-tok/bin/python tools/diffusion-ref/tokenizer_vectors.py --part clip \
       --clip-gz pipelines/diffusion/tokenizer/testdata/bpe_simple_vocab_16e6.txt.gz \
+      --out pipelines/diffusion/tokenizer/testdata
+  ~/.cache/falocal/venv-tok2/bin/python tools/diffusion-ref/tokenizer_vectors.py --part t5 \
       --t5-json pipelines/diffusion/tokenizer/testdata/t5_tokenizer.json.gz \
       --out pipelines/diffusion/tokenizer/testdata
 """
@@ -39,17 +45,10 @@ Usage:
 import argparse
 import gzip
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import tempfile
-
-import sentencepiece
-import tokenizers
-import transformers
-from sentencepiece import sentencepiece_model_pb2 as spm_pb
-from transformers import CLIPTokenizer, T5Tokenizer
 
 LONG = (
     "a breathtaking panoramic landscape of an ancient elven city built into giant trees, "
@@ -161,6 +160,132 @@ PROMPTS = [
 ]
 
 
+
+def _moji(text, enc="windows-1252"):
+    """text as UTF-8 bytes wrongly decoded in a single-byte code (sloppily: undefined bytes kept)."""
+    out = []
+    for x in text.encode("utf-8"):
+        try:
+            out.append(bytes([x]).decode(enc))
+        except UnicodeDecodeError:
+            out.append(chr(x))
+    return "".join(out)
+
+
+# CLIP only: what ftfy.fix_text changes (entities, mojibake, widths, quotes, ligatures, line
+# breaks, controls) and more scripts, next to prompts it must leave alone.
+CLIP_PROMPTS = [
+    # HTML entities
+    "fish &amp; chips, salt &amp; vinegar",
+    "tom &amp;amp; jerry (double escaped)",
+    "&lt;3 love &gt;&gt; hate",
+    "a &quot;quoted&quot; word and it&#39;s fine",
+    "caf&eacute; na&iuml;ve &Eacute;cole &EACUTE;COLE",
+    "&copy; 2024 &reg; &trade; &euro;100 &pound;5 &yen;",
+    "&hellip; &mdash; &ndash; &laquo;guillemets&raquo; &bull;",
+    "&#65;&#66;&#67; &#x41;&#x42; &#X43; &#128512; &#x1F431;",
+    "&#0; &#1; &#13; &#128; &#x9F; &#55357; &#1114112; &#99999999999999999999;",
+    "&#59; &#x3b; semicolon refs",
+    "&nbsp;non&nbsp;breaking&nbsp;spaces",
+    "&SZLIG; &szlig; &FFLIG; &fflig; &SIGMA; &sigma;",
+    "&amp &lt no semicolons &copy",
+    "&notit; &notin; &ampx; &unknownentity;",
+    "&lt;|endoftext|&gt; decoded special",
+    "<b>bold</b> &amp; html stays",
+    "&amp; first line\n<i>second</i> &amp;\n&amp; third",
+    "first &amp;\nsecond &amp; no html",
+    "&AMP; &Amp; &COPY; &Copy; &QUOT;",
+    "&frac12; &FRAC12; &sup2; &deg; &times; &divide;",
+    # mojibake: UTF-8 read as Windows-1252 / Latin-1
+    _moji("café au lait"),
+    _moji("crème brûlée, naïve façade"),
+    _moji("it’s a “smart quote” — dash…"),
+    _moji("Zürich Straße São Paulo"),
+    _moji("emoji 😀 in mojibake"),
+    _moji("東京タワー"),
+    _moji("Москва"),
+    _moji("voilà le travail").replace("\xa0", " "),
+    _moji("à la carte", "latin-1"),
+    _moji("café ñandú", "latin-1"),
+    "cafÃ© and cafÃ©",
+    "doesnâ€™t work â€“ really",
+    "Ã©lÃ©phant rose",
+    "mixed cafÃ© and real café",
+    "âœ” No problems",
+    "Ã\xa0 bientÃ´t",
+    "the Ã‚ stray",
+    "Ãƒ double mojibake CafÃƒÂ©",
+    _moji("Привет мир", "windows-1251"),
+    _moji("Ελληνικά", "windows-1253"),
+    _moji("żółć", "windows-1250"),
+    _moji("naïve", "mac_roman"),
+    _moji("naïve", "cp437"),
+    "ï»¿bom as mojibake",
+    "legit: Ã is a letter, Â too, ÃÂ",
+    "lossy caf\u00c3? and caf\u00c3\ufffd",
+    "sorry, it\u2019s \u00e2\u20ac\u0153fine\u00e2\u20ac\u009d",
+    "C1 controls: \x80 \x85 \x91quoted\x92 \x93dq\x94 \x99",
+    "price 5\u00e2\u201a\u00ac and 10 \u00e2\u201a\u00ac",
+    # widths, quotes, ligatures
+    "ＦＵＬＬＷＩＤＴＨ ｌｅｔｔｅｒｓ ａｎｄ ０１２３",
+    "ﾊﾝｶｸ ｶﾀｶﾅ ｶﾞｷﾞｸﾞ and ｡｢｣､",
+    "ＬＯＵＤ\u3000ＮＯＩＳＥＳ",
+    "“double” ‘single’ ‚low‛ „low double‟ ʼapostrophe",
+    "don’t won’t it’s we’re you’ll I’m they’ve she’d",
+    "ﬁne ﬂowers, oﬀice, eﬃcient, waﬄe, ﬅ ﬆ",
+    "Ĳssel ĳs, ŉ, Ǳ ǲ ǳ, Ǆ ǅ ǆ, Ǉ ǈ ǉ, Ǌ ǋ ǌ",
+    # line breaks, controls, escapes
+    "a\r\nb\rc\u2028d\u2029e\u0085f",
+    "tab\t\ttab \x0bvertical \x0cformfeed",
+    "\x1b[31mred\x1b[0m \x1b[1;4mbold\x1b[m",
+    "invisible\u206a\u206f \ufff9ann\ufffb \ufeffbom",
+    "\ufeff\ufeffdouble bom",
+    "zero\u200bwidth space\u200d joiner",
+    # scripts, accents, case
+    "中文提示词：一只在月光下奔跑的狼，高清，细节丰富",
+    "繁體中文：山水畫，水墨風格",
+    "日本語のプロンプト：桜の木の下で眠る猫、アニメ風",
+    "ひらがな と カタカナ と 漢字",
+    "한국어: 서울의 야경, 네온사인, 비 오는 밤",
+    "مدينة عربية قديمة عند الغروب",
+    "עברית: ירושלים בשקיעה",
+    "Ελληνικά: ΟΔΟΣ οδός ΣΟΦΟΣ Σ",
+    "ΣΑΣ ΣΑΣ. 'ΣΑΣ' ΑΣ1 ΑΣ_ x ΑΣ\u0301",
+    "Ünïcödé äccénts: àéîõü ÀÉÎÕÜ ñ Ñ ç Ç ø Ø å Å æ Æ œ Œ",
+    "Polish: zażółć gęślą jaźń; Czech: příliš žluťoučký kůň",
+    "Turkish: İstanbul ışık IĞDIR",
+    "Vietnamese: Tiếng Việt có dấu, phở bò",
+    "Devanagari: नमस्ते दुनिया; Tamil: வணக்கம்",
+    "emoji: 🔥🔥🔥 ✨ 🌸🌸 👩🏽‍🎨 🧑‍🚀 🏳️‍🌈 1️⃣ #️⃣",
+    "kaomoji ¯\\_(ツ)_/¯ (╯°□°）╯︵ ┻━┻ ( ͡° ͜ʖ ͡°)",
+    "box drawing │┌┐└┘├┤ ═══ ▀▄█ ░▒▓",
+    "currency € £ ¥ ₹ ₩ ₽ $ ¢ ₿",
+    "degrees 25°C 77°F, 90° angle, ±5%, 2×3, 6÷2",
+    "numbers 1st 2nd 3rd 4th, 3.5mm, 1/2, 3:4, 0xFF, 1e-5",
+    "roman Ⅻ ⅻ, circled ① ⑳, superscript x¹²³",
+    "MiXeD CaSe WiTh ÜMLAUT and ß",
+    "URL https://example.com/a?b=c&d=e#frag",
+    "email someone@example.com, @handle #hashtag",
+    "code: def f(x): return x**2 # comment",
+    "(((nested (parentheses) here))) [[brackets]] {{braces}}",
+    "weights (cat:1.3) [dog] (bird:0.5) <lora:style:0.8>",
+    "a photo of a cat.a photo of a dog,a photo of a bird;",
+    "dots... ellipsis… dashes -- — – ‐ ‑",
+    "   leading and trailing   whitespace   ",
+    "\n\n\nnewlines only at start",
+    "end with newline\n",
+    "<|endoftext|>",
+    "<|startoftext|><|startoftext|>",
+    "a!b!c! ! !! !!!",
+    "x" * 300,
+    "a " * 100,
+    "portrait, " * 40,
+    "東京" * 60,
+    "😀" * 50,
+    LONG.upper(),
+    LONG.replace(" ", "\t").replace(",", "\u3001"),
+]
+
 def fuzz_prompts(n=200, seed=1234):
     """Random strings over a pool of awkward characters, for raw-id comparisons."""
     import random
@@ -210,6 +335,8 @@ def spiece_from_tokenizer_json(tj, path):
     """A sentencepiece ModelProto equivalent to a T5 tokenizer.json (first 32000 pieces)."""
     import base64
 
+    from sentencepiece import sentencepiece_model_pb2 as spm_pb
+
     m = spm_pb.ModelProto()
     for i, (piece, score) in enumerate(tj["model"]["vocab"][:32000]):
         p = m.pieces.add()
@@ -253,17 +380,13 @@ def sha256(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--clip-gz", required=True)
-    ap.add_argument("--t5-json", required=True, help="T5 tokenizer.json, optionally .gz")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--t5-from-sdcpp", help="clip_t5.hpp to extract --t5-json (.gz) from first")
-    a = ap.parse_args()
-    if a.t5_from_sdcpp:
-        t5_json_from_sdcpp_header(a.t5_from_sdcpp, a.t5_json)
-    assert importlib.util.find_spec("ftfy") is None, "uninstall ftfy: vectors pin the ftfy-less path"
+def clip_part(a):
+    import ftfy
+    import tokenizers
+    import transformers
+    from transformers import CLIPTokenizer
 
+    assert transformers.__version__.startswith("4."), "the Python CLIPTokenizer with its ftfy path is transformers 4's"
     tmp = tempfile.mkdtemp()
     try:
         # The diffusers layout: tokenizer/ pads with <|endoftext|>, SDXL's tokenizer_2/ with "!".
@@ -288,17 +411,48 @@ def main():
         clip_bang = CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
         print(clip_eot.pad_token_id, clip_bang.pad_token_id, len(clip_eot))
         assert clip_eot.pad_token_id == 49407 and clip_bang.pad_token_id == 0
+        # The slow tokenizer, on its ftfy path (fix_text is None means the BasicTokenizer path).
+        for tok in (clip_eot, clip_bang):
+            assert not tok.is_fast and tok.fix_text is ftfy.fix_text, "CLIPTokenizer is not using ftfy"
         clip = []
-        for p in PROMPTS:
+        for p in PROMPTS + CLIP_PROMPTS:
             clip.append(
                 {
                     "prompt": p,
+                    "fixed": ftfy.fix_text(p),
                     "raw": clip_eot(p).input_ids,
                     "pad_eot_77": clip_eot(p, padding="max_length", max_length=77, truncation=True).input_ids,
                     "pad_bang_77": clip_bang(p, padding="max_length", max_length=77, truncation=True).input_ids,
                 }
             )
+        fuzz = [{"prompt": p, "clip_eot": clip_eot(p).input_ids, "clip_bang": clip_bang(p).input_ids} for p in fuzz_prompts()]
+        meta = {
+            "generator": "tools/diffusion-ref/tokenizer_vectors.py --part clip",
+            "tokenizer": "transformers.CLIPTokenizer (Python, ftfy path)",
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+            "ftfy": ftfy.__version__,
+            "clip_source": {"file": os.path.basename(a.clip_gz), "sha256": sha256(a.clip_gz)},
+            "clip_vocab_json_sha256": sha256(vf),
+            "clip_merges_txt_sha256": sha256(mf),
+        }
+        # clip_vectors is gzipped: the padded id lists make it ~200 KB as text.
+        write_vectors(os.path.join(a.out, "clip_vectors.json.gz"), meta, clip)
+        write_vectors(os.path.join(a.out, "clip_fuzz_vectors.json"), meta, fuzz)
+        print(json.dumps(meta, indent=1), len(clip), "prompts,", len(fuzz), "fuzz strings")
+    finally:
+        shutil.rmtree(tmp)
 
+
+def t5_part(a):
+    import sentencepiece
+    import tokenizers
+    import transformers
+    from transformers import T5Tokenizer
+
+    assert transformers.__version__.startswith("5."), "the T5 vectors pin transformers 5's T5Tokenizer"
+    tmp = tempfile.mkdtemp()
+    try:
         raw = open(a.t5_json, "rb").read()
         if a.t5_json.endswith(".gz"):
             raw = gzip.decompress(raw)
@@ -335,33 +489,53 @@ def main():
                 rec["tokenizer_json_raw"] = v4_ids
                 v4_diff += 1
             t5v.append(rec)
-
         # Raw ids only (no padding) for random strings: a cheap wide net.
-        fuzz = []
-        for p in fuzz_prompts():
-            fuzz.append({"prompt": p, "clip_eot": clip_eot(p).input_ids, "clip_bang": clip_bang(p).input_ids, "t5": t5(p).input_ids})
-
+        fuzz = [{"prompt": p, "t5": t5(p).input_ids} for p in fuzz_prompts()]
         meta = {
-            "generator": "tools/diffusion-ref/tokenizer_vectors.py",
+            "generator": "tools/diffusion-ref/tokenizer_vectors.py --part t5",
             "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__,
             "sentencepiece": sentencepiece.__version__,
-            "ftfy": None,
-            "clip_source": {"file": os.path.basename(a.clip_gz), "sha256": sha256(a.clip_gz)},
-            "clip_vocab_json_sha256": sha256(vf),
-            "clip_merges_txt_sha256": sha256(mf),
             "t5_source": {"file": os.path.basename(a.t5_json), "sha256_uncompressed": hashlib.sha256(raw).hexdigest()},
             "t5_spiece_model_sha256": sha256(spm_path),
             "t5_prompts_where_sentencepiece_differs": spm_diff,
             "t5_prompts_where_plain_tokenizer_json_differs": v4_diff,
         }
-        for name, rows in (("clip", clip), ("t5", t5v), ("fuzz", fuzz)):
-            with open(os.path.join(a.out, f"{name}_vectors.json"), "w", encoding="utf-8") as f:
-                json.dump({"meta": meta, "vectors": rows}, f, ensure_ascii=False, separators=(",", ":"))
-                f.write("\n")
+        for name, rows in (("t5_vectors", t5v), ("fuzz_vectors", fuzz)):
+            write_vectors(os.path.join(a.out, name + ".json"), meta, rows)
         print(json.dumps(meta, indent=1))
     finally:
         shutil.rmtree(tmp)
+
+
+def write_vectors(path, meta, rows):
+    data = json.dumps({"meta": meta, "vectors": rows}, ensure_ascii=False, separators=(",", ":")) + "\n"
+    if path.endswith(".gz"):
+        with gzip.GzipFile(path, "wb", 9, mtime=0) as g:
+            g.write(data.encode("utf-8"))
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(data)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=("clip", "t5"), required=True)
+    ap.add_argument("--clip-gz", help="OpenCLIP's bpe_simple_vocab_16e6.txt.gz (--part clip)")
+    ap.add_argument("--t5-json", help="T5 tokenizer.json, optionally .gz (--part t5)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--t5-from-sdcpp", help="clip_t5.hpp to extract --t5-json (.gz) from first")
+    a = ap.parse_args()
+    if a.part == "clip":
+        if not a.clip_gz:
+            ap.error("--part clip needs --clip-gz")
+        clip_part(a)
+    else:
+        if not a.t5_json:
+            ap.error("--part t5 needs --t5-json")
+        if a.t5_from_sdcpp:
+            t5_json_from_sdcpp_header(a.t5_from_sdcpp, a.t5_json)
+        t5_part(a)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 // Package tokenizer turns prompts into the token ids that diffusion text encoders take: CLIP's
 // byte-level BPE (SD 1.5/2.1, SDXL, FLUX's CLIP-L, OpenCLIP-G) and T5's SentencePiece unigram
-// model (FLUX's text_encoder_2). The ids match Hugging Face transformers 5 (its Rust-backed
-// tokenizers), which diffusers pipelines call; testdata/ holds the reference vectors.
+// model (FLUX's text_encoder_2). CLIP ids match the Python CLIPTokenizer of transformers 4 with
+// ftfy installed (what diffusers pipelines load: ftfy.fix_text, whitespace clean-up, lowercase,
+// then BPE); T5 ids match transformers 5's T5Tokenizer. testdata/ holds the reference vectors.
 package tokenizer
 
 import (
@@ -14,10 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"unicode"
 	"unicode/utf8"
-
-	"golang.org/x/text/unicode/norm"
 )
 
 // CLIP's special tokens; both are also recognised verbatim inside a prompt.
@@ -247,6 +245,12 @@ func (c *CLIP) Encode(prompt string) []int {
 			ids = append(ids, c.specials[seg.text])
 		default:
 			for _, w := range clipPattern.FindAllString(clipNormalize(seg.text), -1) {
+				// A special token that only appears once entities are decoded ("&lt;|endoftext|&gt;")
+				// is a word of its own, which the Python tokenizer's BPE cache maps to its id.
+				if w == clipBOS || w == clipEOS {
+					ids = append(ids, c.vocab[w])
+					continue
+				}
 				ids = append(ids, c.bpe(w)...)
 			}
 		}
@@ -279,29 +283,10 @@ func truncPad(ids []int, maxLen, eos, pad int) []int64 {
 	return out
 }
 
-// clipNormalize is CLIP's normaliser in transformers 5: NFC, every whitespace run to one space,
-// lowercase (per character, with İ's two-character lowercase).
+// clipNormalize is what the Python CLIPTokenizer does to text between special tokens when ftfy
+// is installed: whitespace_clean(ftfy.fix_text(text)).lower().
 func clipNormalize(s string) string {
-	s = norm.NFC.String(s)
-	var b strings.Builder
-	b.Grow(len(s))
-	inSpace := false
-	for _, r := range s {
-		if unicode.IsSpace(r) {
-			if !inSpace {
-				b.WriteByte(' ')
-			}
-			inSpace = true
-			continue
-		}
-		inSpace = false
-		if r == 'İ' {
-			b.WriteString("i\u0307")
-			continue
-		}
-		b.WriteRune(unicode.ToLower(r))
-	}
-	return b.String()
+	return whitespaceCleanLower(fixText(s))
 }
 
 // bpe maps one word to ids: its UTF-8 bytes as byte symbols, "</w>" on the last, then merges

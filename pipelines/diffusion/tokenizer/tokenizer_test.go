@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ type vectorFile struct {
 	Meta    map[string]any `json:"meta"`
 	Vectors []struct {
 		Prompt    string  `json:"prompt"`
+		Fixed     string  `json:"fixed"` // ftfy.fix_text(prompt), CLIP vectors only
 		Raw       []int   `json:"raw"`
 		PadEOT77  []int64 `json:"pad_eot_77"`
 		PadBang77 []int64 `json:"pad_bang_77"`
@@ -30,6 +32,15 @@ func readVectors(t *testing.T, name string) vectorFile {
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.HasSuffix(name, ".gz") {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, err = io.ReadAll(zr); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var v vectorFile
 	if err := json.Unmarshal(b, &v); err != nil {
@@ -115,8 +126,14 @@ func writeCLIPFolder(t *testing.T, dir, pad string) map[string]string {
 	return files
 }
 
+// TestCLIPVectors checks every reference prompt (transformers 4's Python CLIPTokenizer with
+// ftfy): fixText against ftfy.fix_text, then the ids of all three ways of loading CLIP, raw and
+// padded to 77 with either pad token.
 func TestCLIPVectors(t *testing.T) {
-	v := readVectors(t, "clip_vectors.json")
+	v := readVectors(t, "clip_vectors.json.gz")
+	if len(v.Vectors) < 150 || v.Meta["ftfy"] == nil {
+		t.Fatalf("clip_vectors.json.gz: %d vectors, ftfy %v", len(v.Vectors), v.Meta["ftfy"])
+	}
 	dir := t.TempDir()
 	sd15 := writeCLIPFolder(t, mkdir(t, dir, "tokenizer"), "<|endoftext|>")
 	sdxl2 := writeCLIPFolder(t, mkdir(t, dir, "tokenizer_2"), "!")
@@ -135,8 +152,12 @@ func TestCLIPVectors(t *testing.T) {
 	if eot.Pad != 49407 || bang.Pad != 0 || gz.Pad != 0 || eot.BOS != 49406 || eot.EOS != 49407 {
 		t.Fatalf("special ids: eot %+v bang %+v gz %+v", eot.Pad, bang.Pad, gz.Pad)
 	}
+	failed := 0
 	for i, c := range v.Vectors {
-		t.Run(fmt.Sprintf("%02d", i), func(t *testing.T) {
+		ok := t.Run(fmt.Sprintf("%03d", i), func(t *testing.T) {
+			if got := fixText(c.Prompt); got != c.Fixed {
+				t.Errorf("fixText(%q) = %q, want %q", c.Prompt, got, c.Fixed)
+			}
 			if got := eot.Encode(c.Prompt); !slices.Equal(got, c.Raw) {
 				t.Errorf("Encode(%q): %s", c.Prompt, diff(got, c.Raw))
 			}
@@ -150,7 +171,11 @@ func TestCLIPVectors(t *testing.T) {
 				t.Errorf("EncodePadded(%q) pad !: %s", c.Prompt, diff(got, c.PadBang77))
 			}
 		})
+		if !ok {
+			failed++
+		}
 	}
+	t.Logf("%d/%d CLIP vectors match", len(v.Vectors)-failed, len(v.Vectors))
 }
 
 // diff describes where got and want part, briefly.
@@ -205,13 +230,10 @@ func TestT5Vectors(t *testing.T) {
 	}
 }
 
-// TestFuzzVectors compares raw ids for 200 random strings over awkward characters.
+// TestFuzzVectors compares raw ids for 200 random strings over awkward characters: CLIP
+// (clip_fuzz_vectors.json, both pad tokens) and T5 (fuzz_vectors.json).
 func TestFuzzVectors(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("testdata", "fuzz_vectors.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
+	var clip, t5v struct {
 		Vectors []struct {
 			Prompt   string `json:"prompt"`
 			CLIPEOT  []int  `json:"clip_eot"`
@@ -219,8 +241,17 @@ func TestFuzzVectors(t *testing.T) {
 			T5       []int  `json:"t5"`
 		} `json:"vectors"`
 	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
+	for name, v := range map[string]any{"clip_fuzz_vectors.json": &clip, "fuzz_vectors.json": &t5v} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(clip.Vectors) < 100 || len(t5v.Vectors) < 100 {
+		t.Fatalf("only %d CLIP and %d T5 vectors", len(clip.Vectors), len(t5v.Vectors))
 	}
 	dir := t.TempDir()
 	eot, err := LoadCLIP(writeCLIPFolder(t, mkdir(t, dir, "tokenizer"), "<|endoftext|>"))
@@ -235,16 +266,15 @@ func TestFuzzVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(v.Vectors) < 100 {
-		t.Fatalf("only %d vectors", len(v.Vectors))
-	}
-	for i, c := range v.Vectors {
+	for i, c := range clip.Vectors {
 		if got := eot.Encode(c.Prompt); !slices.Equal(got, c.CLIPEOT) {
 			t.Errorf("%03d CLIP Encode(%q): %s", i, c.Prompt, diff(got, c.CLIPEOT))
 		}
 		if got := bang.Encode(c.Prompt); !slices.Equal(got, c.CLIPBang) {
 			t.Errorf("%03d CLIP pad ! Encode(%q): %s", i, c.Prompt, diff(got, c.CLIPBang))
 		}
+	}
+	for i, c := range t5v.Vectors {
 		if got := t5.Encode(c.Prompt); !slices.Equal(got, c.T5) {
 			t.Errorf("%03d T5 Encode(%q): %s", i, c.Prompt, diff(got, c.T5))
 		}
