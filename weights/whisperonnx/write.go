@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/falocal/falocal/weights/onnxgraph"
 	"github.com/falocal/falocal/weights/onnxpb"
 )
 
@@ -105,7 +106,7 @@ func writeGroup(dir, data string, graphs []*graph, files []string, mode External
 		for j, w := range g.weights {
 			inits[j] = protos[w.name]
 		}
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(g.model(inits, doc))
+		b, err := onnxgraph.Marshal(g.model(inits, doc))
 		if err != nil {
 			return nil, 0, fmt.Errorf("whisperonnx: %s: %w", files[i], err)
 		}
