@@ -13,7 +13,9 @@ Two parts, each in its own pinned environment (transformers 4 and 5 cannot share
     Records input_ids for two pad tokens: "<|endoftext|>" (SD 1.5, SDXL tokenizer/, FLUX) and
     "!" (SDXL tokenizer_2, OpenCLIP-G), called as diffusers does: padding="max_length",
     max_length=77, truncation=True, and the raw ids (no padding). Writes clip_vectors.json.gz
-    (PROMPTS + CLIP_PROMPTS, with ftfy.fix_text's output of each) and clip_fuzz_vectors.json (random strings, raw ids).
+    (PROMPTS + CLIP_PROMPTS, with ftfy.fix_text's output of each), clip_fuzz_vectors.json.gz (random
+    strings, raw ids) and ftfy_vectors.json.gz (ftfy.fix_text alone on every HTML5 entity and on
+    random mojibake).
     Environment: tools/diffusion-ref/requirements-tokenizer.txt, e.g.
       python3 -m venv ~/.cache/falocal/venv-tok &&
       ~/.cache/falocal/venv-tok/bin/pip install -r tools/diffusion-ref/requirements-tokenizer.txt
@@ -303,6 +305,100 @@ def fuzz_prompts(n=200, seed=1234):
     return ["".join(rnd.choice(pool) for _ in range(rnd.randint(0, 40))) for _ in range(n)]
 
 
+def clip_random_prompts(n=1000, seed=2468):
+    """CLIP only: random strings over most of the BMP, emoji and SMP letters (code points Python's
+    Unicode database assigns), Greek capitals whose lowercase depends on their neighbours
+    (final sigma), Turkish dotted/dotless i, special tokens and mojibake bits."""
+    import random
+    import unicodedata
+
+    rnd = random.Random(seed)
+    ranges = [(0x20, 0x7F), (0xA0, 0x2FFF), (0x3000, 0x9FFF), (0xAC00, 0xD7A3), (0xF900, 0xFFFD),
+              (0x1F300, 0x1FAFF), (0x10000, 0x1D7FF)]
+
+    def rc():
+        a, b = rnd.choice(ranges)
+        while True:
+            c = chr(rnd.randint(a, b))
+            if unicodedata.category(c) not in ("Cn", "Cs", "Co"):
+                return c
+
+    greek = "ΣΑΟΔσςαοδ ΆΈ'.:\u0301\u00ad"
+    plain = " abcXYZ019,.!?'\"&;<>|-_()"
+    out = []
+    for _ in range(n):
+        k = rnd.random()
+        if k < 0.4:
+            p = "".join(rc() for _ in range(rnd.randint(1, 12)))
+        elif k < 0.6:
+            p = "".join(rnd.choice(greek) for _ in range(rnd.randint(1, 10)))
+        elif k < 0.8:
+            p = "".join(rnd.choice(plain + "İıßẞǅ\u0307") for _ in range(rnd.randint(1, 14)))
+        else:
+            p = "".join(rnd.choice([rc(), rnd.choice(plain), rnd.choice(greek), "<|endoftext|>", "!", "&amp;", "Ã©", "\n"])
+                        for _ in range(rnd.randint(1, 10)))
+        out.append(p)
+    return out
+
+def ftfy_prompts(n=3000, seed=4321):
+    """Strings for ftfy.fix_text alone: every HTML5 entity (and its all-capitals spelling), then
+    random text over the characters mojibake is made of, entities, and real mojibake (UTF-8
+    read once or twice through each single-byte code ftfy knows)."""
+    import html.entities
+    import random
+
+    names = sorted(k for k in html.entities.html5 if k.endswith(";"))
+    out = [" ".join("&" + k for k in names[i : i + 8]) for i in range(0, len(names), 8)]
+    out += [" ".join("&" + k.upper() for k in names[i : i + 8]) for i in range(0, len(names), 8)]
+    rnd = random.Random(seed)
+    encs = ["latin-1", "windows-1252", "windows-1251", "windows-1250", "windows-1253", "windows-1254",
+            "windows-1257", "iso-8859-2", "mac_roman", "cp437"]
+    chars = set()
+    for e in encs:
+        for x in range(0x80, 0x100):
+            try:
+                chars.add(bytes([x]).decode(e))
+            except UnicodeDecodeError:
+                pass
+    chars = sorted(chars) + list(" \n\tabcxyzAZ.,!?'\"<>&;#019") + [
+        "\u00a0", "\ufffd", "\x1a", "\ufeff", "\u200b", "\x1b[1m", "\r", "\u2028", "東", "😀"]
+
+    def ent():
+        k = rnd.random()
+        if k < 0.4:
+            return "&" + rnd.choice(names)
+        if k < 0.6:
+            return "&" + rnd.choice(names).upper()
+        if k < 0.8:
+            return "&#%d;" % rnd.choice([0, 1, 9, 10, 13, 31, 59, 65, 127, 128, 129, 141, 150, 159, 160, 233, 0xD800,
+                                          0xDFFF, 0xFDD0, 0xFFFE, 0xFFFF, 0x1FFFE, 0x10FFFF, 0x110000, 128512, 10**30])
+        return "&#%s%x;" % (rnd.choice("xX"), rnd.choice([0, 0x3B, 0x41, 0x80, 0x9D, 0xE9, 0x1F600, 0xD83D, 0x110000]))
+
+    def moji(t, enc):
+        r = []
+        for x in t.encode("utf-8"):
+            try:
+                r.append(bytes([x]).decode(enc))
+            except UnicodeDecodeError:
+                r.append(chr(x))
+        return "".join(r)
+
+    for _ in range(n):
+        k = rnd.random()
+        if k < 0.4:
+            p = "".join(rnd.choice(chars) for _ in range(rnd.randint(1, 10)))
+        elif k < 0.6:
+            p = "".join(ent() if rnd.random() < 0.5 else rnd.choice(chars) for _ in range(rnd.randint(1, 6)))
+        else:
+            p = moji("".join(rnd.choice(chars) for _ in range(rnd.randint(1, 6))), rnd.choice(encs))
+            if rnd.random() < 0.5:
+                p = moji(p, rnd.choice(encs))
+            if rnd.random() < 0.5:
+                i = rnd.randrange(len(p) + 1)
+                p = p[:i] + rnd.choice(chars) + p[i:]
+        out.append(p)
+    return out
+
 def bytes_to_unicode():
     # GPT-2/CLIP byte -> printable symbol table (same construction as CLIP's simple_tokenizer).
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -425,7 +521,8 @@ def clip_part(a):
                     "pad_bang_77": clip_bang(p, padding="max_length", max_length=77, truncation=True).input_ids,
                 }
             )
-        fuzz = [{"prompt": p, "clip_eot": clip_eot(p).input_ids, "clip_bang": clip_bang(p).input_ids} for p in fuzz_prompts()]
+        fuzz = [{"prompt": p, "clip_eot": clip_eot(p).input_ids, "clip_bang": clip_bang(p).input_ids} for p in fuzz_prompts() + clip_random_prompts()]
+        fixes = [{"prompt": p, "fixed": ftfy.fix_text(p)} for p in ftfy_prompts()]
         meta = {
             "generator": "tools/diffusion-ref/tokenizer_vectors.py --part clip",
             "tokenizer": "transformers.CLIPTokenizer (Python, ftfy path)",
@@ -436,9 +533,10 @@ def clip_part(a):
             "clip_vocab_json_sha256": sha256(vf),
             "clip_merges_txt_sha256": sha256(mf),
         }
-        # clip_vectors is gzipped: the padded id lists make it ~200 KB as text.
+        # Gzipped: the padded id lists and the random strings come to a few hundred KB as text.
         write_vectors(os.path.join(a.out, "clip_vectors.json.gz"), meta, clip)
-        write_vectors(os.path.join(a.out, "clip_fuzz_vectors.json"), meta, fuzz)
+        write_vectors(os.path.join(a.out, "clip_fuzz_vectors.json.gz"), meta, fuzz)
+        write_vectors(os.path.join(a.out, "ftfy_vectors.json.gz"), meta, fixes)
         print(json.dumps(meta, indent=1), len(clip), "prompts,", len(fuzz), "fuzz strings")
     finally:
         shutil.rmtree(tmp)

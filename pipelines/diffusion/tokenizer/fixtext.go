@@ -111,6 +111,13 @@ func unescapeHTML(s string) string {
 // decodes a legacy entity at the start of a longer name (leaving the rest and the ";"), which
 // the check on the trailing ";" tells apart; "&semi;" is the one entity whose value is ";".
 func namedEntity(ref string) (string, bool) {
+	// Go's table leaves out the two entities whose value is longer than their name.
+	switch ref {
+	case "&nLt;":
+		return "\u226a\u20d2", true
+	case "&nGt;":
+		return "\u226b\u20d2", true
+	}
 	v := html.UnescapeString(ref)
 	if v == ref || (strings.HasSuffix(v, ";") && ref != "&semi;") {
 		return "", false

@@ -29,6 +29,19 @@ type vectorFile struct {
 
 func readVectors(t *testing.T, name string) vectorFile {
 	t.Helper()
+	var v vectorFile
+	if err := json.Unmarshal(readTestdata(t, name), &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Vectors) < 50 {
+		t.Fatalf("%s: only %d vectors", name, len(v.Vectors))
+	}
+	return v
+}
+
+// readTestdata returns testdata/name, uncompressed when it ends in .gz.
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
@@ -42,14 +55,7 @@ func readVectors(t *testing.T, name string) vectorFile {
 			t.Fatal(err)
 		}
 	}
-	var v vectorFile
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
-	if len(v.Vectors) < 50 {
-		t.Fatalf("%s: only %d vectors", name, len(v.Vectors))
-	}
-	return v
+	return b
 }
 
 // gunzipTo writes testdata/src (gzip) uncompressed to dir/dst and returns its path.
@@ -178,6 +184,33 @@ func TestCLIPVectors(t *testing.T) {
 	t.Logf("%d/%d CLIP vectors match", len(v.Vectors)-failed, len(v.Vectors))
 }
 
+// TestFixTextVectors checks fixText against ftfy.fix_text on every HTML5 entity (as written and
+// in capitals) and on 3000 random strings of mojibake, entities and control characters.
+func TestFixTextVectors(t *testing.T) {
+	var v struct {
+		Meta    map[string]any `json:"meta"`
+		Vectors []struct {
+			Prompt string `json:"prompt"`
+			Fixed  string `json:"fixed"`
+		} `json:"vectors"`
+	}
+	if err := json.Unmarshal(readTestdata(t, "ftfy_vectors.json.gz"), &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Vectors) < 3000 || v.Meta["ftfy"] == nil {
+		t.Fatalf("ftfy_vectors.json.gz: %d vectors, ftfy %v", len(v.Vectors), v.Meta["ftfy"])
+	}
+	failed := 0
+	for i, c := range v.Vectors {
+		if got := fixText(c.Prompt); got != c.Fixed {
+			if failed++; failed <= 20 {
+				t.Errorf("%04d fixText(%q) = %q, want %q", i, c.Prompt, got, c.Fixed)
+			}
+		}
+	}
+	t.Logf("%d/%d fix_text vectors match", len(v.Vectors)-failed, len(v.Vectors))
+}
+
 // diff describes where got and want part, briefly.
 func diff[T int | int64](got, want []T) string {
 	for i := range min(len(got), len(want)) {
@@ -230,8 +263,8 @@ func TestT5Vectors(t *testing.T) {
 	}
 }
 
-// TestFuzzVectors compares raw ids for 200 random strings over awkward characters: CLIP
-// (clip_fuzz_vectors.json, both pad tokens) and T5 (fuzz_vectors.json).
+// TestFuzzVectors compares raw ids for random strings: CLIP (clip_fuzz_vectors.json.gz, 1200
+// strings, both pad tokens) and T5 (fuzz_vectors.json, the first 200 of them).
 func TestFuzzVectors(t *testing.T) {
 	var clip, t5v struct {
 		Vectors []struct {
@@ -241,16 +274,12 @@ func TestFuzzVectors(t *testing.T) {
 			T5       []int  `json:"t5"`
 		} `json:"vectors"`
 	}
-	for name, v := range map[string]any{"clip_fuzz_vectors.json": &clip, "fuzz_vectors.json": &t5v} {
-		b, err := os.ReadFile(filepath.Join("testdata", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(b, v); err != nil {
+	for name, v := range map[string]any{"clip_fuzz_vectors.json.gz": &clip, "fuzz_vectors.json": &t5v} {
+		if err := json.Unmarshal(readTestdata(t, name), v); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if len(clip.Vectors) < 100 || len(t5v.Vectors) < 100 {
+	if len(clip.Vectors) < 1000 || len(t5v.Vectors) < 100 {
 		t.Fatalf("only %d CLIP and %d T5 vectors", len(clip.Vectors), len(t5v.Vectors))
 	}
 	dir := t.TempDir()
@@ -327,5 +356,24 @@ func BenchmarkT5Encode(b *testing.B) {
 	prompt := strings.Repeat("a breathtaking panoramic landscape of an ancient elven city, ", 20)
 	for b.Loop() {
 		t5.EncodePadded(prompt, 512)
+	}
+}
+
+// TestFixTextExamples shows what fixText does to a few prompts (each matches ftfy.fix_text).
+func TestFixTextExamples(t *testing.T) {
+	for in, want := range map[string]string{
+		"fish &amp; chips &EACUTE;":  "fish & chips É",
+		"<b>&amp;</b>":               "<b>&amp;</b>", // a "<": taken for HTML, entities stay
+		"cafÃ© doesnâ€™t":            "café doesn't",
+		"Ã\u00a0 bientÃ´t":           "à bientôt",
+		"ÐœÐ¾Ñ\u0081ÐºÐ²Ð°":          "Москва",
+		"ＬＯＵＤ\u3000ｶﾀｶﾅ":             "LOUD カタカナ",
+		"“ﬁne” ‘ﬂour’":               `"fine" 'flour'`,
+		"a\r\nb\u2028c\x1b[1md\x00e": "a\nb\ncde",
+		"café Zürich 東京 😀":           "café Zürich 東京 😀",
+	} {
+		if got := fixText(in); got != want {
+			t.Errorf("fixText(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
