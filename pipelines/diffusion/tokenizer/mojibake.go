@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"golang.org/x/text/encoding/charmap"
@@ -245,33 +246,33 @@ func (p bytePattern) replace(b, repl []byte, f func([]byte) []byte) []byte {
 }
 
 var (
-	sp       = byteSet(" ")
-	cont     = byteSet("\x80\xbf")
-	contNoA0 = byteSet("\x80\x84", "\x86\x9f", "\xa1\xbf") // continuation bytes a space is unlikely to have replaced
+	bSpace    = byteSet(" ")
+	bCont     = byteSet("\x80\xbf")
+	bContNoA0 = byteSet("\x80\x84", "\x86\x9f", "\xa1\xbf") // continuation bytes a space is unlikely to have replaced
 	// alteredUTF8: UTF-8 sequences in which a space stands where a 0xA0 byte belonged.
 	alteredUTF8 = bytePattern{
-		{byteSet("\xc2", "\xc3", "\xc5", "\xce", "\xd0", "\xd9"), sp},
-		{byteSet("\xe2", "\xe3"), sp, contNoA0},
-		{byteSet("\xe0\xe3"), contNoA0, sp},
-		{byteSet("\xf0"), sp, cont, cont},
-		{byteSet("\xf0"), cont, sp, cont},
-		{byteSet("\xf0"), cont, cont, sp},
+		{byteSet("\xc2", "\xc3", "\xc5", "\xce", "\xd0", "\xd9"), bSpace},
+		{byteSet("\xe2", "\xe3"), bSpace, bContNoA0},
+		{byteSet("\xe0\xe3"), bContNoA0, bSpace},
+		{byteSet("\xf0"), bSpace, bCont, bCont},
+		{byteSet("\xf0"), bCont, bSpace, bCont},
+		{byteSet("\xf0"), bCont, bCont, bSpace},
 	}
-	sub, subQ   = byteSet("\x1a"), byteSet("\x1a", "?")
-	subC, subQC = byteSet("\x1a", "\x80\xbf"), byteSet("\x1a", "?", "\x80\xbf")
+	bSub, bSubQ   = byteSet("\x1a"), byteSet("\x1a", "?")
+	bSubC, bSubQC = byteSet("\x1a", "\x80\xbf"), byteSet("\x1a", "?", "\x80\xbf")
 	// lossyUTF8: UTF-8 sequences in which bytes were replaced by "?" or by 0x1A (the byte the
 	// sloppy codecs give U+FFFD).
 	lossyUTF8 = bytePattern{
-		{byteSet("\xc2\xdf"), sub},
+		{byteSet("\xc2\xdf"), bSub},
 		{byteSet("\xc2\xc3"), byteSet("?")},
-		{byteSet("\xed"), byteSet("\xa0\xaf"), subQ, byteSet("\xed"), byteSet("\xb0\xbf"), subQC},
-		{byteSet("\xed"), byteSet("\xa0\xaf"), subQC, byteSet("\xed"), byteSet("\xb0\xbf"), subQ},
-		{byteSet("\xe0\xef"), subQ, subC},
-		{byteSet("\xe0\xef"), subC, subQ},
-		{byteSet("\xf0\xf4"), subQ, subC, subC},
-		{byteSet("\xf0\xf4"), subC, subQ, subC},
-		{byteSet("\xf0\xf4"), subC, subC, subQ},
-		{sub},
+		{byteSet("\xed"), byteSet("\xa0\xaf"), bSubQ, byteSet("\xed"), byteSet("\xb0\xbf"), bSubQC},
+		{byteSet("\xed"), byteSet("\xa0\xaf"), bSubQC, byteSet("\xed"), byteSet("\xb0\xbf"), bSubQ},
+		{byteSet("\xe0\xef"), bSubQ, bSubC},
+		{byteSet("\xe0\xef"), bSubC, bSubQ},
+		{byteSet("\xf0\xf4"), bSubQ, bSubC, bSubC},
+		{byteSet("\xf0\xf4"), bSubC, bSubQ, bSubC},
+		{byteSet("\xf0\xf4"), bSubC, bSubC, bSubQ},
+		{bSub},
 	}
 )
 
@@ -460,9 +461,9 @@ func cls(parts ...string) string {
 // lit quotes literal text for a regexp.
 func lit(s string) string { return regexp.QuoteMeta(s) }
 
-// badness is ftfy's mojibake detector: any one of these short sequences marks the text as
+// badness is ftfy's mojibake detector (compiled on first use): any one of these short sequences marks the text as
 // likely mojibake. pySpace and pyWord are what Python's "\s" and "\w" match.
-var badness = func() *regexp.Regexp {
+var badness = sync.OnceValue(func() *regexp.Regexp {
 	const pySpace = `[\t\n\v\f\r\x{1c}-\x{1f}\x{85}\p{Z}]`
 	const pyWord = `[\p{L}\p{N}_]`
 	var (
@@ -510,6 +511,6 @@ var badness = func() *regexp.Regexp {
 		lit("ā€"),
 	}
 	return regexp.MustCompile(strings.Join(rules, "|"))
-}()
+})
 
-func isBad(s string) bool { return badness.MatchString(s) }
+func isBad(s string) bool { return badness().MatchString(s) }
