@@ -8,6 +8,7 @@ package ort
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -388,6 +389,9 @@ func destroyAll(vs []ortgo.Value) {
 }
 
 func toValue(t *engine.Tensor) (ortgo.Value, error) {
+	if len(t.Shape) == 0 {
+		return toScalar(t)
+	}
 	shape := ortgo.NewShape(t.Shape...)
 	n := engine.Elements(t.Shape)
 	if t.DType == engine.Float32 {
@@ -400,6 +404,29 @@ func toValue(t *engine.Tensor) (ortgo.Value, error) {
 		return nil, fmt.Errorf("shape %v of %s needs %d bytes, have %d", t.Shape, t.DType, n*int64(t.DType.Size()), len(t.Raw))
 	}
 	return ortgo.NewCustomDataTensor(shape, t.Raw, toORT(t.DType))
+}
+
+// toScalar makes a rank-0 value (such as a scalar timestep): onnxruntime_go's
+// tensors need at least one dimension, its scalars none.
+func toScalar(t *engine.Tensor) (ortgo.Value, error) {
+	if t.DType == engine.Float32 {
+		if len(t.F32) != 1 {
+			return nil, fmt.Errorf("a scalar needs 1 float, have %d", len(t.F32))
+		}
+		return ortgo.NewScalar(t.F32[0])
+	}
+	if len(t.Raw) != t.DType.Size() {
+		return nil, fmt.Errorf("a %s scalar needs %d bytes, have %d", t.DType, t.DType.Size(), len(t.Raw))
+	}
+	switch t.DType {
+	case engine.Int64:
+		return ortgo.NewScalar(int64(binary.LittleEndian.Uint64(t.Raw)))
+	case engine.Int32:
+		return ortgo.NewScalar(int32(binary.LittleEndian.Uint32(t.Raw)))
+	case engine.Uint8:
+		return ortgo.NewScalar(t.Raw[0])
+	}
+	return nil, fmt.Errorf("%s scalars are not supported (export the input as float32)", t.DType)
 }
 
 func fromValue(v ortgo.Value) (*engine.Tensor, error) {
