@@ -93,28 +93,6 @@ func TestLoadModel(t *testing.T) {
 	}
 }
 
-// TestLoadModelVariants logs which variants today's loader runs; it
-// fails on none (the loader is expected to learn them).
-func TestLoadModelVariants(t *testing.T) {
-	for _, v := range variants {
-		t.Run(v.name, func(t *testing.T) {
-			m, err := load(t, v.o)
-			if err == nil {
-				g := 5.0
-				if v.o.Family == diffusiontest.Flux {
-					g = 3.5
-				}
-				err = generate(t, m, g)
-			}
-			if err != nil {
-				t.Logf("not yet: %v", err)
-				return
-			}
-			t.Logf("runs")
-		})
-	}
-}
-
 // TestMatchesReference: the default variants declare the inputs and
 // outputs of the real exports (testdata/ref/onnx_io.json): names, order,
 // dtypes, ranks and the names of dynamic dimensions (the sizes of the
