@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/pipelines/diffusion/diffusiontest"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -113,6 +114,47 @@ func TestWeightsImportDiffusers(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "diffusion", "-name", "bad", "-dir", t.TempDir()}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "unet/model.onnx") {
 		t.Fatalf("empty dir: exit %d %s", code, errb.String())
+	}
+}
+
+// A diffusion export is checked before it is recorded: one that cannot
+// run here is refused with the reason and leaves nothing in the store;
+// -check=false records it as it is; static sizes are recorded.
+func TestWeightsImportDiffusionCheck(t *testing.T) {
+	write := func(o diffusiontest.Options) string {
+		dir := t.TempDir()
+		if err := diffusiontest.Write(dir, o); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	data := t.TempDir()
+	imp := func(name, dir string, extra ...string) (int, string) {
+		var out, errb bytes.Buffer
+		args := append([]string{"weights", "import", "-data-dir", data, "-ort-library", testenv.ORTLibrary(t), "-pipeline", "diffusion",
+			"-name", name, "-dir", dir}, extra...)
+		code := run(args, &out, &errb)
+		return code, errb.String()
+	}
+	gn := write(diffusiontest.Options{Family: diffusiontest.SDXL, ContribOp: diffusiontest.GroupNorm})
+	if code, msg := imp("gn", gn); code == 0 || !strings.Contains(msg, "operator GroupNorm") || !strings.Contains(msg, "-check=false") {
+		t.Fatalf("GroupNorm on the CPU: exit %d: %s", code, msg)
+	}
+	blobs, _ := os.ReadDir(filepath.Join(data, "blobs"))
+	if len(blobs) != 0 {
+		t.Errorf("a refused import left %d blobs", len(blobs))
+	}
+	if code, msg := imp("gn", gn, "-check=false"); code != 0 {
+		t.Fatalf("-check=false: exit %d: %s", code, msg)
+	}
+	fixed := write(diffusiontest.Options{Family: diffusiontest.SD, FixedSize: [2]int{128, 64}, TimestepScalar: true})
+	if code, msg := imp("fixed", fixed); code != 0 {
+		t.Fatalf("fixed: exit %d: %s", code, msg)
+	}
+	s, _ := weights.Open(data)
+	m, err := s.Get("fixed")
+	if err != nil || m.Params["sizes"] != "128x64" {
+		t.Fatalf("fixed: %+v %v", m.Params, err)
 	}
 }
 
