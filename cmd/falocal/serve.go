@@ -23,6 +23,7 @@ import (
 	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/pipelines"
 	_ "github.com/falocal/falocal/pipelines/diffusion"
+	_ "github.com/falocal/falocal/pipelines/kokoro"
 	_ "github.com/falocal/falocal/pipelines/rembg"
 	_ "github.com/falocal/falocal/pipelines/upscale"
 	_ "github.com/falocal/falocal/pipelines/whisper"
