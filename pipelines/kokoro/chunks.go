@@ -158,8 +158,8 @@ func PauseAfter(chunk string) float64 {
 // Trim cuts the leading and trailing silence of a chunk as kokoro-onnx
 // does (librosa's trim: frames of 2048 samples every 512, centred, silent
 // when their RMS is 60 dB or more below the loudest frame's), so that
-// chunks join without the model's own edge silences; a chunk that is all
-// silence becomes empty.
+// chunks join without the model's own edge silences (a chunk that is all
+// silence has no quieter part, and is kept whole, as librosa keeps it).
 func Trim(y []float32) []float32 {
 	const frame, hop, topDB = 2048, 512, 60.0
 	n := len(y)
@@ -192,7 +192,7 @@ func Trim(y []float32) []float32 {
 		}
 	}
 	if first < 0 {
-		return y[:0]
+		return y[:0] // unreachable: the loudest frame is never below itself
 	}
 	return y[first*hop : min(n, (last+1)*hop)]
 }

@@ -59,13 +59,25 @@ func (p *Pipeline) Close() error { return p.models.Close() }
 // "kokoro", else the first installed.
 func (p *Pipeline) Model() (*Model, error) {
 	man, err := p.deps.Resolve(pipelines.Want{Pipeline: "kokoro", Key: "kokoro", What: "a Kokoro text-to-speech model",
-		Match: func(weights.Manifest) bool { return true },
+		Match: isModel,
 		Install: "run 'falocal setup' (or 'falocal weights install kokoro-v1.0'), or import a Kokoro ONNX export with its voices " +
 			"with 'falocal weights import -pipeline kokoro -name NAME -dir DIR' (DIR: one .onnx file, voices/<name>.bin, optionally vocab.json)"})
 	if err != nil {
 		return nil, err
 	}
 	return pipelines.Loaded(p.models, man, func() (*Model, error) { return LoadModel(man, p.deps.Store, p.models) })
+}
+
+// isModel tells a Kokoro model (one .onnx file) from other manifests of the
+// pipeline, such as a front end's lexicons.
+func isModel(m weights.Manifest) bool {
+	n := 0
+	for _, f := range m.Files {
+		if strings.HasSuffix(f.Name, ".onnx") {
+			n++
+		}
+	}
+	return n == 1
 }
 
 // Warm opens the model's session.
