@@ -101,6 +101,7 @@ func Catalog() []Recipe {
 		// Silero VAD as faster-whisper ships it, to cut Whisper's batched windows at silences (weights/vad.go).
 		{Name: "silero-vad", Pipeline: "vad", Default: true,
 			Description: "Silero VAD v6 voice activity detection (faster-whisper's export), 0.3M params", install: installVAD},
+		{Name: "misaki-en", Pipeline: "kokoro", Default: true, Description: "misaki 0.9.4 English lexicons (American and British, gold and silver) for Kokoro's front end", install: installLexicon},
 		{Name: "kokoro-v1.0", Pipeline: "kokoro", Default: true, Description: "Kokoro-82M v1.0 text to speech (int8), 54 voices in 9 languages", install: installKokoro},
 	}
 }
