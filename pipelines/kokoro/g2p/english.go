@@ -492,12 +492,15 @@ func nextContext(ctx tokenContext, ps string, hasPS bool, tk *mtoken) tokenConte
 				default:
 					vowel = 0
 				}
-				break
+				return tokenContext{futureVowel: vowel, futureTo: isTo(tk)}
 			}
 		}
 	}
-	futureTo := tk.text == "to" || tk.text == "To" || (tk.text == "TO" && (tk.tag == "TO" || tk.tag == "IN"))
-	return tokenContext{futureVowel: vowel, futureTo: futureTo}
+	return tokenContext{futureVowel: vowel, futureTo: isTo(tk)}
+}
+
+func isTo(tk *mtoken) bool {
+	return tk.text == "to" || tk.text == "To" || (tk.text == "TO" && (tk.tag == "TO" || tk.tag == "IN"))
 }
 
 func resolveTokens(tokens []*mtoken) {

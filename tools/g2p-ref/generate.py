@@ -1,0 +1,132 @@
+"""Writes the phoneme strings misaki 0.9.4 produces for the sentences in
+pipelines/kokoro/g2p/testdata/sentences.txt, American and British, to
+pipelines/kokoro/g2p/testdata/misaki_ref.json, for the Go table test.
+
+misaki's G2P loads spaCy's en_core_web_sm, which is downloaded from outside
+the package registries and so cannot be installed here; without it G2P()
+does not start at all. This script builds misaki's G2P around a blank
+English spaCy pipeline instead (spaCy's rule-based tokenizer, the same one
+en_core_web_sm uses) and a small rule tagger (rule_tags below) that gives the
+closed-class tags a statistical tagger gets right: punctuation, currency
+symbols, bare numbers, the articles, "I", "in" and "vs". Every other word is
+untagged, so homographs take their lexicon DEFAULT. The Go front end
+(pipelines/kokoro/g2p) implements the same tagger.
+
+The espeak-ng fallback runs the system espeak-ng (Debian's, `apt-get install
+-y espeak-ng`) rather than the copy espeakng-loader bundles, so that the Go
+front end, which runs the espeak-ng program, can match it; its version is
+recorded in the output.
+
+Run by hand:
+  python3 -m venv /root/.cache/falocal/venv-g2p
+  /root/.cache/falocal/venv-g2p/bin/pip install --require-hashes --only-binary :all: -r tools/g2p-ref/requirements.txt
+  /root/.cache/falocal/venv-g2p/bin/python tools/g2p-ref/generate.py
+Also writes pipelines/kokoro/g2p/spacy_en_exceptions.json (the tokenizer's
+special cases), which the Go tokenizer embeds.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import spacy
+from spacy.attrs import ORTH
+from spacy.language import Language
+from phonemizer.backend.espeak.wrapper import EspeakWrapper
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+PKG = os.path.join(ROOT, 'pipelines', 'kokoro', 'g2p')
+
+SYSTEM_ESPEAK = '/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1'
+SYSTEM_ESPEAK_DATA = '/usr/lib/x86_64-linux-gnu/espeak-ng-data'
+
+import misaki.espeak  # sets espeakng-loader's library; replaced next
+EspeakWrapper.set_library(SYSTEM_ESPEAK)
+EspeakWrapper.set_data_path(SYSTEM_ESPEAK_DATA)
+from misaki import en, espeak  # noqa: E402
+
+CURRENCY_SYMBOLS = {'$', '£', '€', '¥', '฿', '₹', '₩', '₽'}
+PUNCT_TAG = {
+    '.': '.', '!': '.', '?': '.', ',': ',', ':': ':', ';': ':',
+    '-': ':', '–': ':', '—': ':', '--': ':', '…': ':',
+    '(': '-LRB-', '[': '-LRB-', '{': '-LRB-',
+    ')': '-RRB-', ']': '-RRB-', '}': '-RRB-',
+    '“': '``', '”': "''", '#': '#',
+}
+HYPHENS = {'-', '–', '—', '--'}
+
+
+@Language.component('rule_tags')
+def rule_tags(doc):
+    for i, tk in enumerate(doc):
+        t = tk.text
+        prev_space = i == 0 or bool(doc[i - 1].whitespace_)
+        if t in CURRENCY_SYMBOLS:
+            tag = '$'
+        elif t in HYPHENS and not prev_space and not tk.whitespace_ and i + 1 < len(doc):
+            tag = 'HYPH'
+        elif t in PUNCT_TAG:
+            tag = PUNCT_TAG[t]
+        elif re.fullmatch(r'[.!?]+', t):
+            tag = '.' if '.' not in t or len(set(t)) > 1 or len(t) == 1 else ':'
+        elif t == '"':
+            tag = '``' if prev_space or doc[i - 1].text in '([{' else "''"
+        elif re.fullmatch(r'[0-9]+(?:[.,][0-9]+)*', t):
+            tag = 'CD'
+        elif t.lower() in ('a', 'an', 'the'):
+            tag = 'DT'
+        elif t == 'I':
+            tag = 'PRP'
+        elif t in ('in', 'In', 'vs', 'vs.', 'Vs', 'Vs.'):
+            tag = 'IN'
+        else:
+            tag = ''
+        tk.tag_ = tag
+    return doc
+
+
+def make_g2p(british):
+    nlp = spacy.blank('en')
+    nlp.add_pipe('rule_tags')
+    g = en.G2P.__new__(en.G2P)  # G2P.__init__ would download en_core_web_sm
+    g.version = None
+    g.british = british
+    g.nlp = nlp
+    g.lexicon = en.Lexicon(british)
+    g.fallback = espeak.EspeakFallback(british=british)
+    g.unk = '❓'
+    return g
+
+
+def main():
+    with open(os.path.join(PKG, 'testdata', 'sentences.txt'), encoding='utf-8') as f:
+        sentences = [line.rstrip('\n') for line in f if line.strip()]
+    us, gb = make_g2p(False), make_g2p(True)
+    version = subprocess.run(['espeak-ng', '--version'], capture_output=True, text=True).stdout.strip()
+    out = {
+        'misaki': '0.9.4', 'spacy': spacy.__version__, 'espeak_ng': version,
+        'note': 'misaki G2P(trf=False) on a blank spaCy English pipeline with rule_tags (tools/g2p-ref/generate.py)',
+        'sentences': [],
+    }
+    for s in sentences:
+        doc = us.nlp(s)
+        out['sentences'].append({
+            'text': s,
+            'tokens': [[tk.text, tk.whitespace_, tk.tag_] for tk in doc],
+            'us': us(s)[0],
+            'gb': gb(s)[0],
+        })
+    with open(os.path.join(PKG, 'testdata', 'misaki_ref.json'), 'w', encoding='utf-8') as f:
+        json.dump(out, f, ensure_ascii=False, indent=1)
+        f.write('\n')
+    rules = spacy.blank('en').tokenizer.rules
+    exc = {k: [x[ORTH] for x in v] for k, v in sorted(rules.items())}
+    with open(os.path.join(PKG, 'spacy_en_exceptions.json'), 'w', encoding='utf-8') as f:
+        json.dump(exc, f, ensure_ascii=False, separators=(',', ':'))
+        f.write('\n')
+    print(len(sentences), 'sentences;', version, file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
