@@ -56,12 +56,19 @@ func (p *Pipeline) Endpoints() []pipelines.Endpoint {
 func (p *Pipeline) Close() error { return p.models.Close() }
 
 // Model is the installed Kokoro model: the one the configuration pins for
-// "kokoro", else the first installed.
+// "kokoro", else the first (by name) whose manifest serves "kokoro" (setup's
+// kokoro-v1.0 does; an import does with -serves kokoro), else the first
+// installed Kokoro export.
 func (p *Pipeline) Model() (*Model, error) {
-	man, err := p.deps.Resolve(pipelines.Want{Pipeline: "kokoro", Key: "kokoro", What: "a Kokoro text-to-speech model",
-		Match: isModel,
+	w := pipelines.Want{Pipeline: "kokoro", Key: "kokoro", What: "a Kokoro text-to-speech model",
+		Match: func(m weights.Manifest) bool { return isModel(m) && slices.Contains(m.Serves, "kokoro") },
 		Install: "run 'falocal setup' (or 'falocal weights install kokoro-v1.0'), or import a Kokoro ONNX export with its voices " +
-			"with 'falocal weights import -pipeline kokoro -name NAME -dir DIR' (DIR: one .onnx file, voices/<name>.bin, optionally vocab.json)"})
+			"with 'falocal weights import -pipeline kokoro -name NAME -dir DIR' (DIR: one .onnx file, voices/<name>.bin, optionally vocab.json)"}
+	man, err := p.deps.Resolve(w)
+	if errors.Is(err, pipelines.ErrNoModel) && p.deps.Config.Models["kokoro"] == "" {
+		w.Match = isModel
+		man, err = p.deps.Resolve(w)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -160,5 +161,51 @@ func TestStream(t *testing.T) {
 	pcm, _ := decodeWAV(t, blob.Data)
 	if len(pcm) != total {
 		t.Fatalf("final audio %d samples, the chunks %d", len(pcm), total)
+	}
+}
+
+// TestImportedExport: an export imported as 'falocal weights import
+// -pipeline kokoro -dir DIR' imports it (one .onnx file, voices/<name>.bin,
+// no vocab.json: Kokoro v1.0's vocabulary is used), a voice only its pack
+// has is accepted by its language's endpoint, and it speaks.
+func TestImportedExport(t *testing.T) {
+	requireEspeak(t)
+	inst := installedDeps(t)
+	man, err := inst.Store.Get("kokoro-v1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "voices"), 0o755)
+	link := func(role, to string) {
+		p, err := inst.Store.Path(man, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(dir, to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("kokoro-v1.0.int8.onnx", "model.onnx")
+	link("voices/af_bella.bin", "voices/af_mine.bin")
+	link("voices/bm_lewis.bin", "voices/bm_lewis.bin")
+	if err := weights.CheckKokoroDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	st := pipelinetest.Store(t)
+	pipelinetest.InstallDir(t, st, dir, weights.Manifest{Name: "kokoro-mine", Pipeline: "kokoro"})
+	d := inst
+	d.Store = st
+	_, eps := pipelinetest.Build(t, New, d)
+	res := pipelinetest.Call(context.Background(), eps["fal-ai/kokoro/american-english"], map[string]any{"prompt": "Mine.", "voice": "af_mine"}, nil)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// a fal voice the pack lacks; a pack voice of another language
+	for _, in := range []map[string]any{{"prompt": "hi", "voice": "af_heart"}, {"prompt": "hi", "voice": "bm_lewis"}} {
+		res := pipelinetest.Call(context.Background(), eps["fal-ai/kokoro/american-english"], in, nil)
+		if status, _ := pipelinetest.Status(res.Err); status != 422 {
+			t.Fatalf("%v: %d %v", in, status, res.Err)
+		}
 	}
 }
