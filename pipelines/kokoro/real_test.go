@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -45,17 +44,6 @@ func installedDeps(t testing.TB) pipelines.Deps {
 		t.Fatal(rtErr)
 	}
 	return pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{SessionsPerModel: 1}}
-}
-
-// requireEspeak fails (under make test) or skips without espeak-ng.
-func requireEspeak(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath(EspeakBinary); err != nil {
-		if os.Getenv("FALOCAL_REQUIRE_ASSETS") == "1" {
-			t.Fatal("espeak-ng is missing: apt-get install espeak-ng (.ci/run installs it)")
-		}
-		t.Skip("espeak-ng not installed (apt-get install espeak-ng); FALOCAL_REQUIRE_ASSETS=1 makes this a failure")
-	}
 }
 
 // decodeWAV reads our own 16-bit mono WAV.

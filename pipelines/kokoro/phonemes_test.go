@@ -1,0 +1,67 @@
+package kokoro
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestEspeakMatchesMisaki: our espeak-ng front end gives the phonemes that
+// misaki 0.9.4's espeak fallbacks give (through phonemizer) on sentences of
+// every language espeak-ng reads (testdata/phonemes.json, written by
+// tools/kokoro-ref/phonemes.py).
+func TestEspeakMatchesMisaki(t *testing.T) {
+	requireEspeak(t)
+	b, err := os.ReadFile("testdata/phonemes.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Espeak string                `json:"espeak_ng"`
+		Voices map[string][][]string `json:"voices"`
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	for voice, pairs := range ref.Voices {
+		for _, p := range pairs {
+			got, err := Espeak{Voice: voice, Name: voice}.Phonemize(context.Background(), p[0])
+			if err != nil {
+				t.Fatalf("%s %q: %v", voice, p[0], err)
+			}
+			if got != p[1] {
+				t.Errorf("%s %q:\n got %s\nwant %s (misaki, espeak-ng %s)", voice, p[0], got, p[1], ref.Espeak)
+			}
+		}
+	}
+}
+
+// TestEspeakRefuses: text espeak-ng cannot read in the language is a 422
+// on prompt that names the problem.
+func TestEspeakRefuses(t *testing.T) {
+	requireEspeak(t)
+	for _, tc := range []struct{ voice, text string }{{"cmn", "你好，世界。"}, {"ja", "日本語です。"}} {
+		_, err := Espeak{Voice: tc.voice, Name: tc.voice}.Phonemize(context.Background(), tc.text)
+		if err == nil || !strings.Contains(err.Error(), "espeak-ng cannot read") {
+			t.Errorf("%s %q: %v", tc.voice, tc.text, err)
+		}
+	}
+	if _, err := (Espeak{Voice: "ja", Name: "Japanese"}).Phonemize(context.Background(), "こんにちは、げんきですか。"); err != nil {
+		t.Errorf("kana: %v", err)
+	}
+}
+
+// requireEspeak fails (under make test, whose CI installs espeak-ng) or
+// skips without espeak-ng.
+func requireEspeak(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath(EspeakBinary); err != nil {
+		if os.Getenv("FALOCAL_REQUIRE_ASSETS") == "1" {
+			t.Fatal("espeak-ng is missing: apt-get install espeak-ng (.ci/run installs it)")
+		}
+		t.Skip("espeak-ng not installed (apt-get install espeak-ng); FALOCAL_REQUIRE_ASSETS=1 makes this a failure")
+	}
+}
