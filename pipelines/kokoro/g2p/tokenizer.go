@@ -3,6 +3,7 @@ package g2p
 import (
 	_ "embed"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"sync"
 	"unicode"
@@ -72,8 +73,8 @@ func init() {
 	}
 }
 
-// isIcon is LIST_ICONS: other symbols (So) but the degree sign.
-func isIcon(r rune) bool { return r != '°' && unicode.Is(unicode.So, r) }
+// isIcon is LIST_ICONS: other symbols (So), the degree sign included.
+func isIcon(r rune) bool { return unicode.Is(unicode.So, r) }
 
 func isDigit(r rune) bool { return r >= '0' && r <= '9' }
 
@@ -236,20 +237,32 @@ func findInfixes(s []rune) [][2]int {
 	return out
 }
 
-// urlMatch approximates spaCy's URL_MATCH: a scheme or www. and a dotted host.
+// spaCy's URL_MATCH (spacy/lang/tokenizer_exceptions.py) without its
+// lookaheads, which keep private IPv4 addresses out (urlMatch checks them
+// apart); the TLD's lower-case letters stand for spaCy's ALPHA_LOWER.
+var (
+	urlAuth = `^(?:(?:[\pL\pN_+\-.]{2,})://)?(?:\S+(?::\S*)?@)?`
+	urlTail = `(?::\d{2,5})?(?:[/?#]\S*)?$`
+	urlHost = regexp.MustCompile(urlAuth + `(?:(?:[A-Za-z0-9\x{a1}-\x{ffff}][A-Za-z0-9\x{a1}-\x{ffff}_-]{0,62})?[A-Za-z0-9\x{a1}-\x{ffff}]\.)+(?:[\p{Ll}\p{Lo}]{2,63})` + urlTail)
+	urlIP   = regexp.MustCompile(urlAuth + `((?:[1-9]\d?|1\d\d|2[01]\d|22[0-3])(?:\.(?:1?\d{1,2}|2[0-4]\d|25[0-5])){2}(?:\.(?:[1-9]\d?|1\d\d|2[0-4]\d|25[0-4])))` + urlTail)
+	private = regexp.MustCompile(`^(?:(?:10|127)(?:\.\d{1,3}){3}|(?:169\.254|192\.168)(?:\.\d{1,3}){2}|172\.(?:1[6-9]|2\d|3[0-1])(?:\.\d{1,3}){2})`)
+)
+
 func urlMatch(s string) bool {
-	l := strings.ToLower(s)
-	if i := strings.Index(l, "://"); i > 0 {
-		return len(l) > i+3
-	}
-	if strings.HasPrefix(l, "www.") && strings.Count(l, ".") >= 2 {
+	if urlHost.MatchString(s) {
 		return true
 	}
-	return false
+	m := urlIP.FindStringSubmatch(s)
+	return m != nil && !private.MatchString(m[1])
 }
 
 // spacyTokenize splits text as spaCy's English tokenizer does.
 func spacyTokenize(text string) []sToken {
+	return applySpecialMatches(tokenizeAffixes(text, true))
+}
+
+// tokenizeAffixes is spaCy's Tokenizer._tokenize_affixes.
+func tokenizeAffixes(text string, withSpecials bool) []sToken {
 	var toks []sToken
 	rs := []rune(text)
 	if len(rs) == 0 {
@@ -260,7 +273,7 @@ func spacyTokenize(text string) []sToken {
 	for i, r := range rs {
 		if unicode.IsSpace(r) != inWS {
 			if start < i {
-				toks = tokenizeSpan(toks, rs[start:i])
+				toks = tokenizeSpan(toks, rs[start:i], withSpecials)
 			}
 			if r == ' ' {
 				if len(toks) > 0 {
@@ -274,7 +287,7 @@ func spacyTokenize(text string) []sToken {
 		}
 	}
 	if start < len(rs) {
-		toks = tokenizeSpan(toks, rs[start:])
+		toks = tokenizeSpan(toks, rs[start:], withSpecials)
 		toks[len(toks)-1].space = rs[len(rs)-1] == ' ' && !inWS
 	}
 	return toks
@@ -287,8 +300,11 @@ func push(toks []sToken, s ...string) []sToken {
 	return toks
 }
 
-func tokenizeSpan(toks []sToken, span []rune) []sToken {
+func tokenizeSpan(toks []sToken, span []rune, withSpecials bool) []sToken {
 	sp := specials()
+	if !withSpecials {
+		sp = nil
+	}
 	if sc, ok := sp[string(span)]; ok {
 		return push(toks, sc...)
 	}
@@ -365,4 +381,117 @@ func tokenizeSpan(toks []sToken, span []rune) []sToken {
 		toks = push(toks, suffixes[i])
 	}
 	return toks
+}
+
+// specialPattern is a special case that the affix rules would split: spaCy
+// finds its pieces in the tokenized text and puts the special case back.
+type specialPattern struct {
+	key    string
+	pieces []string
+}
+
+var (
+	specialPatternsOnce sync.Once
+	specialPatterns     map[string][]specialPattern // by first piece
+)
+
+func patterns() map[string][]specialPattern {
+	specialPatternsOnce.Do(func() {
+		specialPatterns = map[string][]specialPattern{}
+		for key := range specials() {
+			rs := []rune(key)
+			if findPrefix(rs) == 0 && findSuffix(rs) == 0 && len(findInfixes(rs)) == 0 && !strings.Contains(key, " ") {
+				continue
+			}
+			var pieces []string
+			for _, t := range tokenizeAffixes(key, false) {
+				pieces = append(pieces, t.text)
+			}
+			if len(pieces) == 0 {
+				continue
+			}
+			specialPatterns[pieces[0]] = append(specialPatterns[pieces[0]], specialPattern{key, pieces})
+		}
+	})
+	return specialPatterns
+}
+
+// applySpecialMatches is spaCy's Tokenizer._apply_special_cases: the
+// longest, then earliest, non-overlapping matches are replaced by their
+// special case when their text (spaces included) is one.
+func applySpecialMatches(toks []sToken) []sToken {
+	type span struct{ start, end int }
+	var matches []span
+	pats := patterns()
+	for i, t := range toks {
+		for _, p := range pats[t.text] {
+			if i+len(p.pieces) > len(toks) {
+				continue
+			}
+			ok := true
+			for j, piece := range p.pieces {
+				if toks[i+j].text != piece {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				matches = append(matches, span{i, i + len(p.pieces)})
+			}
+		}
+	}
+	if len(matches) == 0 {
+		return toks
+	}
+	// Longest first, then earliest; a span is kept unless its first or last
+	// token is taken already; every span marks its tokens taken.
+	for a := 1; a < len(matches); a++ {
+		for b := a; b > 0; b-- {
+			x, y := matches[b-1], matches[b]
+			lx, ly := x.end-x.start, y.end-y.start
+			if ly > lx || (ly == lx && y.start < x.start) {
+				matches[b-1], matches[b] = y, x
+			} else {
+				break
+			}
+		}
+	}
+	seen := map[int]bool{}
+	keep := map[int]span{}
+	for _, m := range matches {
+		if !seen[m.start] && !seen[m.end-1] {
+			keep[m.start] = m
+		}
+		for i := m.start; i < m.end; i++ {
+			seen[i] = true
+		}
+	}
+	sp := specials()
+	var out []sToken
+	for i := 0; i < len(toks); {
+		m, ok := keep[i]
+		if !ok {
+			out = append(out, toks[i])
+			i++
+			continue
+		}
+		var text strings.Builder
+		for j := m.start; j < m.end; j++ {
+			text.WriteString(toks[j].text)
+			if j < m.end-1 && toks[j].space {
+				text.WriteString(" ")
+			}
+		}
+		rule, ok := sp[text.String()]
+		if !ok {
+			out = append(out, toks[m.start:m.end]...)
+		} else {
+			for _, r := range rule {
+				out = append(out, sToken{text: r})
+			}
+			out[len(out)-1].space = toks[m.end-1].space
+		}
+		i = m.end
+	}
+	return out
 }
