@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode"
 )
@@ -293,16 +294,185 @@ type word struct {
 	group []*mtoken
 }
 
-func (e *English) tokenize(text string) []*mtoken {
+// feature is misaki's markup for a word, [word](feature): a stress
+// ("-1", "2", "0.5"), phonemes ("/kˈOkəɹO/") or number flags ("#a#").
+type feature struct {
+	kind   byte // 's' stress, '/' phonemes, '#' number flags
+	stress float64
+	text   string
+}
+
+var linkRe = regexp.MustCompile(`\[([^\]]+)\]\(([^\)]*)\)`)
+
+// preprocess is misaki's G2P.preprocess: the text without the markup, its
+// whitespace-separated pieces (a marked word is one piece) and the
+// features by piece.
+func preprocess(text string) (string, []string, map[int]feature) {
+	var result strings.Builder
+	var pieces []string
+	features := map[int]feature{}
+	last := 0
+	for _, m := range linkRe.FindAllStringSubmatchIndex(text, -1) {
+		result.WriteString(text[last:m[0]])
+		pieces = append(pieces, strings.Fields(text[last:m[0]])...)
+		f := text[m[4]:m[5]]
+		num := f
+		if strings.HasPrefix(num, "-") || strings.HasPrefix(num, "+") {
+			num = num[1:]
+		}
+		var ft feature
+		ok := true
+		switch {
+		case isDigits(num):
+			n, _ := strconv.Atoi(num)
+			if f[0] == '-' {
+				n = -n
+			}
+			ft = feature{kind: 's', stress: float64(n)}
+		case f == "0.5" || f == "+0.5":
+			ft = feature{kind: 's', stress: 0.5}
+		case f == "-0.5":
+			ft = feature{kind: 's', stress: -0.5}
+		case len(f) > 1 && f[0] == '/' && f[len(f)-1] == '/':
+			ft = feature{kind: '/', text: strings.TrimLeft(strings.TrimRight(f[1:], "/"), "/")}
+		case len(f) > 1 && f[0] == '#' && f[len(f)-1] == '#':
+			ft = feature{kind: '#', text: strings.TrimLeft(strings.TrimRight(f[1:], "#"), "#")}
+		default:
+			ok = false
+		}
+		if ok {
+			features[len(pieces)] = ft
+		}
+		result.WriteString(text[m[2]:m[3]])
+		pieces = append(pieces, text[m[2]:m[3]])
+		last = m[1]
+	}
+	if last < len(text) {
+		result.WriteString(text[last:])
+		pieces = append(pieces, strings.Fields(text[last:])...)
+	}
+	return result.String(), pieces, features
+}
+
+// alignY2X is spaCy's get_alignments(A, B)'s second result, flattened as
+// Alignment.y2x.data: for each token of B, the tokens of A it overlaps.
+func alignY2X(a, b []string) []int {
+	charTok := func(toks []string) ([]int, []rune) {
+		var m []int
+		var all []rune
+		for i, t := range toks {
+			l := []rune(strings.ToLower(t))
+			for range l {
+				m = append(m, i)
+			}
+			all = append(all, l...)
+		}
+		return m, all
+	}
+	ctA, strA := charTok(a)
+	ctB, strB := charTok(b)
+	var b2a [][]int
+	add := func(set []int, v int) []int {
+		for _, x := range set {
+			if x == v {
+				return set
+			}
+		}
+		return append(set, v)
+	}
+	ca, cb, prevA, prevB := 0, 0, -1, -1
+	for ca < len(strA) && cb < len(strB) {
+		ta, tb := ctA[ca], ctB[cb]
+		if prevB != tb {
+			b2a = append(b2a, nil)
+		}
+		last := len(b2a) - 1
+		switch {
+		case a[ta] == b[tb] && (ca == 0 || ctA[ca-1] < ta) && (cb == 0 || ctB[cb-1] < tb):
+			b2a[last] = add(b2a[last], ta)
+			ca += len([]rune(a[ta]))
+			cb += len([]rune(b[tb]))
+		case strA[ca] == strB[cb]:
+			b2a[last] = add(b2a[last], ta)
+			ca++
+			cb++
+		case unicode.IsSpace(strA[ca]):
+			ca++
+		case unicode.IsSpace(strB[cb]):
+			cb++
+		default:
+			return nil // the texts differ: cannot happen here
+		}
+		prevA, prevB = ta, tb
+	}
+	_ = prevA
+	var data []int
+	for _, set := range b2a {
+		for i := 1; i < len(set); i++ {
+			for j := i; j > 0 && set[j] < set[j-1]; j-- {
+				set[j], set[j-1] = set[j-1], set[j]
+			}
+		}
+		data = append(data, set...)
+	}
+	return data
+}
+
+func (e *English) tokenize(text string, pieces []string, features map[int]feature) []*mtoken {
 	st := spacyTokenize(text)
 	tags := ruleTag(st)
 	out := make([]*mtoken, len(st))
+	texts := make([]string, len(st))
 	for i, t := range st {
 		ws := ""
 		if t.space {
 			ws = " "
 		}
 		out[i] = &mtoken{text: t.text, tag: tags[i], whitespace: ws, isHead: true, stress: noStress}
+		texts[i] = t.text
+	}
+	if len(features) == 0 {
+		return out
+	}
+	data := alignY2X(pieces, texts)
+	for k, f := range features {
+		i := 0
+		for j, x := range data {
+			if x != k {
+				continue
+			}
+			if j < len(out) {
+				tk := out[j]
+				switch f.kind {
+				case 's':
+					tk.stress = f.stress
+				case '/':
+					tk.isHead = i == 0
+					if i == 0 {
+						tk.setPS(f.text)
+					} else {
+						tk.setPS("")
+					}
+				case '#':
+					tk.numFlags = f.text
+				}
+			}
+			i++
+		}
+	}
+	return out
+}
+
+// foldLeft merges each token that is not a head into the one before it.
+func foldLeft(tokens []*mtoken) []*mtoken {
+	var out []*mtoken
+	unk := unknown
+	for _, tk := range tokens {
+		if len(out) > 0 && !tk.isHead {
+			tk = mergeTokens([]*mtoken{out[len(out)-1], tk}, &unk)
+			out = out[:len(out)-1]
+		}
+		out = append(out, tk)
 	}
 	return out
 }
@@ -606,8 +776,8 @@ func (e *English) Phonemize(ctx context.Context, text string) (string, error) {
 }
 
 func (e *English) phonemize(ctx context.Context, text string) (string, []string, error) {
-	text = strings.TrimLeftFunc(text, unicode.IsSpace)
-	tokens := e.tokenize(text)
+	text, pieces, features := preprocess(strings.TrimLeftFunc(text, unicode.IsSpace))
+	tokens := foldLeft(e.tokenize(text, pieces, features))
 	words := retokenize(tokens)
 	var spelled []string
 	fallback := func(tk *mtoken) (string, bool, error) {
