@@ -788,7 +788,7 @@ func (e *English) phonemize(ctx context.Context, text string) (string, []string,
 			}
 			return ps, true, nil
 		}
-		ps, ok := spellByRules(tk.text, e.lex.british)
+		ps, ok := e.lex.readByRules(tk.text)
 		if ok {
 			spelled = append(spelled, tk.text)
 		}

@@ -167,3 +167,68 @@ func TestMatchesMisaki(t *testing.T) {
 		t.Logf("%s: %d of %d sentences exactly as misaki (espeak-ng %s)", accent, same, len(ref.Sentences), ref.Espeak)
 	}
 }
+
+// TestWithoutEspeak: without espeak-ng the words misaki would hand it are
+// spelled by the letter-to-sound rules and reported; every sentence that
+// needs no such word still phonemizes exactly as misaki.
+func TestWithoutEspeak(t *testing.T) {
+	ref := readReference(t)
+	files := installedLexicons(t)
+	for _, accent := range []string{"us", "gb"} {
+		var spelled []string
+		e, err := LoadEnglish(files, accent == "gb", Options{Espeak: "none", Spelled: func(w []string) { spelled = append(spelled, w...) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Espeak() != "" {
+			t.Fatalf("espeak-ng %q in use", e.Espeak())
+		}
+		needing := 0
+		for _, s := range ref.Sentences {
+			want := s.US
+			if accent == "gb" {
+				want = s.GB
+			}
+			spelled = nil
+			got, err := e.Phonemize(context.Background(), s.Text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(got, unknown) {
+				t.Errorf("%s %q: unknown words left: %s", accent, s.Text, got)
+			}
+			if len(spelled) > 0 {
+				needing++
+				continue
+			}
+			if got != want {
+				t.Errorf("%s %q needs no espeak-ng but:\n got %s\nwant %s", accent, s.Text, got, want)
+			}
+		}
+		t.Logf("%s: %d of %d sentences have words for espeak-ng", accent, needing, len(ref.Sentences))
+		if needing == 0 {
+			t.Errorf("%s: no sentence needed espeak-ng", accent)
+		}
+	}
+	if _, err := LoadEnglish(files, false, Options{Espeak: "/nonexistent/espeak-ng"}); err == nil {
+		t.Error("a missing espeak-ng program named in Options loaded")
+	}
+}
+
+func TestSpellByRules(t *testing.T) {
+	for _, c := range []struct{ word, us, gb string }{
+		{"Zorblax", "zˈɔɹblæks", "zˈɔːblaks"},
+		{"snarfblat", "snˈɑɹfblæt", "snˈɑːfblat"},
+		{"quiche", "kwˈɪʧ", "kwˈɪʧ"},
+	} {
+		if got, _ := spellByRules(c.word, false); got != c.us {
+			t.Errorf("%s: US %q, want %q", c.word, got, c.us)
+		}
+		if got, _ := spellByRules(c.word, true); got != c.gb {
+			t.Errorf("%s: GB %q, want %q", c.word, got, c.gb)
+		}
+	}
+	if _, ok := spellByRules("!!", false); ok {
+		t.Error("punctuation spelled")
+	}
+}

@@ -33,6 +33,53 @@ var ltsRules = []lts{
 	{"z", "z", ""},
 }
 
+// readByRules stands in for espeak-ng: punctuation is kept as espeak-ng's
+// caller keeps it, runs of digits are read as numbers and runs of letters
+// are spelled by the rules. ok is false if nothing could be read.
+func (l *lexicon) readByRules(text string) (string, bool) {
+	var out strings.Builder
+	last := 0
+	read := false
+	chunk := func(c string) {
+		var parts []string
+		rs := []rune(c)
+		for i := 0; i < len(rs); {
+			j := i
+			switch {
+			case unicode.IsLetter(rs[i]):
+				for j < len(rs) && (unicode.IsLetter(rs[j]) || rs[j] == '\'') {
+					j++
+				}
+				if ps, ok := spellByRules(string(rs[i:j]), l.british); ok {
+					parts = append(parts, ps)
+				}
+			case isDigit(rs[i]):
+				for j < len(rs) && isDigit(rs[j]) {
+					j++
+				}
+				if ps, ok := l.getNumber(string(rs[i:j]), "", true, ""); ok {
+					parts = append(parts, ps)
+				}
+			default:
+				j++
+			}
+			i = j
+		}
+		if len(parts) > 0 {
+			read = true
+		}
+		out.WriteString(strings.Join(parts, " "))
+	}
+	for _, m := range phonemizerMarks.FindAllStringIndex(text, -1) {
+		chunk(text[last:m[0]])
+		out.WriteString(text[m[0]:m[1]])
+		last = m[1]
+	}
+	chunk(text[last:])
+	ps := strings.TrimSpace(out.String())
+	return ps, read || ps != ""
+}
+
 // spellByRules reads word by the rules; ok is false if it has no letters.
 func spellByRules(word string, british bool) (string, bool) {
 	w := strings.ToLower(word)
@@ -42,6 +89,25 @@ func spellByRules(word string, british bool) (string, bool) {
 		if strings.HasPrefix(w[i:], "e") && i+1 == len(w) && i > 1 {
 			i++ // a silent final e
 			continue
+		}
+		if i > 0 && w[i] == w[i-1] && strings.IndexByte("bcdfgklmnprstvz", w[i]) >= 0 {
+			i++ // a doubled consonant
+			continue
+		}
+		if w[i:] == "ed" && i > 1 {
+			switch w[i-1] {
+			case 't', 'd':
+				if british {
+					out.WriteString("ɪd")
+				} else {
+					out.WriteString("ᵻd")
+				}
+			case 'p', 'k', 'f', 's', 'x', 'h':
+				out.WriteString("t")
+			default:
+				out.WriteString("d")
+			}
+			break
 		}
 		matched := false
 		for _, r := range ltsRules {
