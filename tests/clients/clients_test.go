@@ -223,6 +223,35 @@ func TestClients(t *testing.T) {
 		})
 	})
 
+	t.Run("kokoro", func(t *testing.T) {
+		// the installed kokoro-v1.0 and espeak-ng, which .ci/run installs
+		if _, err := exec.LookPath("espeak-ng"); err != nil {
+			if os.Getenv("FALOCAL_REQUIRE_ASSETS") == "1" {
+				t.Fatal("espeak-ng is missing: apt-get install espeak-ng")
+			}
+			t.Skip("espeak-ng not installed")
+		}
+		t.Run("js", func(t *testing.T) {
+			node, modules := testenv.Node(t)
+			tap := filepath.Join(t.TempDir(), "report.tap")
+			runSuite(t, "js", cleanEnv("FALOCAL_BASE="+srv.Base, "FALOCAL_NODE_MODULES="+modules),
+				node, "--test", "--test-reporter=spec", "--test-reporter-destination=stdout",
+				"--test-reporter=tap", "--test-reporter-destination="+tap, "kokoro.test.mjs")
+			b, err := os.ReadFile(tap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if report := string(b); count(t, report, "# pass") != 3 || count(t, report, "# fail") != 0 {
+				t.Fatalf("node --test:\n%s", report)
+			}
+		})
+		t.Run("python", func(t *testing.T) {
+			py := testenv.ClientPython(t)
+			env := cleanEnv("HTTPS_PROXY="+srv.Base, "SSL_CERT_FILE="+caFile(t, srv), "FAL_KEY=local:local", "PYTHONDONTWRITEBYTECODE=1")
+			checkUnittest(t, runSuite(t, "python", env, py, "-m", "unittest", "-v", "test_kokoro"))
+		})
+	})
+
 	t.Run("python-auth", func(t *testing.T) {
 		py := testenv.ClientPython(t)
 		const key = "client-test:s3cret-key"
