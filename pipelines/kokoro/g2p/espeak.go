@@ -80,9 +80,13 @@ func (e *espeak) phonemize(ctx context.Context, text string) (string, error) {
 
 // anchor is read before each chunk, in the same clause. espeak-ng's program
 // gives a clause without a stressed word a stress of its own ("the" alone
-// reads "ðˈə"), which the library phonemizer calls does not; after a
+// reads "ðˈə"), which the library call phonemizer makes does not; after a
 // stressed word a chunk keeps the stress it has in the library's reading.
+// The anchored reading is taken only where it differs from the plain one in
+// stress alone: after a word, "-5" reads as a dash and five.
 const anchor = "Bob"
+
+var stressMarks = strings.NewReplacer("ˈ", "", "ˌ", "")
 
 func (e *espeak) chunk(ctx context.Context, out *strings.Builder, text string) error {
 	if strings.TrimSpace(text) == "" {
@@ -101,18 +105,18 @@ func (e *espeak) chunk(ctx context.Context, out *strings.Builder, text string) e
 		e.anchorPS = prefix
 		e.mu.Unlock()
 	}
+	plain, err := e.run(ctx, text)
+	if err != nil {
+		return err
+	}
 	line, err := e.run(ctx, anchor+" "+text)
 	if err != nil {
 		return err
 	}
-	if rest, ok := strings.CutPrefix(line, prefix); ok {
-		out.WriteString(rest)
-		return nil
+	if rest, ok := strings.CutPrefix(line, prefix); ok && stressMarks.Replace(rest) == stressMarks.Replace(plain) {
+		plain = rest
 	}
-	if line, err = e.run(ctx, text); err != nil {
-		return err
-	}
-	out.WriteString(line)
+	out.WriteString(plain)
 	return nil
 }
 
