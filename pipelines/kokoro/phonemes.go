@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/falocal/falocal/pipelines"
 )
@@ -153,33 +154,68 @@ func splitPunct(text string) []piece {
 	return out
 }
 
-// run reads every piece with one espeak-ng process, a piece a line; should
-// the lines not come back one for one (espeak-ng cuts a very long clause
-// in two), each piece is read by a process of its own.
+// maxLine is the longest line (in runes) handed to espeak-ng: it cuts a
+// longer clause itself, and reads a very long one slowly.
+const maxLine = 300
+
+// run reads every piece with one espeak-ng process, a line at a time (a
+// piece longer than maxLine as several lines, cut at spaces); should the
+// lines not come back one for one, each line is read by a process of its own.
 func (e Espeak) run(ctx context.Context, pieces []string) ([]string, error) {
 	if len(pieces) == 0 {
 		return nil, nil
 	}
-	lines := make([]string, len(pieces))
+	var lines []string
+	owner := []int{} // line → piece
 	for i, p := range pieces {
-		lines[i] = strings.Join(strings.Fields(p), " ")
+		for _, l := range cutLine(strings.Fields(p), maxLine) {
+			lines = append(lines, l)
+			owner = append(owner, i)
+		}
 	}
 	out, err := e.exec(ctx, strings.Join(lines, "\n")+"\n")
 	if err != nil {
 		return nil, err
 	}
 	got := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(got) == len(lines) {
-		return got, nil
-	}
-	for i, l := range lines {
-		o, err := e.exec(ctx, l+"\n")
-		if err != nil {
-			return nil, err
+	if len(got) != len(lines) {
+		got = make([]string, len(lines))
+		for i, l := range lines {
+			o, err := e.exec(ctx, l+"\n")
+			if err != nil {
+				return nil, err
+			}
+			got[i] = strings.Join(strings.Fields(o), " ")
 		}
-		lines[i] = strings.Join(strings.Fields(o), " ")
 	}
-	return lines, nil
+	res := make([]string, len(pieces))
+	for i, g := range got {
+		if g = strings.TrimSpace(g); g != "" {
+			if res[owner[i]] != "" {
+				res[owner[i]] += " "
+			}
+			res[owner[i]] += g
+		}
+	}
+	return res, nil
+}
+
+// cutLine joins words into lines of at most max runes (a longer word is a
+// line of its own); no words give one empty line.
+func cutLine(words []string, max int) []string {
+	var out []string
+	cur := ""
+	for _, w := range words {
+		if cur != "" && utf8.RuneCountInString(cur)+1+utf8.RuneCountInString(w) > max {
+			out = append(out, cur)
+			cur = ""
+		}
+		if cur != "" {
+			cur += " "
+		}
+		cur += w
+	}
+	return append(out, cur)
 }
 
 func (e Espeak) exec(ctx context.Context, input string) (string, error) {

@@ -194,3 +194,21 @@ func TestFromEspeak(t *testing.T) {
 		}
 	}
 }
+
+func TestCutLine(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"", 10, ""},
+		{"a b c", 10, "a b c"},
+		{"aaa bbb ccc", 7, "aaa bbb|ccc"},
+		{"aaaaaaaaaaaa b", 5, "aaaaaaaaaaaa|b"},
+		{"ä ö ü", 3, "ä ö|ü"},
+	} {
+		if got := strings.Join(cutLine(strings.Fields(tc.in), tc.max), "|"); got != tc.want {
+			t.Errorf("cutLine(%q, %d) = %q, want %q", tc.in, tc.max, got, tc.want)
+		}
+	}
+}
