@@ -47,8 +47,9 @@ func MisakiLexiconFiles() []string {
 	return names
 }
 
-// lexiconMemory covers both accents' dictionaries loaded as Go maps.
-const lexiconMemory = 256 << 20
+// lexiconMemory covers both accents' dictionaries loaded as Go maps (about
+// 32 MB each once loaded, more while their JSON is parsed).
+const lexiconMemory = 128 << 20
 
 // installLexicon extracts the English lexicons from the misaki wheel.
 func installLexicon(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) error {

@@ -232,3 +232,43 @@ func TestSpellByRules(t *testing.T) {
 		t.Error("punctuation spelled")
 	}
 }
+
+// TestConcurrent: one English serves several callers at once.
+func TestConcurrent(t *testing.T) {
+	ref := readReference(t)
+	e := english(t, false)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8*len(ref.Sentences))
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := g; i < len(ref.Sentences); i += 3 {
+				s := ref.Sentences[i]
+				got, err := e.Phonemize(context.Background(), s.Text)
+				if err != nil || got != s.US {
+					errs <- s.Text
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for s := range errs {
+		t.Errorf("%q differs when phonemized concurrently", s)
+	}
+}
+
+func TestEmptyAndCancelled(t *testing.T) {
+	e := english(t, false)
+	for _, s := range []string{"", "   ", "\n"} {
+		if got, err := e.Phonemize(context.Background(), s); err != nil || strings.TrimSpace(got) != "" {
+			t.Errorf("%q: %q, %v", s, got, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := e.Phonemize(ctx, "Hello world."); err == nil {
+		t.Error("a cancelled context phonemized")
+	}
+}
