@@ -139,11 +139,24 @@ func (m *Model) encode(ctx context.Context, img []float32, n, H, W int, noise No
 	if err != nil {
 		return nil, err
 	}
+	c, h, w := m.LatentChannels, H/vaeFactor, W/vaeFactor
+	if res["latent_parameters"] == nil && res["latent_sample"] != nil {
+		// older optimum exports sample inside the graph (RandomNormalLike):
+		// the draw is the runtime's, not the request seed's
+		s, err := f32(res["latent_sample"])
+		if err != nil || len(s) != n*c*h*w {
+			return nil, fmt.Errorf("vae_encoder: latent_sample: %d values, want %d (%v)", len(s), n*c*h*w, err)
+		}
+		out := make([]float32, len(s))
+		for i, v := range s {
+			out[i] = float32((float64(v) - m.VAEShift) * m.VAEScale)
+		}
+		return out, nil
+	}
 	params, err := f32(res["latent_parameters"])
 	if err != nil {
 		return nil, fmt.Errorf("vae_encoder: latent_parameters: %w", err)
 	}
-	c, h, w := m.LatentChannels, H/vaeFactor, W/vaeFactor
 	if len(params) != n*2*c*h*w {
 		return nil, fmt.Errorf("vae_encoder gave %d parameters, want %d", len(params), n*2*c*h*w)
 	}

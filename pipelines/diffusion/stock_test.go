@@ -1,0 +1,88 @@
+//go:build cgo
+
+package diffusion
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/engine/ort"
+	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
+	"github.com/falocal/falocal/weights"
+)
+
+// Exports made as users make them (tools/diffusion-ref/stock.py: optimum-cli
+// 1.27 and 1.16 for SD 1.5 and SDXL, tools/flux-export for FLUX), taken
+// unmodified through the import check and compared with diffusers run on
+// the same weights and latents: guidance with a negative prompt and with
+// fal's empty one, no guidance, two sizes.
+func TestStockExports(t *testing.T) {
+	root := filepath.Join("testdata", "stock")
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == "ref" {
+			continue
+		}
+		n++
+		name := e.Name()
+		t.Run(name, func(t *testing.T) {
+			st := pipelinetest.Store(t)
+			d := pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{SessionsPerModel: 1}}
+			files, err := st.AddDirWith(filepath.Join(root, name), "fp32", func(n, p string) error {
+				if filepath.Ext(n) != ".onnx" {
+					return nil
+				}
+				_, err := weights.Float32IO(p)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			man := weights.Manifest{Name: name, Pipeline: "diffusion", Files: files, Params: map[string]string{}}
+			limits, err := Check(t.Context(), d, man)
+			if err != nil {
+				t.Fatalf("import check: %v", err)
+			}
+			if len(limits) != 0 {
+				t.Errorf("limits %v: the export runs any size", limits)
+			}
+			models := pipelines.NewModels(d)
+			t.Cleanup(func() { models.Close() })
+			m, err := LoadModel(man, st, models)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cases, _ := filepath.Glob(filepath.Join(root, "ref", name, "*", "case.json"))
+			if len(cases) < 2 {
+				t.Fatalf("%d reference cases", len(cases))
+			}
+			for _, cj := range cases {
+				dir := filepath.Dir(cj)
+				if m.Family == Flux {
+					c := loadFluxCase(t, dir)
+					for _, batch := range []int{1, 2} {
+						t.Run(fmt.Sprintf("%s/batch%d", filepath.Base(dir), batch), func(t *testing.T) { checkFluxCase(t, m, c, batch) })
+					}
+					continue
+				}
+				t.Run(filepath.Base(dir), func(t *testing.T) { runCase(t, m, dir) })
+			}
+		})
+	}
+	if n < 4 {
+		t.Fatalf("%d stock exports, want SD 1.5 (two optimum versions), SDXL and FLUX", n)
+	}
+}
