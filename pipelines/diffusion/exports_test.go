@@ -128,6 +128,10 @@ func TestImportExportVariants(t *testing.T) {
 		{name: "flux-no-vae-config", o: with(schnell, func(o *diffusiontest.Options) { o.NoVAEConfig = true }),
 			err: []string{"vae_decoder/config.json lacks scaling_factor"}},
 		{name: "sd-external", o: with(sd, func(o *diffusiontest.Options) { o.ExternalData = true })},
+		// diffusers' own ONNX folders: weights.pb beside each model.onnx, no VAE config, int64 timestep
+		{name: "sd-diffusers-onnx-folder", o: with(sd, func(o *diffusiontest.Options) {
+			o.ExternalData, o.ExternalDataName, o.NoVAEConfig, o.TimestepInt64 = true, "weights.pb", true, true
+		})},
 		{name: "flux-external", o: with(dev, func(o *diffusiontest.Options) { o.ExternalData = true })},
 		{name: "sd-fp16", o: with(sd, func(o *diffusiontest.Options) { o.FP16 = true })},
 		{name: "sd-fp16-scalar", o: with(sd, func(o *diffusiontest.Options) { o.FP16, o.TimestepScalar = true, true })},

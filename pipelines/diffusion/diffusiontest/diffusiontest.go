@@ -92,8 +92,10 @@ type Options struct {
 	// vae_encoder/config.json (old diffusers `onnx` folders).
 	NoVAEConfig bool
 	// ExternalData writes each model.onnx's weights to model.onnx_data
-	// beside it (ONNX external data, location relative).
-	ExternalData bool
+	// beside it (ONNX external data, location relative), or to
+	// ExternalDataName when set (diffusers' own exports use weights.pb).
+	ExternalData     bool
+	ExternalDataName string
 	// FP16 stores weights as float16 and declares every float input and
 	// output float16 (timestep and ids too, when float); the graphs compute
 	// in float32 between Casts.

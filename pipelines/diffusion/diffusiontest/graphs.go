@@ -1,6 +1,7 @@
 package diffusiontest
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -247,7 +248,7 @@ func (w *writer) model(c string, m *onnxpb.ModelProto) {
 	}
 	data := ""
 	if w.o.ExternalData {
-		data = dataFile
+		data = cmp.Or(w.o.ExternalDataName, dataFile)
 	}
 	// the named weights go out; constants (shapes, scalars) stay inline
 	external := func(t *onnxpb.TensorProto) bool { return !strings.HasPrefix(t.GetName(), "/") }
