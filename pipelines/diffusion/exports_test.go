@@ -114,6 +114,7 @@ func TestImportExportVariants(t *testing.T) {
 			err: []string{"runs at 64×64 but not at 128×64", "-param sizes=WIDTHxHEIGHT", "unet failed on sample float32[2 4 8 16]"}},
 		{name: "flux-runs-only-at", o: with(schnell, func(o *diffusiontest.Options) { o.RunsOnlyAt = [2]int{64, 64} }),
 			err: []string{"runs at 64×64 but not at 80×64", "tools/flux-export", "transformer failed on hidden_states float32[1 20 64]"}},
+		{name: "sd-sizes-off-grid", o: sd, params: map[string]string{"sizes": "100x100"}, err: []string{"sides multiples of 8"}},
 		{name: "flux-runs-only-at-named", o: with(schnell, func(o *diffusiontest.Options) { o.RunsOnlyAt = [2]int{64, 32} }),
 			params: map[string]string{"sizes": "64x32"}, sizes: "64x32"},
 		// ONNX Runtime contrib operators: FastGelu has a CPU kernel, GroupNorm and BiasSplitGelu only CUDA ones

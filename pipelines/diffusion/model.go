@@ -274,8 +274,12 @@ func (m *Model) readSizes() error {
 	if v := m.man.Params["sizes"]; v != "" {
 		for _, f := range strings.Split(v, ",") {
 			var w, h int
-			if _, err := fmt.Sscanf(strings.TrimSpace(f), "%dx%d", &w, &h); err != nil || w <= 0 || h <= 0 {
-				return fmt.Errorf("diffusion model %s: sizes %q: want WIDTHxHEIGHT[,WIDTHxHEIGHT...]", m.Name, v)
+			step := vaeFactor
+			if m.Family == Flux {
+				step = 2 * vaeFactor
+			}
+			if _, err := fmt.Sscanf(strings.TrimSpace(f), "%dx%d", &w, &h); err != nil || w <= 0 || h <= 0 || w%step != 0 || h%step != 0 {
+				return fmt.Errorf("diffusion model %s: sizes %q: want WIDTHxHEIGHT[,WIDTHxHEIGHT...], sides multiples of %d", m.Name, v, step)
 			}
 			m.Fixed = append(m.Fixed, [2]int{w, h})
 		}
