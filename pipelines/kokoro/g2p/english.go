@@ -8,7 +8,7 @@
 // is not available here; in its place a rule tagger gives the closed-class
 // tags such a tagger gets right (punctuation, currency symbols, bare
 // numbers, the articles, "I", "in", "vs"), and every other word is left
-// untagged, so homographs ("read", "live", "lead") take their lexicon
+// untagged, so homographs ("read", "live", "use") take their lexicon
 // default. tools/g2p-ref runs misaki the same way to write the reference the
 // tests compare against.
 package g2p

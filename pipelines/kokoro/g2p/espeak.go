@@ -21,7 +21,7 @@ type espeak struct {
 
 	mu       sync.Mutex
 	cache    map[string]string
-	anchorPS string // the anchor's phonemes and a space
+	anchorPS string // the anchor's phonemes
 }
 
 // findEspeak resolves Options.Espeak: a path or name, "" for espeak-ng in
@@ -78,43 +78,66 @@ func (e *espeak) phonemize(ctx context.Context, text string) (string, error) {
 	return ps, nil
 }
 
-// anchor is read before each chunk, in the same clause. espeak-ng's program
-// gives a clause without a stressed word a stress of its own ("the" alone
-// reads "ðˈə"), which the library call phonemizer makes does not; after a
-// stressed word a chunk keeps the stress it has in the library's reading.
-// The anchored reading is taken only where it differs from the plain one in
-// stress alone: after a word, "-5" reads as a dash and five.
+// espeak-ng's program gives a clause without a primary stress one of its
+// own ("the" alone reads "ðˈə", "Gujrat" "ɡˈʊdʒɹæt"), which the library
+// call phonemizer makes does not ("ðə", "ɡˌʊdʒɹæt"). Read after a stressed
+// anchor word, in the same clause, the text keeps the stress it has alone;
+// that reading is taken where the text has no primary stress either after
+// the anchor or before it, and reads the same but for stress marks (after a
+// word, a leading minus reads as a dash).
 const anchor = "Bob"
 
 var stressMarks = strings.NewReplacer("ˈ", "", "ˌ", "")
 
 func (e *espeak) chunk(ctx context.Context, out *strings.Builder, text string) error {
-	if strings.TrimSpace(text) == "" {
-		return nil
+	// Each line is a clause of its own; the anchor goes before each.
+	first := true
+	for _, line := range strings.FieldsFunc(text, func(r rune) bool { return r == '\n' || r == '\r' }) {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if !first {
+			out.WriteString(" ")
+		}
+		first = false
+		if err := e.clause(ctx, out, line); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+func (e *espeak) clause(ctx context.Context, out *strings.Builder, text string) error {
 	e.mu.Lock()
-	prefix := e.anchorPS
+	anchorPS := e.anchorPS
 	e.mu.Unlock()
-	if prefix == "" {
+	if anchorPS == "" {
 		p, err := e.run(ctx, anchor)
 		if err != nil {
 			return err
 		}
-		prefix = p + " "
+		anchorPS = p
 		e.mu.Lock()
-		e.anchorPS = prefix
+		e.anchorPS = anchorPS
 		e.mu.Unlock()
 	}
 	plain, err := e.run(ctx, text)
 	if err != nil {
 		return err
 	}
-	line, err := e.run(ctx, anchor+" "+text)
+	after, err := e.run(ctx, anchor+" "+text)
 	if err != nil {
 		return err
 	}
-	if rest, ok := strings.CutPrefix(line, prefix); ok && stressMarks.Replace(rest) == stressMarks.Replace(plain) {
-		plain = rest
+	rest, ok := strings.CutPrefix(after, anchorPS+" ")
+	if ok && !strings.Contains(rest, primary) && stressMarks.Replace(rest) == stressMarks.Replace(plain) {
+		before, err := e.run(ctx, text+" "+anchor)
+		if err != nil {
+			return err
+		}
+		if head, ok := strings.CutSuffix(before, " "+anchorPS); ok && !strings.Contains(head, primary) {
+			plain = rest
+		}
 	}
 	out.WriteString(plain)
 	return nil
