@@ -57,7 +57,7 @@ func (f *requestFiles) Open(ctx context.Context, raw string, limit int64) (pipel
 	if id, ok := f.ownFile(u); ok {
 		m, data, err := f.s.cfg.Files.Read(id, limit)
 		if errors.Is(err, files.ErrNotFound) {
-			if isFalHost(u.Host) && f.s.allowed(u.Hostname()) {
+			if isFalHost(u.Host) && f.s.allowedURL(u) {
 				// Not one of ours: a real fal CDN file the user allow-listed.
 				return f.s.fetch(ctx, u, limit)
 			}
@@ -71,8 +71,8 @@ func (f *requestFiles) Open(ctx context.Context, raw string, limit int64) (pipel
 		}
 		return pipelines.Blob{Data: data, ContentType: m.ContentType}, nil
 	}
-	if !f.s.allowed(u.Hostname()) {
-		return pipelines.Blob{}, fmt.Errorf("this server does not fetch URLs from %s; send the file as a data URI, upload it to this server, or allow the host with --allow-fetch", u.Hostname())
+	if !f.s.allowedURL(u) {
+		return pipelines.Blob{}, fmt.Errorf("this server does not fetch URLs from %s; send the file as a data URI, upload it to this server, or allow the host with --allow-fetch (host for ports 80/443, host:port for another port)", u.Host)
 	}
 	return f.s.fetch(ctx, u, limit)
 }
@@ -108,20 +108,6 @@ func isLoopback(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (s *Server) allowed(host string) bool {
-	for _, a := range s.cfg.AllowFetch {
-		a = strings.ToLower(strings.TrimSpace(a))
-		if a == "" {
-			continue
-		}
-		h := strings.ToLower(host)
-		if h == a || (strings.HasPrefix(a, "*.") && strings.HasSuffix(h, a[1:])) {
-			return true
-		}
-	}
-	return false
-}
-
 func (s *Server) fetch(ctx context.Context, u *url.URL, limit int64) (pipelines.Blob, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -133,8 +119,8 @@ func (s *Server) fetch(ctx context.Context, u *url.URL, limit int64) (pipelines.
 		if len(via) >= 10 {
 			return errors.New("stopped after 10 redirects")
 		}
-		if !s.allowed(r.URL.Hostname()) {
-			return fmt.Errorf("redirect to %s is not allowed", r.URL.Hostname())
+		if !s.allowedURL(r.URL) {
+			return fmt.Errorf("redirect to %s is not allowed", r.URL.Host)
 		}
 		return nil
 	}
