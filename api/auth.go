@@ -48,9 +48,12 @@ func (s *Server) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 			return &pipelines.HTTPError{Status: http.StatusUnauthorized,
 				Msg: "Missing credentials: send 'Authorization: Key <key_id>:<key_secret>' (FAL_KEY)"}
 		}
-		if !s.validKey(strings.TrimSpace(cred)) {
+		cred = strings.TrimSpace(cred)
+		if !s.validKey(cred) {
 			return &pipelines.HTTPError{Status: http.StatusForbidden, Msg: "Invalid credentials: the key is not known to this server"}
 		}
+		// Requests submitted with this key belong to it (owner.go).
+		c.Set(callerKeyCtx, sha256.Sum256([]byte(cred)))
 		return next(c)
 	}
 }

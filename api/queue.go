@@ -152,7 +152,7 @@ func (s *Server) submit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	reqID, _ := c.Get(requestIDKey).(string)
+	reqID := s.ownedID(c)
 	rec := s.newRecord(r, reqID, ep, body)
 	rec.Priority = prio
 	rec.Webhook = webhook
@@ -194,11 +194,16 @@ func queuePath(p string) (app, id, rest string, ok bool) {
 	return "", "", "", false
 }
 
-// lookupRecord finds a request and checks that it belongs to app.
+// lookupRecord finds a request and checks that it belongs to app and to
+// the caller's key: another key's request answers as an unknown one.
 func (s *Server) lookupRecord(c echo.Context, app, id string) (queue.Record, int, error) {
+	notFound := &pipelines.HTTPError{Status: http.StatusNotFound, Msg: "Request not found"}
+	if !s.owns(c, id) {
+		return queue.Record{}, 0, notFound
+	}
 	rec, pos, err := s.q.Get(id)
 	if errors.Is(err, queue.ErrNotFound) || (err == nil && rec.App != app) {
-		return rec, 0, &pipelines.HTTPError{Status: http.StatusNotFound, Msg: "Request not found"}
+		return rec, 0, notFound
 	}
 	c.Response().Header().Set("x-fal-request-id", id)
 	return rec, pos, err

@@ -37,7 +37,7 @@ func (s *Server) run(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	reqID, _ := c.Get(requestIDKey).(string)
+	reqID := s.ownedID(c)
 	r := c.Request()
 	rec := s.newRecord(r, reqID, ep, body)
 	rec.Ephemeral = true
