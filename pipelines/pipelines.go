@@ -86,6 +86,14 @@ type Config struct {
 	// MaxAudioDuration is the longest audio input (0 = the Whisper
 	// pipeline's default, 4 h).
 	MaxAudioDuration time.Duration
+	// MaxUpscaleWork is the most an upscale may compute, in model-native
+	// pixels: input pixels × the network's scale², tile overlaps included
+	// (0 = DefaultMaxUpscaleWork, < 0 = no limit).
+	MaxUpscaleWork int64
+	// MaxDiffusionWork is the most an image generation may compute, in
+	// pixel-steps: steps × the pixels the model generates (its grid size)
+	// × images (0 = DefaultMaxDiffusionWork, < 0 = no limit).
+	MaxDiffusionWork int64
 	// Models pins the model that serves a key, e.g. "rembg" →
 	// "isnet-general-use" (see Want.Key).
 	Models map[string]string

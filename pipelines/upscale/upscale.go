@@ -192,11 +192,13 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	}
 
 	t0 := time.Now()
-	img, info, err := pipelines.LoadImage(ctx, req, p.deps.Config, "image_url", url)
+	// What the request costs is known from the image's header: refuse it
+	// before decoding a pixel.
+	enc, err := pipelines.PeekImage(ctx, req, p.deps.Config, "image_url", url)
 	if err != nil {
 		return nil, err
 	}
-	w, h := img.Bounds().Dx(), img.Bounds().Dy()
+	w, h := enc.Info.Width, enc.Info.Height
 	ow, oh := outSize(w, h, scale)
 	budget := p.deps.Config.MaxUpscalePixels
 	if budget <= 0 {
@@ -206,6 +208,16 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		return nil, pipelines.Errorf(http.StatusRequestEntityTooLarge,
 			"image_url: a %dx%d image at scale %g would be %dx%d = %d pixels, over this server's upscale limit of %d pixels; use a smaller scale or image",
 			w, h, scale, ow, oh, int64(ow)*int64(oh), budget)
+	}
+	tile = tileSize(tile, md, w, h)
+	if work, limit := Work(w, h, md.scale, md.pad, tile), pipelines.Budget(p.deps.Config.MaxUpscaleWork, pipelines.DefaultMaxUpscaleWork); limit > 0 && work > limit {
+		return nil, pipelines.Errorf(http.StatusRequestEntityTooLarge,
+			"image_url: a %dx%d image at scale %g runs %s at its native ×%d in tiles of %d: %d model pixels, over this server's upscale budget of %d (input pixels × %d², tile overlaps included); use a smaller image",
+			w, h, scale, md.m.Name, md.scale, tile, work, limit, md.scale)
+	}
+	img, info, err := enc.Decode(p.deps.Config)
+	if err != nil {
+		return nil, err
 	}
 	req.Logf(pipelines.Info, "decoded %s image %dx%d; %s (×%d) to %dx%d", info.Format, w, h, md.m.Name, md.scale, ow, oh)
 	pl, err := p.pool(md)
@@ -219,7 +231,7 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		return nil, err
 	}
 	defer hold.Release()
-	out, err := Upscale(ctx, req, held{pl, hold}, md.scale, md.pad, tileSize(tile, md, img.Bounds().Dx(), img.Bounds().Dy()), img, ow, oh)
+	out, err := Upscale(ctx, req, held{pl, hold}, md.scale, md.pad, tile, img, ow, oh)
 	if err != nil {
 		return nil, err
 	}
@@ -240,6 +252,16 @@ type held struct {
 func (r held) Do(ctx context.Context, run engine.Run) ([]*engine.Tensor, error) {
 	run.Hold = r.h
 	return r.n.Do(ctx, run)
+}
+
+// Work is what an upscale computes, in model-native pixels: the model
+// input windows that Upscale runs (each tile with its padding, as many as
+// tile cuts a w×h image into) times the native scale².
+func Work(w, h, ns, pad, tile int) int64 {
+	pad = max(pad, minPad)
+	sx, sy := min(tile+2*pad, w), min(tile+2*pad, h)
+	n := int64((w+tile-1)/tile) * int64((h+tile-1)/tile)
+	return n * int64(sx) * int64(sy) * int64(ns) * int64(ns)
 }
 
 // outSize is Real-ESRGAN's outscale size: round(w·s)×round(h·s).
