@@ -175,15 +175,23 @@ func Open(path string, run Runner, opts Options) (*Queue, error) {
 	}
 	var db *bolt.DB
 	if path != "" {
+		// A damaged file is refused before bbolt maps it: bbolt trusts the
+		// file, and a truncated one faults in its open path.
+		if err := preflight(path); err != nil {
+			return nil, err
+		}
 		var err error
-		if db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second}); err != nil {
+		if err = guard(path, func() error {
+			db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("queue database %s: %w", path, err)
 		}
 	}
 	q := &Queue{db: db, run: run, opts: opts, log: opts.Log, live: map[string]*entry{}, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	q.runCtx, q.stop = context.WithCancel(context.Background())
 	if db != nil {
-		if err := q.recover(); err != nil {
+		if err := guard(path, q.recover); err != nil {
 			db.Close()
 			return nil, err
 		}
