@@ -42,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = setupCmd(ctx, args, stdout, stderr)
 	case "weights":
 		err = weightsCmd(ctx, args, stdout, stderr)
+	case "queue":
+		err = queueCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "falocal", version)
 	case "help", "-h", "--help":
