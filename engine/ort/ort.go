@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"sync"
 
@@ -60,11 +61,22 @@ func initialize(cfg Config) (*Runtime, error) {
 	if cfg.LibraryPath == "" {
 		return nil, errors.New("ort: no ONNX Runtime library path given")
 	}
+	// ONNX Runtime 1.30 looks its telemetry host up about a second after
+	// the first session is created, DisableTelemetryEvents or not; only
+	// ORT_DISABLE_TELEMETRY, set before the library is loaded, keeps it
+	// from reaching out. The server never goes to the network on its own,
+	// so this is not left to the user's environment.
+	if err := os.Setenv("ORT_DISABLE_TELEMETRY", "1"); err != nil {
+		return nil, fmt.Errorf("ort: turning telemetry off (ORT_DISABLE_TELEMETRY): %w", err)
+	}
 	ortgo.SetSharedLibraryPath(cfg.LibraryPath)
 	if err := ortgo.InitializeEnvironment(ortgo.WithLogLevelError()); err != nil {
 		return nil, fmt.Errorf("ort: load %s: %w", cfg.LibraryPath, err)
 	}
-	_ = ortgo.DisableTelemetry()
+	if err := ortgo.DisableTelemetry(); err != nil {
+		// ORT_DISABLE_TELEMETRY above is what holds; this is the second lock.
+		log.Warn("onnx runtime refused to turn telemetry events off", "err", err)
+	}
 	rt := &Runtime{log: log, warned: map[engine.Provider]bool{}}
 	rt.info = engine.Info{
 		Library:     cfg.LibraryPath,
