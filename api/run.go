@@ -104,6 +104,15 @@ func (s *Server) run(c echo.Context) error {
 	}
 }
 
+// readBody reads a submit's JSON body (queue and sync alike), refusing one
+// that does not parse.
 func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	return io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkJSONBody(body); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
