@@ -183,26 +183,29 @@ func (s *Server) submit(c echo.Context) error {
 	})
 }
 
-// queuePath splits …/{app}/requests/{id}[/rest…].
+// queuePath splits …/{app}/requests/{id}[/rest…], where app is the
+// endpoint's app ([namespace/]owner/alias, as the submit reply's URLs have
+// it) or its full id (owner/alias/path).
 func queuePath(p string) (app, id, rest string, ok bool) {
 	segs := strings.Split(strings.Trim(p, "/"), "/")
 	for i := 2; i+1 < len(segs); i++ {
-		if segs[i] == "requests" && (i == 2 || i == 3) {
+		if segs[i] == "requests" {
 			return strings.Join(segs[:i], "/"), segs[i+1], strings.Join(segs[i+2:], "/"), true
 		}
 	}
 	return "", "", "", false
 }
 
-// lookupRecord finds a request and checks that it belongs to app and to
-// the caller's key: another key's request answers as an unknown one.
+// lookupRecord finds a request and checks that it belongs to app (the
+// endpoint's app or full id) and to the caller's key: another key's request
+// answers as an unknown one.
 func (s *Server) lookupRecord(c echo.Context, app, id string) (queue.Record, int, error) {
 	notFound := &pipelines.HTTPError{Status: http.StatusNotFound, Msg: "Request not found"}
 	if !s.owns(c, id) {
 		return queue.Record{}, 0, notFound
 	}
 	rec, pos, err := s.q.Get(id)
-	if errors.Is(err, queue.ErrNotFound) || (err == nil && rec.App != app) {
+	if errors.Is(err, queue.ErrNotFound) || (err == nil && rec.App != app && rec.Endpoint != app) {
 		return rec, 0, notFound
 	}
 	c.Response().Header().Set("x-fal-request-id", id)
