@@ -325,6 +325,10 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if s.kind == "t2i" && !chosen {
 		outW, outH = genW, genH // a fixed-size model's own size
 	}
+	if work, limit := int64(steps)*int64(genW)*int64(genH)*int64(n), pipelines.Budget(e.p.deps.Config.MaxDiffusionWork, pipelines.DefaultMaxDiffusionWork); limit > 0 && work > limit {
+		return nil, pipelines.Invalid("", fmt.Sprintf("%d step(s) × %d×%d pixels (the size %s generates at) × %d image(s) = %d pixel-steps, over this server's budget of %d pixel-steps; ask for fewer steps, images or pixels",
+			steps, genW, genH, m.Name, n, work, limit))
+	}
 	if img != nil {
 		j.Init = toNCHW(resize(img, genW, genH))
 		j.Strength = strength
