@@ -106,7 +106,7 @@ func newExpiring() *expiring {
 	return &expiring{Context: context.Background(), done: make(chan struct{})}
 }
 
-func (e *expiring) expire()                { e.once.Do(func() { close(e.done) }) }
+func (e *expiring) expire()               { e.once.Do(func() { close(e.done) }) }
 func (e *expiring) Done() <-chan struct{} { return e.done }
 func (e *expiring) Err() error {
 	select {
