@@ -678,6 +678,7 @@ func (st *storage) completeUpload(c echo.Context, key string, kind uploadKind) e
 		}
 		parts = append(parts, want)
 	}
+	err = refuseSmallParts(err, parts) // parts.go: S3's EntityTooSmall
 	if err != nil {
 		st.mu.Unlock()
 		return err
