@@ -49,6 +49,13 @@ var langFlag = regexp.MustCompile(`\((?:\^?[a-z]{1,3})(?:\^?-?\^?[a-z]{1,3})*\^?
 
 // Phonemize implements Phonemizer.
 func (e Espeak) Phonemize(ctx context.Context, text string) (string, error) {
+	// control characters (NUL ends espeak-ng's reading of a line) are spaces
+	text = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, text)
 	pieces := splitPunct(text)
 	var words []string
 	for _, p := range pieces {

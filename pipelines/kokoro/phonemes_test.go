@@ -52,6 +52,10 @@ func TestEspeakRefuses(t *testing.T) {
 	if _, err := (Espeak{Voice: "ja", Name: "Japanese"}).Phonemize(context.Background(), "こんにちは、げんきですか。"); err != nil {
 		t.Errorf("kana: %v", err)
 	}
+	// control characters are spaces (a NUL would end espeak-ng's line)
+	if got, err := (Espeak{Voice: "en-us"}).Phonemize(context.Background(), "\x00\x01hi\x07there"); err != nil || got != "hˈI ðˈɛɹ" {
+		t.Errorf("control characters: %q, %v", got, err)
+	}
 }
 
 // requireEspeak fails (under make test, whose CI installs espeak-ng) or
