@@ -183,16 +183,25 @@ func (m *Model) checkRoles() error {
 	return nil
 }
 
-var missingKernel = regexp.MustCompile(`Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'`)
+// ONNX Runtime words a node without a kernel in two ways: "Could not find an
+// implementation for GroupNorm(1) node with name 'n'" and "Failed to find
+// kernel for com.microsoft.NhwcConv(1) (node:'n' ep:'CPUExecutionProvider')"
+// (ONNX Runtime's own Stable Diffusion optimizer's CUDA output).
+var missingKernel = regexp.MustCompile(`Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'|` +
+	`Failed to find kernel for (?:[\w.]+\.)?(\w+)\((\d+)\) \(node:'([^']*)'`)
 
 // explainLoad turns ONNX Runtime's load errors into what a user can act
 // on: an export optimized for CUDA uses contrib operators (GroupNorm,
 // BiasSplitGelu, ...) that the CPU provider lacks.
 func explainLoad(err error) string {
 	if s := missingKernel.FindStringSubmatch(err.Error()); s != nil {
+		op, node := s[1], s[3]
+		if op == "" { // the second wording
+			op, node = s[4], s[6]
+		}
 		return fmt.Sprintf("it uses the operator %s (node %q), which the execution providers in use do not implement; "+
 			"exports optimized by ONNX Runtime for CUDA need -providers cuda (import and serve on a GPU), "+
-			"or use an export without those optimizations (%v)", s[1], s[3], err)
+			"or use an export without those optimizations (%v)", op, node, err)
 	}
 	return err.Error()
 }
