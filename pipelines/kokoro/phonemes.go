@@ -78,9 +78,10 @@ func (e Espeak) Phonemize(ctx context.Context, text string) (string, error) {
 		k++
 		if flags := langFlag.FindAllString(ps, -1); len(flags) > 0 {
 			if e.Voice == "ja" || e.Voice == "cmn" {
-				return "", pipelines.Invalid("prompt", fmt.Sprintf("espeak-ng cannot read %q as %s (it reads it as another language, %s): "+
-					"this server's %s front end is espeak-ng, which reads only part of %s text (e.g. kana); a dedicated %s front end is not available",
-					strings.TrimSpace(p.text), e.Name, strings.ReplaceAll(flags[0], "^", ""), e.Name, e.Name, e.Name))
+				return "", pipelines.Invalid("prompt", fmt.Sprintf("espeak-ng cannot read %q as %s (it switches to another language, %s): "+
+					"this server reads %s with espeak-ng, which knows only part of the script (Japanese: kana, no kanji; Mandarin: the "+
+					"characters its dictionary has, most of them from espeak-ng 1.52 on); no dedicated %s front end is installed",
+					strings.TrimSpace(p.text), e.Name, strings.ReplaceAll(flags[0], "^", ""), e.Name, e.Name))
 			}
 			ps = langFlag.ReplaceAllString(ps, "") // misaki: language_switch='remove-flags'
 		}

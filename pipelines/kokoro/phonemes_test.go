@@ -43,11 +43,12 @@ func TestEspeakMatchesMisaki(t *testing.T) {
 // on prompt that names the problem.
 func TestEspeakRefuses(t *testing.T) {
 	requireEspeak(t)
-	for _, tc := range []struct{ voice, text string }{{"cmn", "你好，世界。"}, {"ja", "日本語です。"}} {
-		_, err := Espeak{Voice: tc.voice, Name: tc.voice}.Phonemize(context.Background(), tc.text)
-		if err == nil || !strings.Contains(err.Error(), "espeak-ng cannot read") {
-			t.Errorf("%s %q: %v", tc.voice, tc.text, err)
-		}
+	if _, err := (Espeak{Voice: "ja", Name: "Japanese"}).Phonemize(context.Background(), "日本語です。"); err == nil || !strings.Contains(err.Error(), "espeak-ng cannot read") {
+		t.Errorf("kanji: %v", err)
+	}
+	// espeak-ng 1.52 reads these; 1.51 (Debian bookworm) switches to English
+	if _, err := (Espeak{Voice: "cmn", Name: "Mandarin Chinese"}).Phonemize(context.Background(), "我喜欢吃苹果。"); err != nil && !strings.Contains(err.Error(), "espeak-ng cannot read") {
+		t.Errorf("hanzi: %v", err)
 	}
 	if _, err := (Espeak{Voice: "ja", Name: "Japanese"}).Phonemize(context.Background(), "こんにちは、げんきですか。"); err != nil {
 		t.Errorf("kana: %v", err)
