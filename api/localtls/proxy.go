@@ -9,12 +9,25 @@ import (
 	"time"
 )
 
-// Timeouts of the HTTP server inside a tunnel. The handshake is bounded by
-// the header timeout, so a client that CONNECTs and goes quiet is dropped.
+// Default timeouts of the HTTP server inside a tunnel. The handshake is
+// bounded by the header timeout, so a client that CONNECTs and goes quiet is
+// dropped.
 const (
 	tunnelHeaderTimeout = 30 * time.Second
 	tunnelIdleTimeout   = 2 * time.Minute
 )
+
+// ProxyOptions are the limits of the HTTP server inside each tunnel, as the
+// outer server has its own; a zero field keeps its default. A request
+// body's own deadline is the handler's (api.BodyDeadlines around next).
+type ProxyOptions struct {
+	// ReadHeaderTimeout bounds the TLS handshake and each request's head
+	// (default 30s).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a tunnel that waits this long for its next
+	// request (default 2m).
+	IdleTimeout time.Duration
+}
 
 // Proxy wraps next so that this server can be a client's HTTPS_PROXY without
 // ever dialling anywhere. A CONNECT whose target host (lower-cased, no
@@ -27,6 +40,17 @@ const (
 // Other methods go to next unchanged. A tunnel lives until the client closes
 // it or it idles out; the outer server's Shutdown does not wait for it.
 func (c *CA) Proxy(next http.Handler, allow func(host string) bool) http.Handler {
+	return c.ProxyWith(next, allow, ProxyOptions{})
+}
+
+// ProxyWith is Proxy with the tunnels' server limits set by o.
+func (c *CA) ProxyWith(next http.Handler, allow func(host string) bool, o ProxyOptions) http.Handler {
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = tunnelHeaderTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = tunnelIdleTimeout
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect {
 			next.ServeHTTP(w, r)
@@ -37,7 +61,7 @@ func (c *CA) Proxy(next http.Handler, allow func(host string) bool) http.Handler
 			http.Error(w, "falocal: CONNECT is served only for fal's host names on port 443; nothing is dialled", http.StatusForbidden)
 			return
 		}
-		c.tunnel(w, r, host, next, allow)
+		c.tunnel(w, r, host, next, allow, o)
 	})
 }
 
@@ -64,7 +88,7 @@ func connectTarget(r *http.Request) (string, bool) {
 	return host, true
 }
 
-func (c *CA) tunnel(w http.ResponseWriter, r *http.Request, host string, next http.Handler, allow func(string) bool) {
+func (c *CA) tunnel(w http.ResponseWriter, r *http.Request, host string, next http.Handler, allow func(string) bool, o ProxyOptions) {
 	hj, ok := w.(http.Hijacker)
 	if !ok { // HTTP/2 CONNECT cannot be hijacked; we only offer HTTP/1.1
 		http.Error(w, "falocal: CONNECT needs HTTP/1.1", http.StatusNotImplemented)
@@ -105,8 +129,8 @@ func (c *CA) tunnel(w http.ResponseWriter, r *http.Request, host string, next ht
 	}
 	srv := &http.Server{
 		Handler:           next,
-		ReadHeaderTimeout: tunnelHeaderTimeout,
-		IdleTimeout:       tunnelIdleTimeout,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
+		IdleTimeout:       o.IdleTimeout,
 		// Non-nil and empty: never switch to HTTP/2 inside the tunnel.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
