@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -111,19 +113,110 @@ func (s *Server) storageRoutes(e *echo.Echo) {
 	}
 	st := &storage{s: s, limit: s.cfg.MaxUploadBytes, uploads: map[string]*uploadSession{},
 		cdnTokens: map[string]time.Time{}, rtTokens: map[string]rtToken{}}
-	e.POST("/rest/storage/upload/initiate", st.initiate, s.requireKey)
-	e.POST("/rest/storage/upload/initiate-multipart", st.initiateMultipart, s.requireKey)
+	// Writes are refused with a 507 while the data directory is short of
+	// space (roomy, after the caller's credentials are checked).
+	e.Use(s.diskSpace)
+	e.POST("/rest/storage/upload/initiate", st.initiate, s.requireKey, st.roomy(""))
+	e.POST("/rest/storage/upload/initiate-multipart", st.initiateMultipart, s.requireKey, st.roomy(""))
 	e.POST("/rest/storage/auth/token", st.cdnToken, s.requireKey)
 	e.POST("/rest/tokens/", st.realtimeToken, s.requireKey)
 	e.POST("/rest/tokens", st.realtimeToken, s.requireKey)
 	// Capability URLs: whoever holds one may upload, nobody else can guess it.
-	e.PUT("/cdn/uploads/:token", st.putSingle)
-	e.PUT("/cdn/uploads/:token/:part", st.putPart)
-	e.POST("/cdn/uploads/:token/complete", st.complete)
-	e.POST("/cdn/files/upload", st.v3Upload, st.requireToken)
-	e.POST("/cdn/files/upload/multipart", st.v3Multipart, st.requireToken)
-	e.PUT("/cdn/files/:id/:name/multipart/:upload/:part", st.v3Part, st.requireToken)
-	e.POST("/cdn/files/:id/:name/multipart/:upload/complete", st.v3Complete, st.requireToken)
+	e.PUT("/cdn/uploads/:token", st.putSingle, st.roomy("token"))
+	e.PUT("/cdn/uploads/:token/:part", st.putPart, st.roomy("token"))
+	e.POST("/cdn/uploads/:token/complete", st.complete, st.roomy("token"))
+	e.POST("/cdn/files/upload", st.v3Upload, st.requireToken, st.roomy(""))
+	e.POST("/cdn/files/upload/multipart", st.v3Multipart, st.requireToken, st.roomy(""))
+	e.PUT("/cdn/files/:id/:name/multipart/:upload/:part", st.v3Part, st.requireToken, st.roomy("upload"))
+	e.POST("/cdn/files/:id/:name/multipart/:upload/complete", st.v3Complete, st.requireToken, st.roomy("upload"))
+}
+
+// SweepInterval is how often RunSweeps looks for what has expired: a tenth
+// of the retention, at least a second and at most ten minutes, so nothing
+// stays fetchable much past its retention (10% past it, for retentions up
+// to 100 minutes).
+func SweepInterval(retention time.Duration) time.Duration {
+	return min(max(retention/10, time.Second), 10*time.Minute)
+}
+
+// RunSweeps removes requests and files older than keep, at once and then
+// every SweepInterval(keep), until ctx ends. Its caller owns it: the server
+// must not be closed before it has returned.
+func (s *Server) RunSweeps(ctx context.Context, keep time.Duration) {
+	t := time.NewTicker(SweepInterval(keep))
+	defer t.Stop()
+	for {
+		if r, f, err := s.Sweep(time.Now().Add(-keep)); err != nil {
+			s.log.Warn("sweep", "err", err)
+		} else if r+f > 0 {
+			s.log.Info("expired requests and files removed", "requests", r, "files", f)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// insufficientStorage is the 507 of a write refused for want of space.
+func insufficientStorage(err error) error {
+	return &pipelines.HTTPError{Status: http.StatusInsufficientStorage, Msg: err.Error(), Err: err}
+}
+
+// spaceErr is the data directory's shortage of space, if any.
+func (s *Server) spaceErr() error {
+	if s.cfg.Files == nil {
+		return nil
+	}
+	return s.cfg.Files.Space.Check()
+}
+
+// diskSpace refuses new runs and queue submissions (POST /run/…, POST to
+// a queue endpoint) with a 507 while the data directory is short of space,
+// to callers whose key is good (the answer names the directory), and
+// answers a 507 too for any write that ran out of space on the way.
+func (s *Server) diskSpace(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if p := c.Path(); c.Request().Method == http.MethodPost && (p == "/run/*" || p == "/*") {
+			if err := s.spaceErr(); err != nil {
+				return s.requireKey(func(echo.Context) error { return insufficientStorage(err) })(c)
+			}
+		}
+		err := next(c)
+		if errors.Is(err, syscall.ENOSPC) {
+			dir := "the data directory"
+			if g := s.cfg.Files.Space; g != nil {
+				dir += " " + g.Dir
+			}
+			return insufficientStorage(fmt.Errorf("the disk is full: %s has no space left (%v)", dir, err))
+		}
+		return err
+	}
+}
+
+// roomy refuses an upload with a 507 while the data directory is short of
+// space. On a capability route (param names its token) only a known upload
+// is refused: an unknown URL gets its 404 from the handler and learns
+// nothing about the disk.
+func (st *storage) roomy(param string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			err := st.s.spaceErr()
+			if err == nil {
+				return next(c)
+			}
+			if param != "" {
+				st.mu.Lock()
+				_, known := st.uploads[c.Param(param)]
+				st.mu.Unlock()
+				if !known {
+					return next(c)
+				}
+			}
+			return insufficientStorage(err)
+		}
+	}
 }
 
 func newUploadKey() string {

@@ -44,7 +44,12 @@ type Meta struct {
 }
 
 // Store keeps each file as <dir>/<id>.bin with <dir>/<id>.json beside it.
-type Store struct{ dir string }
+type Store struct {
+	dir string
+	// Space, when set, is the free-space floor the API checks before it
+	// accepts an upload or a request (set it before serving).
+	Space *SpaceGuard
+}
 
 // Open opens (creating) a store in dir.
 func Open(dir string) (*Store, error) {
