@@ -40,6 +40,7 @@ type Config struct {
 	MaxQueued      int
 	WebhookHosts   string
 	MaxUploadBytes int64
+	MinFreeDisk    int64
 	RembgModel     string
 	WhisperModel   string
 	WizperModel    string
@@ -169,6 +170,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	integer(&c.MaxQueued, "max-queued", "FALOCAL_MAX_QUEUED", 10000, "requests that may wait in the queue (0 = no limit)")
 	str(&c.WebhookHosts, "webhook-hosts", "FALOCAL_WEBHOOK_HOSTS", "", "hosts (or *.domain) that may receive fal_webhook posts, besides loopback")
 	num(&c.MaxUploadBytes, "max-upload-bytes", "FALOCAL_MAX_UPLOAD_BYTES", 1<<30, "largest uploaded file")
+	num(&c.MinFreeDisk, "min-free-disk", "FALOCAL_MIN_FREE_DISK", 512<<20, "bytes the data directory's disk keeps free: below that, uploads, runs and submissions get a 507 until space returns (0 = no check)")
 	str(&c.RembgModel, "rembg-model", "FALOCAL_REMBG_MODEL", "", "installed model used by imageutils/rembg and BiRefNet 'General Use (Light)' (default: the one whose manifest serves them)")
 	str(&c.WhisperModel, "whisper-model", "FALOCAL_WHISPER_MODEL", "", "installed Whisper model used by fal-ai/whisper (default: the first installed)")
 	str(&c.WizperModel, "wizper-model", "FALOCAL_WIZPER_MODEL", "", "installed Whisper model used by fal-ai/wizper (default: the whisper model)")
@@ -273,6 +275,9 @@ func (c *Config) validate() error {
 	}
 	if c.DrainTimeout <= 0 {
 		return fmt.Errorf("-drain-timeout must be positive")
+	}
+	if c.MinFreeDisk < 0 {
+		return fmt.Errorf("-min-free-disk must not be negative")
 	}
 	return nil
 }

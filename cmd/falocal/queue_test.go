@@ -6,12 +6,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/internal/testenv"
 )
 
 // queueDB writes a queue database of n queued requests under dir.
@@ -117,5 +125,88 @@ func TestQueueCheckInUse(t *testing.T) {
 		if code, out := runQueue(t, sub, "-data-dir", dir); code != 1 || !strings.Contains(out, "in use by a running server") {
 			t.Errorf("%s while in use: %d\n%s", sub, code, out)
 		}
+	}
+}
+
+// The real binary over a truncated queue.db: it refuses to start with a
+// message naming the file and the recovery commands (no panic), 'falocal
+// queue repair' fixes it, and the server then starts.
+func TestE2EDamagedQueue(t *testing.T) {
+	bin, lib := testenv.Binary(t), testenv.ORTLibrary(t)
+	dir := testenv.NewDataDir(t)
+	path := queueDB(t, dir, 300)
+	fi, _ := os.Stat(path)
+	if err := os.Truncate(path, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	serve := exec.Command(bin, "serve", "--listen", testenv.FreeAddr(t), "--data-dir", dir, "--cache-dir", t.TempDir(), "--ort-library", lib)
+	out, err := serve.CombinedOutput()
+	if code := serve.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("serve over a truncated queue.db: exit %d (%v), want 1:\n%s", code, err, out)
+	}
+	for _, want := range []string{path + " is damaged", "truncated", "falocal queue check", "falocal queue repair", "backup"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("refusal does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "goroutine ") || strings.Contains(string(out), "panic") {
+		t.Errorf("refusal with a stack trace:\n%s", out)
+	}
+	repair := exec.Command(bin, "queue", "repair", "--data-dir", dir)
+	if out, err := repair.CombinedOutput(); err != nil || !strings.Contains(string(out), "repaired:") {
+		t.Fatalf("queue repair: %v\n%s", err, out)
+	}
+	s := testenv.StartServerAt(t, dir, "")
+	if code := s.Stop(t, syscall.SIGTERM, 60*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM:\n%s", code, s.Log())
+	}
+}
+
+// SIGTERM while a slow receiver takes a webhook: the delivery finishes and
+// is recorded before the queue database closes, so the restarted server
+// does not send it again (the receiver sees it exactly once).
+func TestE2EShutdownDuringWebhook(t *testing.T) {
+	var hits, answered atomic.Int32
+	hit := make(chan struct{}, 10)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		hit <- struct{}{}
+		select {
+		case <-time.After(1500 * time.Millisecond):
+		case <-r.Context().Done():
+			return // the sender hung up: not delivered
+		}
+		answered.Add(1)
+	}))
+	defer recv.Close()
+	s := testenv.StartServer(t)
+	hook := "?fal_webhook=" + url.QueryEscape(recv.URL+"/hook")
+	resp, err := http.Post(s.Base+"/fal-ai/imageutils/rembg"+hook, "application/json", strings.NewReader(`{"image_url": 5}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("submit: %d", resp.StatusCode)
+	}
+	select {
+	case <-hit:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the webhook never reached the receiver")
+	}
+	if code := s.Stop(t, syscall.SIGTERM, 60*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM:\n%s", code, s.Log())
+	}
+	if strings.Contains(s.Log(), "database not open") || strings.Contains(s.Log(), "webhook: record delivery") {
+		t.Errorf("the delivery was not recorded before the database closed:\n%s", s.Log())
+	}
+	s2 := testenv.StartServerAt(t, s.DataDir, "")
+	select {
+	case <-hit:
+		t.Errorf("the webhook was sent again after the restart:\n%s", s2.Log())
+	case <-time.After(3 * time.Second):
+	}
+	if h, a := hits.Load(), answered.Load(); h != 1 || a != 1 {
+		t.Errorf("receiver got %d deliveries (%d answered), want exactly 1", h, a)
 	}
 }

@@ -176,6 +176,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	fstore.Space = &files.SpaceGuard{Dir: c.DataDir, Min: c.MinFreeDisk}
 	if err := checkExposure(c.Listen, c.keys()); err != nil {
 		return err
 	}
@@ -205,11 +206,15 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	go sweep(ctx, srv, c.Retention, log)
+	// Sweeps use the queue database: they stop before it closes.
+	sweepCtx, stopSweeps := context.WithCancel(ctx)
+	swept := make(chan struct{})
+	go func() { defer close(swept); srv.RunSweeps(sweepCtx, c.Retention) }()
+	closeSrv := func(ctx context.Context) error { stopSweeps(); <-swept; return srv.Close(ctx) }
 
 	inner, err := net.Listen("tcp", c.Listen)
 	if err != nil {
-		srv.Close(context.Background())
+		closeSrv(context.Background())
 		return err
 	}
 	// One port speaks plain HTTP and TLS (for fal's host names, certificates
@@ -243,7 +248,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	select {
 	case err := <-errc:
-		srv.Close(context.Background())
+		closeSrv(context.Background())
 		return err
 	case <-ctx.Done():
 	}
@@ -257,8 +262,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := hs.Shutdown(hctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("http shutdown", "err", err)
 	}
-	// The same deadline: in-flight work gets -drain-timeout in all.
-	return srv.Close(hctx)
+	// The same deadline: in-flight work gets -drain-timeout in all. Close
+	// waits for webhook deliveries to be recorded before the queue
+	// database closes.
+	return closeSrv(hctx)
 }
 
 // checkExposure refuses to serve beyond loopback without API keys.
@@ -290,21 +297,4 @@ func hostListed(hosts []string, h string) bool {
 		}
 	}
 	return false
-}
-
-func sweep(ctx context.Context, srv *api.Server, keep time.Duration, log *slog.Logger) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		if r, f, err := srv.Sweep(time.Now().Add(-keep)); err != nil {
-			log.Warn("sweep", "err", err)
-		} else if r+f > 0 {
-			log.Info("expired requests and files removed", "requests", r, "files", f)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
