@@ -498,6 +498,15 @@ func preflight(path string) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("queue database %s is not a regular file", path)
 	}
+	// Another server writing the file would make a sound one look torn.
+	l, err := lockShared(path)
+	if errors.Is(err, ErrInUse) {
+		return fmt.Errorf("%w (another falocal on the same data directory?)", err)
+	}
+	if err != nil {
+		return fmt.Errorf("queue database %s: %w", path, err)
+	}
+	defer l.Close() // before bbolt takes its own lock
 	s, err := scan(path)
 	if err != nil {
 		return fmt.Errorf("queue database %s: %w", path, err)

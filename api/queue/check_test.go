@@ -336,3 +336,23 @@ func TestCheckSound(t *testing.T) {
 		t.Errorf("Check: %+v, want %d records and inputs, no damage", c, len(want))
 	}
 }
+
+// A second queue on a file in use is refused at once, not after bbolt's
+// lock timeout, and not as damage.
+func TestOpenInUse(t *testing.T) {
+	path := dbPath(t)
+	makeDB(t, path, 10)
+	open(t, path, blocked, Options{})
+	t0 := time.Now()
+	q, err := Open(path, blocked, Options{Log: quiet()})
+	if err == nil {
+		closeNow(q)
+		t.Fatal("a second queue opened the same file")
+	}
+	if !errors.Is(err, ErrInUse) || errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), path) {
+		t.Errorf("second Open: %v, want ErrInUse naming %s", err, path)
+	}
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Errorf("refused after %s", took)
+	}
+}
