@@ -79,3 +79,68 @@ func TestShutdownDuringSlowWebhook(t *testing.T) {
 		t.Errorf("receiver got %d deliveries (%d answered), want exactly 1", h, a)
 	}
 }
+
+// SIGTERM while a request runs: it finishes during the drain, its webhook
+// goes to a slow receiver, and Close returns only once that delivery is
+// recorded; the next start sends nothing again.
+func TestShutdownWebhookOfRequestFinishingInDrain(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits, answered atomic.Int32
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		answered.Add(1)
+	}))
+	defer recv.Close()
+	db := t.TempDir() + "/queue.db"
+	g := newGated("fal-ai/x")
+	cfg := func(c *api.Config) {
+		c.QueueDB = db
+		c.Webhooks = &webhook.Deliverer{Signer: webhook.NewSigner(priv), Client: recv.Client(), Backoff: []time.Duration{}}
+	}
+	e := newEnv(t, cfg, g)
+	gate := g.gate("long")
+	s := e.submit(t, "", "/fal-ai/x?fal_webhook="+url.QueryEscape(recv.URL+"/hook"), in("long"))
+	g.waitStarted(t, "long")
+
+	e.srv.Drain()
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		closed <- e.srv.Close(ctx)
+	}()
+	time.Sleep(50 * time.Millisecond) // Close is waiting for the running request
+	close(gate)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(qwait):
+		t.Fatal("Close did not return")
+	}
+	if h, a := hits.Load(), answered.Load(); h != 1 || a != 1 {
+		t.Fatalf("at Close: %d deliveries, %d answered; want 1 answered", h, a)
+	}
+	recs, err := queue.ReadAll(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := recs[s.ID]; r.Status != queue.Completed || !r.WebhookDone {
+		t.Errorf("on disk after Close: %s, webhook done %v; want COMPLETED and done", r.Status, r.WebhookDone)
+	}
+	e2 := newEnv(t, cfg, newGated("fal-ai/x"))
+	defer e2.srv.Close(context.Background())
+	time.Sleep(500 * time.Millisecond)
+	if h := hits.Load(); h != 1 {
+		t.Errorf("receiver got %d deliveries after the restart, want 1", h)
+	}
+}
