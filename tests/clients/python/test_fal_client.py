@@ -26,7 +26,7 @@ def logs_of(status):
 
 class FalClientTest(ClientTest):
     def test_pinned_version(self):
-        self.assertEqual(fal_client.__version__, "1.0.1")
+        self.assertEqual(fal_client.__version__, "1.0.3")
 
     def test_subscribe_with_logs(self):
         updates = []
@@ -90,6 +90,29 @@ class FalClientTest(ClientTest):
             self.assertEqual(got.content, f.read(), "uploaded file differs")
         result = fal_client.run(BIREFNET, arguments={"image_url": url})
         self.check_image(result["image"], "rocket.jpg")
+
+    def test_upload_bytes_multipart(self):
+        # Over the client's 100 MiB threshold: a multipart upload of 10 MiB
+        # parts. fal-client 1.0.2 and older sent every part after the first
+        # empty; the server refuses that (EntityTooSmall) rather than keep
+        # the first 10 MiB as the file.
+        import hashlib
+        import os
+
+        import httpx
+
+        data = os.urandom(1 << 20) * 105 + b"tail"
+        url = fal_client.upload(data, "application/octet-stream", "big.bin")
+        self.assertTrue(url.startswith("https://"), url)
+        with httpx.Client(timeout=120) as c:
+            got = c.get(url)
+        self.assertEqual(got.status_code, 200, url)
+        self.assertEqual(len(got.content), len(data), "uploaded file has another size")
+        self.assertEqual(
+            hashlib.sha256(got.content).hexdigest(),
+            hashlib.sha256(data).hexdigest(),
+            "uploaded file differs",
+        )
 
     def test_run_async(self):
         async def main():
