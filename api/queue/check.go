@@ -345,6 +345,7 @@ func scan(path string) (*scanner, error) {
 		return s, nil
 	}
 	s.readFreelist()
+	before := len(s.rep.Problems)
 	if s.m.root == 0 {
 		s.problem("the root bucket is missing")
 	} else {
@@ -365,7 +366,9 @@ func scan(path string) (*scanner, error) {
 			})
 		})
 	}
-	if len(s.rep.Problems) > 0 {
+	if len(s.rep.Problems) > before {
+		// Only a damaged tree hides live pages; with the tree whole, the
+		// pages it does not reach hold old versions of records.
 		s.orphans()
 	}
 	for k, v := range s.requests {

@@ -356,3 +356,52 @@ func TestOpenInUse(t *testing.T) {
 		t.Errorf("refused after %s", took)
 	}
 }
+
+// A damaged freelist with the tree whole: the damage is reported, and the
+// repair copies the tree's records only, not old versions of them (or of
+// removed ones) from pages the tree no longer uses.
+func TestRepairDamagedFreelist(t *testing.T) {
+	path := dbPath(t)
+	want := makeDB(t, path, 100)
+	// Complete and remove half, leaving their old versions in free pages.
+	q, err := Open(path, func(ctx context.Context, r *Record, _ func(string, string), _ func(string)) Outcome {
+		return Outcome{Output: json.RawMessage(`{}`)}
+	}, Options{Log: quiet(), Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range want {
+		waitDone(t, q, id)
+	}
+	if err := closeNow(q); err != nil {
+		t.Fatal(err)
+	}
+	q, err = Open(path, blocked, Options{Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := q.Sweep(time.Now().Add(time.Hour))
+	if err != nil || n != len(want) {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+	closeNow(q)
+	s := pages(t, path)
+	if s.m.freelist == noFreelist {
+		t.Skip("no freelist page")
+	}
+	smash(t, path, s.psize, s.m.freelist)
+	c, err := Check(path)
+	if err != nil || !c.Damaged() {
+		t.Fatalf("Check: %+v, %v", c, err)
+	}
+	if c.Records != 0 || c.Found != 0 {
+		t.Errorf("Check found %d records (%d outside the tree) in an empty queue", c.Records, c.Found)
+	}
+	rep, err := Repair(path, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Copied != 0 {
+		t.Errorf("repair brought back %d removed requests", rep.Copied)
+	}
+}
