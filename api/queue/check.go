@@ -63,6 +63,10 @@ type Report struct {
 	// Found counts readable requests found outside the database's tree, in
 	// pages that a damaged page no longer leads to (Records includes them).
 	Found int
+	// Unsure counts those of Found that are unfinished and were found while
+	// the freelist was lost too: each may be an old version of a request
+	// that has since finished (and been removed); repaired, it runs again.
+	Unsure int
 	// Problems lists the damage to the file; none means it is sound.
 	Problems []string
 }
@@ -449,6 +453,9 @@ func (s *scanner) orphans() {
 	for k, v := range raw {
 		s.requests[k] = v
 		s.rep.Found++
+		if s.free == nil && found[k].Status != Completed {
+			s.rep.Unsure++
+		}
 		if _, ok := s.inputs[k]; !ok {
 			if in, ok := loose[k]; ok {
 				s.inputs[k] = in

@@ -70,6 +70,9 @@ func printReport(w io.Writer, r *queue.Report) {
 	if r.Found > 0 {
 		fmt.Fprintf(w, " (%d of them found in pages the damaged tree no longer leads to)", r.Found)
 	}
+	if r.Unsure > 0 {
+		fmt.Fprintf(w, "\n  %d of those are unfinished and were found while the freelist was lost too: each may be an old version of a request that has finished since; repaired, they run again", r.Unsure)
+	}
 	fmt.Fprintf(w, "\nreadable inputs: %d\nunreadable requests: %d\n", r.Inputs, r.Unreadable)
 	if len(r.Problems) > 0 {
 		fmt.Fprintln(w, "damage:")
