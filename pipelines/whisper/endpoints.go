@@ -277,11 +277,14 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 // audioError maps decoding failures to 4xx answers.
 func audioError(err error, limit time.Duration) error {
 	var unsup *audio.UnsupportedError
+	var long *audio.TooLongError
 	switch {
 	case errors.As(err, &unsup):
 		return pipelines.Invalid("audio_url", err.Error())
+	case errors.As(err, &long) && long.Length > 0:
+		return &pipelines.HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("audio_url: the audio is %v long, over this server's limit of %v", long.Length, limit)}
 	case errors.Is(err, audio.ErrTooLong):
-		return &pipelines.HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("audio_url: the audio is longer than the limit of %v", limit)}
+		return &pipelines.HTTPError{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("audio_url: the audio is longer than this server's limit of %v", limit)}
 	case errors.Is(err, audio.ErrEmpty):
 		return pipelines.Invalid("audio_url", "the audio has no samples")
 	case errors.Is(err, audio.ErrUnknownFormat):

@@ -115,8 +115,8 @@ func Decode(data []byte, maxDuration time.Duration) (a *Audio, err error) {
 	}
 	// Headers can understate the length; the decoders stop near the limit,
 	// this settles it exactly.
-	if tooLong(int64(len(a.Samples)/a.Channels), a.Rate, maxDuration) {
-		return nil, tooLongErr(maxDuration)
+	if err := overLimit(int64(len(a.Samples)/a.Channels), a.Rate, maxDuration); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -125,8 +125,30 @@ func tooLong(frames int64, rate int, limit time.Duration) bool {
 	return limit > 0 && rate > 0 && float64(frames)/float64(rate) > limit.Seconds()
 }
 
-func tooLongErr(limit time.Duration) error {
-	return fmt.Errorf("%w: longer than the limit of %s", ErrTooLong, limit)
+// TooLongError is ErrTooLong with the audio's length where it is known.
+type TooLongError struct {
+	Length time.Duration // 0: unknown (decoding stopped at the limit)
+	Limit  time.Duration
+}
+
+func (e *TooLongError) Error() string {
+	if e.Length > 0 {
+		return fmt.Sprintf("%v: %s, over the limit of %s", ErrTooLong, e.Length, e.Limit)
+	}
+	return fmt.Sprintf("%v: longer than the limit of %s", ErrTooLong, e.Limit)
+}
+
+// Is makes a *TooLongError match ErrTooLong.
+func (e *TooLongError) Is(target error) bool { return target == ErrTooLong }
+
+func tooLongErr(limit time.Duration) error { return &TooLongError{Limit: limit} }
+
+// overLimit is the error for frames at rate over the limit, or nil.
+func overLimit(frames int64, rate int, limit time.Duration) error {
+	if !tooLong(frames, rate, limit) {
+		return nil
+	}
+	return &TooLongError{Length: time.Duration(float64(frames) / float64(rate) * float64(time.Second)).Round(time.Millisecond), Limit: limit}
 }
 
 // maxSamples is the interleaved sample count past which decoding stops

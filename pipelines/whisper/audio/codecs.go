@@ -42,8 +42,8 @@ func decodeFLAC(data []byte, limit time.Duration) (*Audio, error) {
 		return nil, fmt.Errorf("%w: FLAC: %d bits per sample", ErrCorrupt, info.BitsPerSample)
 	}
 	// NSamples is 0 when the encoder did not know the length.
-	if tooLong(int64(info.NSamples), rate, limit) {
-		return nil, tooLongErr(limit)
+	if err := overLimit(int64(info.NSamples), rate, limit); err != nil {
+		return nil, err
 	}
 	most := maxSamples(rate, ch, limit)
 	out := make([]float32, 0, prealloc(int64(min(info.NSamples, growCap)), ch, most))
@@ -132,8 +132,8 @@ func decodeMP3(data []byte, limit time.Duration) (*Audio, error) {
 	// go-mp3 always produces 16-bit stereo (mono is duplicated), 4 bytes a
 	// frame; Length counts them from the frame headers without decoding.
 	frames := d.Length() / 4
-	if tooLong(frames, rate, limit) {
-		return nil, tooLongErr(limit)
+	if err := overLimit(frames, rate, limit); err != nil {
+		return nil, err
 	}
 	most := maxSamples(rate, 2, limit)
 	out := make([]float32, 0, prealloc(frames, 2, most))
@@ -171,8 +171,8 @@ func decodeVorbis(data []byte, limit time.Duration) (*Audio, error) {
 		return nil, err
 	}
 	// Length is the last page's granule position: the declared frame count.
-	if tooLong(r.Length(), rate, limit) {
-		return nil, tooLongErr(limit)
+	if err := overLimit(r.Length(), rate, limit); err != nil {
+		return nil, err
 	}
 	most := maxSamples(rate, ch, limit)
 	out := make([]float32, 0, prealloc(r.Length(), ch, most))

@@ -34,8 +34,8 @@ func decodeOggOpus(data []byte, limit time.Duration) (*Audio, error) {
 	}
 	preSkip := int64(h.PreSkip)
 	last, ok := lastGranule(data)
-	if ok && tooLong(last-preSkip, opusRate, limit) {
-		return nil, tooLongErr(limit)
+	if err := overLimit(last-preSkip, opusRate, limit); ok && err != nil {
+		return nil, err
 	}
 	dec, err := opus.NewDecoderWithOutput(opusRate, ch)
 	if err != nil {

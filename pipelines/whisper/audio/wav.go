@@ -137,8 +137,8 @@ func decodeWAVData(b []byte, f *wavFormat, limit time.Duration) (*Audio, error) 
 	if frames == 0 {
 		return nil, ErrEmpty
 	}
-	if tooLong(int64(frames), f.rate, limit) {
-		return nil, tooLongErr(limit)
+	if err := overLimit(int64(frames), f.rate, limit); err != nil {
+		return nil, err
 	}
 	ch := f.channels
 	out := make([]float32, frames*ch)
