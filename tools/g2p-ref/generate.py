@@ -8,9 +8,10 @@ does not start at all. This script builds misaki's G2P around a blank
 English spaCy pipeline instead (spaCy's rule-based tokenizer, the same one
 en_core_web_sm uses) and a small rule tagger (rule_tags below) that gives the
 closed-class tags a statistical tagger gets right: punctuation, currency
-symbols, bare numbers, the articles, "I", "in" and "vs". Every other word is
-untagged, so homographs take their lexicon DEFAULT. The Go front end
-(pipelines/kokoro/g2p) implements the same tagger.
+symbols, quotes, numbers, the articles, demonstrative "that", "I", "in", "vs",
+"used to" and e-mail addresses. Every other word is untagged, so homographs
+take their lexicon DEFAULT. The Go front end (pipelines/kokoro/g2p)
+implements the same tagger.
 
 The espeak-ng fallback runs the system espeak-ng (Debian's, `apt-get install
 -y espeak-ng`) rather than the copy espeakng-loader bundles, so that the Go
@@ -50,36 +51,79 @@ CURRENCY_SYMBOLS = {'$', '£', '€', '¥', '฿', '₹', '₩', '₽'}
 PUNCT_TAG = {
     '.': '.', '!': '.', '?': '.', ',': ',', ':': ':', ';': ':',
     '-': ':', '–': ':', '—': ':', '--': ':', '…': ':',
-    '(': '-LRB-', '[': '-LRB-', '{': '-LRB-',
-    ')': '-RRB-', ']': '-RRB-', '}': '-RRB-',
+    '(': '-LRB-', '{': '-LRB-', ')': '-RRB-', '}': '-RRB-',
     '“': '``', '”': "''", '#': '#',
 }
-HYPHENS = {'-', '–', '—', '--'}
+HYPHENS = {'-', '–'}
+NUMBER_WORDS = {'hundred', 'thousand', 'million', 'billion', 'trillion'}
+PRONOUNS = {'i', 'you', 'he', 'she', 'it', 'we', 'they', 'me', 'him', 'her', 'us', 'them', 'my', 'your',
+            'his', 'its', 'our', 'their', 'there', 'this', 'these', 'those'}
+PREPOSITIONS = {'about', 'above', 'across', 'after', 'against', 'along', 'among', 'around', 'at', 'before',
+                'behind', 'below', 'beneath', 'beside', 'between', 'beyond', 'by', 'despite', 'during',
+                'except', 'for', 'from', 'in', 'inside', 'into', 'like', 'near', 'of', 'off', 'on', 'onto',
+                'outside', 'over', 'past', 'through', 'throughout', 'to', 'toward', 'towards', 'under',
+                'underneath', 'until', 'unto', 'upon', 'with', 'within', 'without'}
+BE = {'was', 'were', 'is', 'are', 'be', 'been', 'being', "'s", "'re", 'am', "'m",
+      'get', 'gets', 'got', 'getting', 'become', 'became'}
+EMAIL = re.compile(r'[^@\s]+@[^@\s]+\.[A-Za-z]{2,}')
+
+
+def is_punct(text):
+    return not any(c.isalnum() for c in text)
 
 
 @Language.component('rule_tags')
 def rule_tags(doc):
+    """Tags that en_core_web_sm's tagger gives reliably, by rule. Measured
+    against misaki with en_core_web_sm on 1500 sentences of two novels, the
+    rules bring equal sentences from 81% (punctuation, currency and the
+    articles only) to 91%; what remains is mostly "that" before a word
+    (demonstrative or not) and homographs."""
+    n = len(doc)
+    open_single = False  # a single quote opened and not closed yet
     for i, tk in enumerate(doc):
-        t = tk.text
-        prev_space = i == 0 or bool(doc[i - 1].whitespace_)
+        t, low = tk.text, tk.text.lower()
+        prev = doc[i - 1].text if i > 0 else None
+        prev_space = prev is None or bool(doc[i - 1].whitespace_)
+        nxt = doc[i + 1].text if i + 1 < n else None
+        next_punct = nxt is None or is_punct(nxt)
         if t in CURRENCY_SYMBOLS:
             tag = '$'
-        elif t in HYPHENS and not prev_space and not tk.whitespace_ and i + 1 < len(doc):
-            tag = 'HYPH'
+        elif t in HYPHENS and not prev_space and not tk.whitespace_ and nxt is not None:
+            tag = 'HYPH'  # inside a word: well-known, 3-4
+        elif t == '#':
+            tag = '#' if nxt is not None and not tk.whitespace_ and nxt[:1].isdigit() else ''
         elif t in PUNCT_TAG:
             tag = PUNCT_TAG[t]
         elif re.fullmatch(r'[.!?]+', t):
             tag = '.' if '.' not in t or len(set(t)) > 1 or len(t) == 1 else ':'
         elif t == '"':
-            tag = '``' if prev_space or doc[i - 1].text in '([{' else "''"
-        elif re.fullmatch(r'[0-9]+(?:[.,][0-9]+)*', t):
+            tag = '``' if prev_space or prev in '([{' else "''"
+        elif t in ("'", '‘', '’'):
+            if prev_space or prev in '([{':
+                tag = '``'
+            elif tk.whitespace_ or next_punct:
+                tag = 'POS' if prev[-1:] in 'sS' and not open_single else "''"  # the boys' / a quote's end
+            else:
+                tag = '``'
+            open_single = tag == '``'
+        elif re.fullmatch(r'[0-9]+(?:[.,][0-9]+)*', t) or low in NUMBER_WORDS:
             tag = 'CD'
-        elif t.lower() in ('a', 'an', 'the'):
+        elif low in ('a', 'an', 'the'):
             tag = 'DT'
+        elif low == 'that' and (next_punct or nxt in ("'s", '’s') or (
+                nxt.lower() not in PRONOUNS and (prev is None or is_punct(prev) or prev.lower() in PREPOSITIONS))):
+            tag = 'DT'  # demonstrative: "that's", "that.", "of that man"
         elif t == 'I':
             tag = 'PRP'
-        elif t in ('in', 'In', 'vs', 'vs.', 'Vs', 'Vs.'):
+        elif t in ('in', 'In'):
+            tag = 'RP' if next_punct else 'IN'  # "come in."
+        elif t in ('vs', 'vs.', 'Vs', 'Vs.'):
             tag = 'IN'
+        elif low == 'used' and nxt is not None and nxt.lower() == 'to' and (prev is None or prev.lower() not in BE):
+            tag = 'VBD'  # "used to" (habit), not "was used to"
+        elif '@' in t and EMAIL.fullmatch(t):
+            tag = 'ADD'
         else:
             tag = ''
         tk.tag_ = tag

@@ -5,12 +5,12 @@
 // espeak-ng, run as a separate program, for words the lexicons lack.
 //
 // misaki tags words with spaCy's en_core_web_sm, a statistical model that
-// is not available here; in its place a rule tagger gives the closed-class
-// tags such a tagger gets right (punctuation, currency symbols, bare
-// numbers, the articles, "I", "in", "vs"), and every other word is left
-// untagged, so homographs ("read", "live", "use") take their lexicon
-// default. tools/g2p-ref runs misaki the same way to write the reference the
-// tests compare against.
+// is not available here; in its place a rule tagger gives the tags such a
+// tagger gets right (punctuation, currency symbols, quotes, numbers, the
+// articles, demonstrative "that", "I", "in", "vs", "used to", e-mail
+// addresses), and every other word is left untagged, so homographs ("read",
+// "live", "use") take their lexicon default. tools/g2p-ref runs misaki the
+// same way to write the reference the tests compare against.
 package g2p
 
 import (
@@ -103,18 +103,32 @@ type mtoken struct {
 func (t *mtoken) setPS(ps string) { t.ps, t.hasPS = ps, true }
 
 // ruleTag is the tagger that stands in for en_core_web_sm (the same rules
-// as rule_tags in tools/g2p-ref/generate.py).
+// as rule_tags in tools/g2p-ref/generate.py): the tags that model gives
+// reliably, by rule.
 func ruleTag(toks []sToken) []string {
 	tags := make([]string, len(toks))
+	openSingle := false // a single quote opened and not closed yet
 	for i, tk := range toks {
-		t := tk.text
-		prevSpace := i == 0 || toks[i-1].space
+		t, low := tk.text, strings.ToLower(tk.text)
+		prev, prevSpace := "", true
+		if i > 0 {
+			prev, prevSpace = toks[i-1].text, toks[i-1].space
+		}
+		next, hasNext := "", i+1 < len(toks)
+		if hasNext {
+			next = toks[i+1].text
+		}
+		nextPunct := !hasNext || isPunct(next)
 		var tag string
 		switch {
 		case ruleCurrency[t]:
 			tag = "$"
-		case ruleHyphens[t] && !prevSpace && !tk.space && i+1 < len(toks):
-			tag = "HYPH"
+		case (t == "-" || t == "–") && !prevSpace && !tk.space && hasNext:
+			tag = "HYPH" // inside a word: well-known, 3-4
+		case t == "#":
+			if hasNext && !tk.space && startsWithDigit(next) {
+				tag = "#"
+			}
 		case rulePunct[t] != "":
 			tag = rulePunct[t]
 		case allOf(t, ".!?"):
@@ -124,34 +138,96 @@ func ruleTag(toks []sToken) []string {
 			}
 		case t == `"`:
 			tag = "''"
-			if prevSpace || strings.Contains("([{", toks[i-1].text) {
+			if prevSpace || strings.Contains("([{", prev) {
 				tag = "``"
 			}
-		case cdRe.MatchString(t):
+		case t == "'" || t == "‘" || t == "’":
+			switch {
+			case prevSpace || strings.Contains("([{", prev):
+				tag = "``"
+			case tk.space || nextPunct:
+				tag = "''"
+				if (strings.HasSuffix(prev, "s") || strings.HasSuffix(prev, "S")) && !openSingle {
+					tag = "POS" // the boys'
+				}
+			default:
+				tag = "``"
+			}
+			openSingle = tag == "``"
+		case cdRe.MatchString(t) || numberWords[low]:
 			tag = "CD"
-		case strings.ToLower(t) == "a" || strings.ToLower(t) == "an" || strings.ToLower(t) == "the":
+		case low == "a" || low == "an" || low == "the":
 			tag = "DT"
+		case low == "that" && (nextPunct || next == "'s" || next == "’s" ||
+			(!pronouns[strings.ToLower(next)] && (i == 0 || isPunct(prev) || prepositions[strings.ToLower(prev)]))):
+			tag = "DT" // demonstrative: "that's", "that.", "of that man"
 		case t == "I":
 			tag = "PRP"
-		case t == "in" || t == "In" || t == "vs" || t == "vs." || t == "Vs" || t == "Vs.":
+		case t == "in" || t == "In":
 			tag = "IN"
+			if nextPunct {
+				tag = "RP" // "come in."
+			}
+		case t == "vs" || t == "vs." || t == "Vs" || t == "Vs.":
+			tag = "IN"
+		case low == "used" && hasNext && strings.ToLower(next) == "to" && (i == 0 || !beForms[strings.ToLower(prev)]):
+			tag = "VBD" // "used to" (habit), not "was used to"
+		case strings.Contains(t, "@") && emailRe.MatchString(t):
+			tag = "ADD"
 		}
 		tags[i] = tag
 	}
 	return tags
 }
 
+func isPunct(s string) bool {
+	for _, r := range s {
+		if unicode.IsLetter(r) || unicode.IsNumber(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// startsWithDigit is Python's s[:1].isdigit(): decimal digits and the other
+// digits (superscript, subscript, circled).
+func startsWithDigit(s string) bool {
+	for _, r := range s {
+		return unicode.IsDigit(r) || unicode.Is(otherDigits, r)
+	}
+	return false
+}
+
+var otherDigits = &unicode.RangeTable{R16: []unicode.Range16{
+	{0x00b2, 0x00b3, 1}, {0x00b9, 0x00b9, 1}, {0x1369, 0x1371, 1}, {0x19da, 0x19da, 1},
+	{0x2070, 0x2070, 1}, {0x2074, 0x2079, 1},
+	{0x2080, 0x2089, 1}, {0x2460, 0x2468, 1}, {0x2474, 0x247c, 1}, {0x2488, 0x2490, 1},
+	{0x24ea, 0x24ea, 1}, {0x24f5, 0x24fd, 1}, {0x24ff, 0x24ff, 1}, {0x2776, 0x277e, 1},
+	{0x2780, 0x2788, 1}, {0x278a, 0x2792, 1},
+}}
+
+func wordSet(words string) map[string]bool {
+	m := map[string]bool{}
+	for _, w := range strings.Fields(words) {
+		m[w] = true
+	}
+	return m
+}
+
 var (
 	ruleCurrency = map[string]bool{"$": true, "£": true, "€": true, "¥": true, "฿": true, "₹": true, "₩": true, "₽": true}
-	ruleHyphens  = map[string]bool{"-": true, "–": true, "—": true, "--": true}
 	rulePunct    = map[string]string{
 		".": ".", "!": ".", "?": ".", ",": ",", ":": ":", ";": ":",
 		"-": ":", "–": ":", "—": ":", "--": ":", "…": ":",
-		"(": "-LRB-", "[": "-LRB-", "{": "-LRB-",
-		")": "-RRB-", "]": "-RRB-", "}": "-RRB-",
-		"“": "``", "”": "''", "#": "#",
+		"(": "-LRB-", "{": "-LRB-", ")": "-RRB-", "}": "-RRB-",
+		"“": "``", "”": "''",
 	}
-	cdRe = regexp.MustCompile(`^[0-9]+(?:[.,][0-9]+)*$`)
+	cdRe         = regexp.MustCompile(`^[0-9]+(?:[.,][0-9]+)*$`)
+	emailRe      = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$`)
+	numberWords  = wordSet("hundred thousand million billion trillion")
+	pronouns     = wordSet("i you he she it we they me him her us them my your his its our their there this these those")
+	prepositions = wordSet("about above across after against along among around at before behind below beneath beside between beyond by despite during except for from in inside into like near of off on onto outside over past through throughout to toward towards under underneath until unto upon with within without")
+	beForms      = wordSet("was were is are be been being 's 're am 'm get gets got getting become became")
 )
 
 func allOf(s, set string) bool {
