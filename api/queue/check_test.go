@@ -405,3 +405,34 @@ func TestRepairDamagedFreelist(t *testing.T) {
 		t.Errorf("repair brought back %d removed requests", rep.Copied)
 	}
 }
+
+// After Close, reads and writes of the database (a status poll still being
+// answered, a webhook delivery recorded late) fail with ErrClosed, not
+// with bbolt's "database not open".
+func TestUseAfterClose(t *testing.T) {
+	path := dbPath(t)
+	makeDB(t, path, 3)
+	q, err := Open(path, blocked, Options{Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closeNow(q); err != nil {
+		t.Fatal(err)
+	}
+	q.Forget("req-0001")
+	if _, _, err := q.Get("req-0001"); err != nil && !errors.Is(err, ErrClosed) {
+		t.Errorf("Get after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := q.Get("req-9999"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get of an unknown request after Close: %v, want ErrClosed", err)
+	}
+	if err := q.MarkWebhookDone("req-0001"); !errors.Is(err, ErrClosed) {
+		t.Errorf("MarkWebhookDone after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := q.Sweep(time.Now()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Sweep after Close: %v, want ErrClosed", err)
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

@@ -143,6 +143,10 @@ type Queue struct {
 	draining bool
 	closed   bool // Stop (or Close) began
 	dbClosed bool
+	// dbUse is held (shared) by every transaction and (exclusively) by
+	// Close: a transaction after Close fails with ErrClosed, and Close
+	// waits for those under way.
+	dbUse    sync.RWMutex
 	reserved int            // submits between their limit check and their push
 	wg       sync.WaitGroup // the workers and expireLoop
 	stop     context.CancelFunc
@@ -342,7 +346,7 @@ func (q *Queue) saveWith(r *Record, withInput bool) error {
 	if err != nil {
 		return err
 	}
-	return q.db.Update(func(tx *bolt.Tx) error {
+	return q.tx(true, func(tx *bolt.Tx) error {
 		if withInput {
 			if err := tx.Bucket(inputs).Put([]byte(r.ID), r.Input); err != nil {
 				return err
@@ -436,7 +440,7 @@ func (q *Queue) Get(id string) (Record, int, error) {
 	if q.db == nil {
 		return r, 0, ErrNotFound
 	}
-	err := q.db.View(func(tx *bolt.Tx) error {
+	err := q.tx(false, func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucket).Get([]byte(id))
 		if v == nil {
 			return ErrNotFound
@@ -730,7 +734,7 @@ func (q *Queue) MarkWebhookDone(id string) error {
 	if q.db == nil {
 		return nil
 	}
-	return q.db.Update(func(tx *bolt.Tx) error {
+	return q.tx(true, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
 		v := b.Get([]byte(id))
 		if v == nil {
@@ -802,7 +806,7 @@ func (q *Queue) Sweep(cutoff time.Time) (int, []string, error) {
 	if q.db == nil {
 		return n, files, nil
 	}
-	err := q.db.Update(func(tx *bolt.Tx) error {
+	err := q.tx(true, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -877,9 +881,13 @@ func (q *Queue) Stop(ctx context.Context) {
 	q.stop()
 }
 
-// Close stops the queue (see Stop) and closes the database.
+// Close stops the queue (see Stop) and closes the database once the
+// transactions under way are done; later reads and writes (a status poll
+// still being answered, a late MarkWebhookDone) fail with ErrClosed.
 func (q *Queue) Close(ctx context.Context) error {
 	q.Stop(ctx)
+	q.dbUse.Lock()
+	defer q.dbUse.Unlock()
 	q.mu.Lock()
 	if q.dbClosed {
 		q.mu.Unlock()
@@ -891,6 +899,23 @@ func (q *Queue) Close(ctx context.Context) error {
 		return nil
 	}
 	return q.db.Close()
+}
+
+// tx runs f in a read-write (write) or read-only transaction, or fails
+// with ErrClosed once Close has closed the database.
+func (q *Queue) tx(write bool, f func(*bolt.Tx) error) error {
+	q.dbUse.RLock()
+	defer q.dbUse.RUnlock()
+	q.mu.Lock()
+	closed := q.dbClosed
+	q.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if write {
+		return q.db.Update(f)
+	}
+	return q.db.View(f)
 }
 
 // pq orders pending entries: normal before low priority, then by arrival.
