@@ -101,6 +101,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		SessionsPerModel: c.Sessions,
 		MaxInputBytes:    c.MaxInputBytes, MaxPixels: c.MaxPixels, MaxUpscalePixels: c.MaxUpscale,
 		MaxAudioDuration: c.MaxAudio,
+		MaxUpscaleWork:   c.MaxUpscaleWork,
+		MaxDiffusionWork: c.MaxDiffusionWork,
 		Models:           map[string]string{},
 	}
 	if c.WhisperModel != "" {
