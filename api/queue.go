@@ -89,6 +89,9 @@ func (s *Server) runRecord(ctx context.Context, rec *queue.Record, logf func(lev
 		}
 	}
 	out, err := ep.Run(ctx, req)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = ctx.Err() // past its deadline, whatever the pipeline made of the interrupted run
+	}
 	if err != nil {
 		return s.outcome(err, rec.ID)
 	}
