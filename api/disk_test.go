@@ -1,11 +1,15 @@
 package api_test
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,5 +80,45 @@ func TestLowDiskSpace(t *testing.T) {
 	e.waitDone(t, "", e.submit(t, "", "/fal-ai/x", in("after"), key...), key...)
 	if r := e.do(http.MethodPut, "", up.Path, "hello", key...); r.Code != 200 {
 		t.Errorf("upload after space returned: %d %s", r.Code, r.Body.String())
+	}
+}
+
+// The same on a real filesystem: a 16 MiB tmpfs (mounted when the test runs
+// as root and may mount; skipped otherwise) filled past the floor, then
+// emptied.
+func TestLowDiskSpaceTmpfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=16m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	store, err := files.Open(filepath.Join(dir, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Space = &files.SpaceGuard{Dir: dir, Min: 8 << 20}
+	e := newQEnv(t, func(c *api.Config) { c.Files = store }, echoEP("fal-ai/x"))
+	if r := e.do(http.MethodPost, "", "/run/fal-ai/x", in("empty disk")); r.Code != 200 {
+		t.Fatalf("run on an empty disk: %d %s", r.Code, r.Body.String())
+	}
+	filler := filepath.Join(dir, "filler")
+	if err := os.WriteFile(filler, bytes.Repeat([]byte{1}, 12<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the guard's last answer ages
+	checkDetail(t, e.do(http.MethodPost, "", "/run/fal-ai/x", in("full disk")), http.StatusInsufficientStorage, dir, "free")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if r := e.do(http.MethodPost, "", "/run/fal-ai/x", in("freed")); r.Code != 200 {
+		t.Errorf("run once space returned: %d %s", r.Code, r.Body.String())
 	}
 }
