@@ -121,4 +121,17 @@ func TestLowDiskSpaceTmpfs(t *testing.T) {
 	if r := e.do(http.MethodPost, "", "/run/fal-ai/x", in("freed")); r.Code != 200 {
 		t.Errorf("run once space returned: %d %s", r.Code, r.Body.String())
 	}
+
+	// An upload bigger than the disk passes the floor, runs out of space
+	// on the way, and gets a 507 too (not a 500); nothing of it stays.
+	init := e.do(http.MethodPost, "", "/rest/storage/upload/initiate", `{"content_type":"text/plain","file_name":"big.txt"}`)
+	if init.Code != 200 {
+		t.Fatalf("initiate: %d %s", init.Code, init.Body.String())
+	}
+	up, _ := url.Parse(init.body["upload_url"].(string))
+	checkDetail(t, e.do(http.MethodPut, "", up.Path, strings.Repeat("x", 20<<20)), http.StatusInsufficientStorage, dir, "no space left")
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil || int64(st.Bavail)*st.Bsize < 12<<20 {
+		t.Errorf("the failed upload left %d bytes free of 16 MiB (%v)", int64(st.Bavail)*st.Bsize, err)
+	}
 }

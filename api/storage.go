@@ -186,8 +186,8 @@ func (s *Server) diskSpace(next echo.HandlerFunc) echo.HandlerFunc {
 		err := next(c)
 		if errors.Is(err, syscall.ENOSPC) {
 			dir := "the data directory"
-			if g := s.cfg.Files.Space; g != nil {
-				dir += " " + g.Dir
+			if s.cfg.Files != nil && s.cfg.Files.Space != nil {
+				dir += " " + s.cfg.Files.Space.Dir
 			}
 			return insufficientStorage(fmt.Errorf("the disk is full: %s has no space left (%v)", dir, err))
 		}
