@@ -210,3 +210,37 @@ func TestE2EShutdownDuringWebhook(t *testing.T) {
 		t.Errorf("receiver got %d deliveries (%d answered), want exactly 1", h, a)
 	}
 }
+
+// -retention 3s: a finished request is fetchable at first and gone within
+// a small multiple of the retention (sweeps follow it), not ten minutes on.
+func TestE2ERetention(t *testing.T) {
+	const keep = 3 * time.Second
+	s := testenv.StartServer(t, "--retention", keep.String())
+	sub := submitQueue(t, nil, s.Base+"/"+rembgID, []byte(`{"image_url": 5}`))
+	var t0 time.Time
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		var st queueStatus
+		r := do(t, nil, "GET", sub.StatusURL, nil)
+		if json.Unmarshal(r.body, &st) == nil && st.Status == "COMPLETED" {
+			t0 = time.Now()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request never completed: %d %s", r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := do(t, nil, "GET", sub.ResponseURL, nil); r.status == 404 {
+		t.Fatalf("result gone at once, before its retention of %s", keep)
+	}
+	for {
+		r := do(t, nil, "GET", sub.ResponseURL, nil)
+		if r.status == 404 {
+			break
+		}
+		if time.Since(t0) > 3*keep {
+			t.Fatalf("result still answers %d %s after %s with -retention %s", r.status, r.body, time.Since(t0).Round(time.Millisecond), keep)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
