@@ -244,3 +244,22 @@ func TestE2ERetention(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// -min-free-disk above what the disk has: submissions and runs get a 507
+// naming the data directory; the server itself stays up.
+func TestE2EMinFreeDisk(t *testing.T) {
+	s := testenv.StartServer(t, "--min-free-disk", "4611686018427387904")
+	for _, path := range []string{"/" + rembgID, "/run/" + rembgID} {
+		r := do(t, nil, "POST", s.Base+path, []byte(`{"image_url": 5}`))
+		var body struct {
+			Detail string `json:"detail"`
+		}
+		if err := json.Unmarshal(r.body, &body); r.status != 507 || err != nil ||
+			!strings.Contains(body.Detail, s.DataDir) || !strings.Contains(body.Detail, "free") {
+			t.Errorf("POST %s: %d %s, want 507 naming %s and its free space", path, r.status, r.body, s.DataDir)
+		}
+	}
+	if r := do(t, nil, "GET", s.Base+"/healthz", nil); r.status != 200 {
+		t.Errorf("healthz: %d", r.status)
+	}
+}
