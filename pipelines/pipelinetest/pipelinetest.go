@@ -100,10 +100,10 @@ func InstallFake(t testing.TB, st *weights.Store, m weights.Manifest) (weights.M
 }
 
 // InstallDir installs every file of dir as model m (an export, such as a
-// pipeline's tiny test models).
+// pipeline's tiny test models), expanded first (ExpandDir).
 func InstallDir(t testing.TB, st *weights.Store, dir string, m weights.Manifest) weights.Manifest {
 	t.Helper()
-	files, err := st.AddDir(dir, "fp32")
+	files, err := st.AddDir(ExpandDir(t, dir), "fp32")
 	if err != nil {
 		t.Fatal(err)
 	}
