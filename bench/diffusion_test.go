@@ -12,6 +12,7 @@ import (
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
 	"github.com/falocal/falocal/pipelines/diffusion"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -36,7 +37,7 @@ func BenchmarkDiffusion(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		files, err := st.AddDir(filepath.Join("..", "pipelines", "diffusion", "testdata", "models", c.model), "fp32")
+		files, err := st.AddDir(pipelinetest.ExpandDir(b, filepath.Join("..", "pipelines", "diffusion", "testdata", "models", c.model)), "fp32")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/falocal/falocal/engine"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 )
 
 // fluxArray is an array ref of a case.json: a raw float32 file, or inline
@@ -54,10 +54,7 @@ type fluxCase struct {
 
 func loadFluxCase(t *testing.T, dir string) *fluxCase {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "case.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join(dir, "case.json"))
 	c := &fluxCase{dir: dir}
 	if err := json.Unmarshal(b, c); err != nil {
 		t.Fatal(err)
@@ -67,10 +64,7 @@ func loadFluxCase(t *testing.T, dir string) *fluxCase {
 
 func (c *fluxCase) f32(t *testing.T, a fluxArray) []float32 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(c.dir, a.File))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join(c.dir, a.File))
 	out := make([]float32, len(b)/4)
 	for i := range out {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
@@ -151,7 +145,7 @@ func fluxModel(t *testing.T, name string) *Model {
 // step and the decoded image; each case also runs as a batch of two.
 func TestFluxReference(t *testing.T) {
 	for _, model := range []string{"flux-dev-tiny", "flux-schnell-tiny"} {
-		cases, err := filepath.Glob(filepath.Join("testdata", "ref", model, "*", "case.json"))
+		cases, err := refCases(filepath.Join("testdata", "ref", model))
 		if err != nil || len(cases) == 0 {
 			t.Fatalf("no reference cases for %s: %v", model, err)
 		}

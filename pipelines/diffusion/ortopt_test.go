@@ -34,7 +34,7 @@ func importORTExport(t *testing.T, name string) (pipelines.Deps, weights.Manifes
 	}
 	st := pipelinetest.Store(t)
 	d := pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{SessionsPerModel: 1}}
-	files, err := st.AddDirWith(filepath.Join("testdata", "stock", name), "fp16", func(n, p string) error {
+	files, err := st.AddDirWith(pipelinetest.ExpandDir(t, filepath.Join("testdata", "stock", name)), "fp16", func(n, p string) error {
 		if filepath.Ext(n) != ".onnx" {
 			return nil
 		}
@@ -78,7 +78,7 @@ func TestORTOptimizedForCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases, _ := filepath.Glob(filepath.Join("testdata", "stock", "ref", "sd15-optimum", "*", "case.json"))
+	cases, _ := refCases(filepath.Join("testdata", "stock", "ref", "sd15-optimum"))
 	if len(cases) < 2 {
 		t.Fatalf("%d reference cases", len(cases))
 	}

@@ -51,10 +51,7 @@ type refArray struct {
 
 func (a refArray) load(t testing.TB, dir string) []float32 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, a.File))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join(dir, a.File))
 	v := make([]float32, len(b)/4)
 	for i := range v {
 		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
@@ -156,10 +153,7 @@ var fp16Tolerance [2]float64
 // latents after every step (1e-3) and the decoded image (2/255).
 func runCase(t *testing.T, m *Model, dir string) {
 	var c refCase
-	b, err := os.ReadFile(filepath.Join(dir, "case.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join(dir, "case.json"))
 	// Python's json writes -Infinity (DPM-Solver's lambda_min_clipped)
 	b = bytes.ReplaceAll(b, []byte("-Infinity"), []byte("-1e308"))
 	if err := json.Unmarshal(b, &c); err != nil {
@@ -215,7 +209,7 @@ func runCase(t *testing.T, m *Model, dir string) {
 func TestSDMatchesDiffusers(t *testing.T) {
 	for _, family := range []string{"sd15-tiny", "sdxl-tiny"} {
 		m := tinyModel(t, family)
-		cases, _ := filepath.Glob(filepath.Join("testdata", "ref", family, "*", "case.json"))
+		cases, _ := refCases(filepath.Join("testdata", "ref", family))
 		if len(cases) == 0 {
 			t.Fatalf("no reference cases for %s", family)
 		}
@@ -289,13 +283,14 @@ func TestTiledDecode(t *testing.T) {
 // precision.
 func TestFP16Export(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join("testdata", "models", "sd15-tiny")
+	src := pipelinetest.ExpandDir(t, filepath.Join("testdata", "models", "sd15-tiny"))
+	fp16 := pipelinetest.ExpandDir(t, filepath.Join("testdata", "models", "sd15-tiny-fp16"))
 	err := filepath.WalkDir(src, func(p string, e os.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(src, p)
-		if over := filepath.Join("testdata", "models", "sd15-tiny-fp16", rel); fileExists(over) {
+		if over := filepath.Join(fp16, rel); fileExists(over) {
 			p = over
 		}
 		b, err := os.ReadFile(p)
@@ -346,6 +341,17 @@ func TestFP16Export(t *testing.T) {
 	fp16Tolerance = [2]float64{0.1, 4.0 / 255}
 	defer func() { fp16Tolerance = [2]float64{} }()
 	runCase(t, m, filepath.Join("testdata", "ref", "sd15-tiny", "txt2img_euler"))
+}
+
+// refCases lists the case.json files of the reference cases under root
+// (each in a folder of its own, stored gzipped or not).
+func refCases(root string) ([]string, error) {
+	plain, err := filepath.Glob(filepath.Join(root, "*", "case.json"))
+	if err != nil {
+		return nil, err
+	}
+	gz, err := filepath.Glob(filepath.Join(root, "*", "case.json.gz"))
+	return append(plain, gz...), err
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

@@ -10,6 +10,8 @@ Outputs (committed test data):
     pipelines/diffusion/testdata/models/<model>/...   (optimum-style ONNX layout + configs + tokenizers)
     pipelines/diffusion/testdata/ref/<model>/<case>/case.json + *.f32 + *.png
     pipelines/diffusion/testdata/ref/inputs/*.png     (img2img / inpaint inputs)
+The case.json and .f32 files, and sdxl-tiny's ONNX files, are stored gzipped
+(gzip_files); the Go tests read name.gz as name.
 
 See tools/diffusion-ref/README.md for the layout, the JSON schema and the ONNX IO names.
 Everything is seeded; re-running reproduces the same weights (torch CPU init) and references.
@@ -23,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import warnings
 import zipfile
@@ -578,6 +581,7 @@ def run_case(pipe, family, model_dir, case, call_kw, components, sched_info, ext
         calls.append(entry)
     doc["component_calls"] = calls
     wjson(os.path.join(st.d, "case.json"), doc)
+    gzip_files(os.path.join(st.d, f) for f in sorted(os.listdir(st.d)) if f == "case.json" or f.endswith(".f32"))
     print(f"  case {family}/{case}: {len(step_latents)} steps, {len(rec.noise)} noise draws, "
           f"{len(calls)} component calls, image mean {img_np.mean():.4f} std {img_np.std():.4f}")
     return doc
@@ -974,6 +978,20 @@ def build_flux():
                  {"generator_seed": 8, "latents_layout": "packed [B, (H/16)*(W/16), 64]"}, inputs={"image": inputs["image"]})
 
 
+def gzip_files(paths):
+    """Stores test data gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name."""
+    paths = list(paths)
+    if paths:
+        subprocess.check_call(["gzip", "-n", "-9", "-f"] + paths)
+
+
+# The models whose ONNX files are stored gzipped once every case has run on
+# them. sd15-tiny stays as written (fp16.py reads it), and so do the FLUX
+# models (clients' tests import flux-schnell-tiny, which links to flux-dev-tiny,
+# as a folder).
+GZIP_MODELS = ["sdxl-tiny"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="sd15,sdxl,flux")
@@ -991,6 +1009,7 @@ def main():
     merged = json.load(open(io_path)) if os.path.exists(io_path) else {}
     merged.update(IO_DOC)
     wjson(io_path, merged)
+    gzip_files(p for m in GZIP_MODELS for p in sorted(glob.glob(os.path.join(MODELS, m, "*", "model.onnx"))))
     errs = {}
     for model, case, comp, err in ERRORS:
         k = (model, comp)

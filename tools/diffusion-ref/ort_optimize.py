@@ -103,6 +103,9 @@ def main():
             shutil.copytree(out, dst)
         print(f"{name}:")
         describe(args.src, dst)
+        # stored gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name
+        subprocess.check_call(["gzip", "-n", "-9", "-f"] + sorted(
+            os.path.join(dst, c, "model.onnx") for c in os.listdir(dst) if os.path.exists(os.path.join(dst, c, "model.onnx"))))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ Outputs (committed test data):
     pipelines/diffusion/testdata/stock/ref/<name>/<case>/case.json + *.f32 + image_0.png
     pipelines/diffusion/testdata/stock/onnx_io.json             declared ONNX inputs/outputs of every component
 
-Nothing is edited after the exporter wrote it. See README.md ("Stock exports").
+Nothing is edited after the exporter wrote it. The ONNX files (but sd15-optimum's) and the case.json
+and .f32 files are stored gzipped (gzip -n -9, which the Go tests undo). See README.md ("Stock exports").
 """
 import argparse
+import glob
 import hashlib
 import inspect
 import json
@@ -195,6 +197,17 @@ def optimum_export(venv, diffusers_dir, out, task):
                           "print(v.__version__, torch.__version__, diffusers.__version__, transformers.__version__,"
                           " onnx.__version__)"], capture_output=True, text=True).stdout.split()
     return dict(zip(["optimum", "torch", "diffusers", "transformers", "onnx"], ver))
+
+
+def gzip_files(paths):
+    """Stores test data gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name."""
+    paths = list(paths)
+    if paths:
+        subprocess.check_call(["gzip", "-n", "-9", "-f"] + paths)
+
+
+# The export kept as written: tools/diffusion-ref/ort_optimize.py reads it.
+KEEP_PLAIN = "sd15-optimum"
 
 
 def publish(src, name):
@@ -434,6 +447,7 @@ def run_case(pipe, name, model_dir, case, call_kw, components, sched_info, expor
         calls.append(entry)
     doc["component_calls"] = calls
     wjson(os.path.join(st.d, "case.json"), doc)
+    gzip_files(os.path.join(st.d, f) for f in sorted(os.listdir(st.d)) if f == "case.json" or f.endswith(".f32"))
     print(f"  case {name}/{case}: {len(step_latents)} steps, {len(rec.noise)} noise draws, {len(calls)} component "
           f"calls, image mean {img.mean():.4f}; onnx err "
           + ", ".join(f"{c['component']}{c['index']}={c['onnx_max_abs_err']:.1e}" for c in calls))
@@ -607,6 +621,9 @@ def main():
             print(f"  {name}/{c}: " + "; ".join(f"{k}: {r}" for k, r in s))
         flux_cases(name, dst, ddir, vers)
     wjson(io_path, io_doc)
+    # every case has run: the exports' ONNX files are stored gzipped
+    gzip_files(p for name in sorted(os.listdir(STOCK)) if name not in ("ref", KEEP_PLAIN)
+               for p in sorted(glob.glob(os.path.join(STOCK, name, "*", "model.onnx"))))
     print("\nONNX vs torch max abs error (over all recorded calls):")
     for (name, comp), e in sorted(ERRORS.items()):
         print(f"  {name:24s} {comp:16s} {e:.3e}")

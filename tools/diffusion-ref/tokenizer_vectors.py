@@ -23,7 +23,7 @@ Two parts, each in its own pinned environment (transformers 4 and 5 cannot share
     layout) with max_length 512 and 256 (FLUX dev / schnell), plus the raw ids. It also rebuilds
     a sentencepiece spiece.model from the same pieces/scores/charsmap and records where
     sentencepiece itself disagrees with the fast tokenizer (diffusers uses the fast one). Writes
-    t5_vectors.json (PROMPTS), t5_spiece.model.gz and fuzz_vectors.json (random strings, raw
+    t5_vectors.json.gz (PROMPTS), t5_spiece.model.gz and fuzz_vectors.json.gz (random strings, raw
     T5 ids). Environment: python3 -m venv ~/.cache/falocal/venv-tok2 &&
       ~/.cache/falocal/venv-tok2/bin/pip install transformers==5.23.0 tokenizers==0.23.3 \
           sentencepiece==0.2.3 protobuf==7.36.2
@@ -600,7 +600,7 @@ def t5_part(a):
             "t5_prompts_where_plain_tokenizer_json_differs": v4_diff,
         }
         for name, rows in (("t5_vectors", t5v), ("fuzz_vectors", fuzz)):
-            write_vectors(os.path.join(a.out, name + ".json"), meta, rows)
+            write_vectors(os.path.join(a.out, name + ".json.gz"), meta, rows)
         print(json.dumps(meta, indent=1))
     finally:
         shutil.rmtree(tmp)

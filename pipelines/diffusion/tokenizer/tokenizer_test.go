@@ -232,7 +232,7 @@ func mkdir(t *testing.T, parent, name string) string {
 }
 
 func TestT5Vectors(t *testing.T) {
-	v := readVectors(t, "t5_vectors.json")
+	v := readVectors(t, "t5_vectors.json.gz")
 	dir := t.TempDir()
 	loaders := map[string]map[string]string{
 		"tokenizer.json":    {"tokenizer.json": gunzipTo(t, "t5_tokenizer.json.gz", dir, "tokenizer.json")},
@@ -264,7 +264,7 @@ func TestT5Vectors(t *testing.T) {
 }
 
 // TestFuzzVectors compares raw ids for random strings: CLIP (clip_fuzz_vectors.json.gz, 1200
-// strings, both pad tokens) and T5 (fuzz_vectors.json, the first 200 of them).
+// strings, both pad tokens) and T5 (fuzz_vectors.json.gz, the first 200 of them).
 func TestFuzzVectors(t *testing.T) {
 	var clip, t5v struct {
 		Vectors []struct {
@@ -274,7 +274,7 @@ func TestFuzzVectors(t *testing.T) {
 			T5       []int  `json:"t5"`
 		} `json:"vectors"`
 	}
-	for name, v := range map[string]any{"clip_fuzz_vectors.json.gz": &clip, "fuzz_vectors.json": &t5v} {
+	for name, v := range map[string]any{"clip_fuzz_vectors.json.gz": &clip, "fuzz_vectors.json.gz": &t5v} {
 		if err := json.Unmarshal(readTestdata(t, name), v); err != nil {
 			t.Fatal(err)
 		}
