@@ -54,8 +54,8 @@ func TestStorageRefusesSmallParts(t *testing.T) {
 		e.fail(r, http.StatusBadRequest, "EntityTooSmall", tc.name)
 		e.expect404(fileURL)
 		if tc.name == "empty parts after the first" {
-			// The session survives the refusal: the parts sent again, the
-			// upload completes whole.
+			// The upload stays open after the refusal: the parts sent
+			// again, it completes whole.
 			whole := [][]byte{tc.chunks[0], fill(1000, 'b'), fill(1000, 'c'), fill(7, 'd')}
 			for i := 1; i < len(whole); i++ {
 				put(i+1, whole[i])
