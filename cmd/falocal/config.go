@@ -61,6 +61,11 @@ type Config struct {
 	Batch            string // per-model overrides: name:max[:delay],…
 	ModelConcurrency int
 	DrainTimeout     time.Duration
+	// Connections: how many, and how long one may idle or stall.
+	MaxConns    int // 0 = sized for the open-file limit
+	IdleTimeout time.Duration
+	BodyTimeout time.Duration
+	BodyMinRate int64
 
 	envErrs []string // environment values that did not parse
 
@@ -190,6 +195,10 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.Batch, "batch", "FALOCAL_BATCH", "", "per-model batching, comma-separated [model=]name:max[:delay], e.g. model=realesrgan-x4fast:8:10ms")
 	integer(&c.ModelConcurrency, "model-concurrency", "FALOCAL_MODEL_CONCURRENCY", 0, "runs of one model at once across its files (0 = as many as -sessions allows)")
 	dur(&c.DrainTimeout, "drain-timeout", "FALOCAL_DRAIN_TIMEOUT", 30*time.Second, "on SIGTERM, how long running requests get to finish (queued ones stay on disk)")
+	integer(&c.MaxConns, "max-conns", "FALOCAL_MAX_CONNS", 0, "open connections at most; one more is answered 503 and closed (0 = half the open-file limit, at most 8192)")
+	dur(&c.IdleTimeout, "idle-timeout", "FALOCAL_IDLE_TIMEOUT", time.Minute, "how long a keep-alive connection may wait for its next request")
+	dur(&c.BodyTimeout, "body-timeout", "FALOCAL_BODY_TIMEOUT", 30*time.Second, "longest wait for the next bytes of a request body; a body that stalls is cut with a 408")
+	num(&c.BodyMinRate, "body-min-rate", "FALOCAL_BODY_MIN_RATE", 1024, "bytes per second below which a request body is cut once -body-timeout has passed (0 = no minimum)")
 	str(&c.LogLevel, "log-level", "FALOCAL_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "FALOCAL_LOG_FORMAT", "text", "text or json")
 }
@@ -282,6 +291,15 @@ func (c *Config) validate() error {
 	}
 	if c.DrainTimeout <= 0 {
 		return fmt.Errorf("-drain-timeout must be positive")
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("-max-conns must not be negative (0 sizes it for the open-file limit)")
+	}
+	if c.IdleTimeout <= 0 || c.BodyTimeout <= 0 {
+		return fmt.Errorf("-idle-timeout and -body-timeout must be positive")
+	}
+	if c.BodyMinRate < 0 {
+		return fmt.Errorf("-body-min-rate must not be negative (0 = no minimum)")
 	}
 	if c.MinFreeDisk < 0 {
 		return fmt.Errorf("-min-free-disk must not be negative")

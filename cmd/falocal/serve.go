@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/falocal/falocal/api"
@@ -221,11 +222,25 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// One port speaks plain HTTP and TLS (for fal's host names, certificates
 	// from the local CA), and serves as an HTTPS proxy that terminates
-	// CONNECTs to fal's hosts itself: it never dials out.
-	ln := ca.Listen(inner)
-	hs := &http.Server{Handler: ca.Proxy(srv.Handler(), api.IsFalHost), ReadHeaderTimeout: 30 * time.Second}
+	// CONNECTs to fal's hosts itself: it never dials out. No connection may
+	// hold the server: at most -max-conns are open, a request's head must
+	// arrive within headerTimeout, its body keep arriving (-body-timeout,
+	// -body-min-rate), and a keep-alive connection (or tunnel) is closed
+	// after -idle-timeout without a request.
+	maxConns := c.MaxConns
+	if maxConns == 0 {
+		maxConns = autoMaxConns(log)
+	}
+	ln := ca.Listen(api.LimitConns(inner, maxConns, log))
+	handler := api.BodyDeadlines(srv.Handler(), c.BodyTimeout, c.BodyMinRate)
+	hs := &http.Server{
+		Handler: ca.ProxyWith(handler, api.IsFalHost,
+			localtls.ProxyOptions{ReadHeaderTimeout: headerTimeout, IdleTimeout: c.IdleTimeout}),
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       c.IdleTimeout,
+	}
 	log.Info("serving", "addr", inner.Addr().String(), "endpoints", reg.IDs(), "ca_cert", ca.CertPath(),
-		"auth", len(c.keys()) > 0)
+		"auth", len(c.keys()) > 0, "max_conns", maxConns)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if c.preload {
@@ -268,6 +283,22 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	// waits for webhook deliveries to be recorded before the queue
 	// database closes.
 	return closeSrv(hctx)
+}
+
+// headerTimeout bounds the arrival of a request's head (and a TLS
+// handshake).
+const headerTimeout = 30 * time.Second
+
+// autoMaxConns is -max-conns sized for the open-file limit: half of it (the
+// rest is for models, files, the queue's database and connections being
+// refused), at least 16, at most 8192.
+func autoMaxConns(log *slog.Logger) int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("open-file limit unknown; -max-conns defaults to 1024", "err", err)
+		return 1024
+	}
+	return int(min(max(lim.Cur/2, 16), 8192))
 }
 
 // checkExposure refuses to serve beyond loopback without API keys.
