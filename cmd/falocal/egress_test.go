@@ -74,7 +74,10 @@ func TestNoEgress(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestNoEgress$", "-test.v", "-test.count=1", "-test.timeout=5m")
 	cmd.Env = append(os.Environ(), egressChildEnv+"=1", "FALOCAL_TEST_BIN="+bin)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	// A PID namespace too: the run is its first process, so whatever it
+	// started (strace, the server) ends with it, however it ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
+		Pdeathsig: syscall.SIGKILL}
 	if uid, gid := os.Getuid(), os.Getgid(); uid != 0 {
 		// Unprivileged: a user namespace of our own makes us root in it.
 		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
