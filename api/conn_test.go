@@ -191,14 +191,17 @@ func slowUpload(t *testing.T, addr string, size, chunk int, gap time.Duration) (
 // the minimum rate); one that trickles below the rate is cut.
 func TestBodySlowButSteady(t *testing.T) {
 	const size = 4 << 20
-	addr := serveConns(t, api.BodyDeadlines(countBody(nil), testBodyTimeout, 256<<10), 0)
-	// 64 KiB every 30 ms: about 2 s in all, well above 256 KiB/s.
-	resp, b := slowUpload(t, addr, size, 64<<10, 30*time.Millisecond)
+	// A second's timeout, far from the 20 ms between the client's writes,
+	// so that a busy machine cannot make the steady upload look stalled.
+	addr := serveConns(t, api.BodyDeadlines(countBody(nil), time.Second, 256<<10), 0)
+	// 32 KiB every 20 ms: about 2.6 s in all, at about 6 times 256 KiB/s.
+	resp, b := slowUpload(t, addr, size, 32<<10, 20*time.Millisecond)
 	if resp.StatusCode != 200 || string(b) != strconv.Itoa(size) {
 		t.Fatalf("%d %s, want 200 %d", resp.StatusCode, b, size)
 	}
 	// 8 KiB every 100 ms (80 KiB/s): each read is well inside the timeout,
 	// the rate is not.
+	addr = serveConns(t, api.BodyDeadlines(countBody(nil), testBodyTimeout, 256<<10), 0)
 	resp, b = slowUpload(t, addr, size, 8<<10, 100*time.Millisecond)
 	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "slower than 262144 bytes per second") {
 		t.Fatalf("%d %s, want 408 for a body slower than the minimum rate", resp.StatusCode, b)

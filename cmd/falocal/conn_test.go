@@ -83,7 +83,7 @@ func falDetail(t *testing.T, b []byte) string {
 }
 
 func TestServeConnectionTimeouts(t *testing.T) {
-	s := startServer(t, "--idle-timeout", "500ms", "--body-timeout", "500ms", "--body-min-rate", "65536")
+	s := startServer(t, "--idle-timeout", "500ms", "--body-timeout", "1s", "--body-min-rate", "65536")
 
 	t.Run("idle keep-alive closed", func(t *testing.T) {
 		cc := dialServer(t, s.base)
@@ -106,9 +106,10 @@ func TestServeConnectionTimeouts(t *testing.T) {
 	})
 
 	t.Run("steady upload completes", func(t *testing.T) {
-		// 4 MiB, 64 KiB every 25 ms: several body timeouts long, at about
-		// 40 times the minimum rate.
-		const size, chunk = 4 << 20, 64 << 10
+		// 4 MiB, 32 KiB every 25 ms: about three body timeouts long, at
+		// about 20 times the minimum rate, and with writes 40 times closer
+		// together than the timeout.
+		const size, chunk = 4 << 20, 32 << 10
 		cc := dialServer(t, s.base)
 		cc.send("POST /cdn/files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n" +
 			"X-Fal-File-Name: steady.bin\r\nContent-Length: " + strconv.Itoa(size) + "\r\n\r\n")
