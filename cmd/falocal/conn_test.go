@@ -7,11 +7,15 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,6 +105,41 @@ func TestServeConnectionTimeouts(t *testing.T) {
 		resp, b := cc.response()
 		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(falDetail(t, b), "stopped arriving") {
 			t.Fatalf("%d %s, want 408 saying the body stopped arriving", resp.StatusCode, b)
+		}
+		cc.closed()
+	})
+
+	t.Run("in a tunnel: stalled body cut, idle tunnel closed", func(t *testing.T) {
+		pem, err := os.ReadFile(filepath.Join(s.dataDir, "tls", "ca.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		tunnel := func() *clientConn {
+			cc := dialServer(t, s.base)
+			cc.send("CONNECT queue.fal.run:443 HTTP/1.1\r\nHost: queue.fal.run:443\r\n\r\n")
+			cc.c.SetReadDeadline(time.Now().Add(connWait))
+			resp, err := http.ReadResponse(cc.r, &http.Request{Method: http.MethodConnect})
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("CONNECT: %v %v", resp, err)
+			}
+			tc := tls.Client(cc.c, &tls.Config{RootCAs: roots, ServerName: "queue.fal.run"})
+			return &clientConn{t: t, c: tc, r: bufio.NewReader(tc)}
+		}
+		cc := tunnel()
+		cc.send("POST /fal-ai/imageutils/rembg HTTP/1.1\r\nHost: queue.fal.run\r\nContent-Type: application/json\r\n" +
+			"Content-Length: 1000\r\n\r\n{\"image_url\": \"data:image/png;base64,")
+		resp, b := cc.response()
+		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(falDetail(t, b), "stopped arriving") {
+			t.Fatalf("%d %s, want 408 saying the body stopped arriving", resp.StatusCode, b)
+		}
+		cc.closed()
+
+		cc = tunnel()
+		cc.send("GET /healthz HTTP/1.1\r\nHost: queue.fal.run\r\n\r\n")
+		if resp, b := cc.response(); resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("%d close=%v %s, want a 200 that keeps the tunnel", resp.StatusCode, resp.Close, b)
 		}
 		cc.closed()
 	})
