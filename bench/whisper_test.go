@@ -12,6 +12,7 @@ import (
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/pipelines/whisper"
 	"github.com/falocal/falocal/pipelines/whisper/audio"
 	"github.com/falocal/falocal/weights"
@@ -57,7 +58,7 @@ func BenchmarkWhisper(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		files, err := st.AddDir(filepath.Join("..", "pipelines", "whisper", "testdata", name), "fp32")
+		files, err := st.AddDir(pipelinetest.ExpandDir(b, filepath.Join("..", "pipelines", "whisper", "testdata", name)), "fp32")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -220,10 +220,7 @@ func TestRealSpeechMatchesFasterWhisper(t *testing.T) {
 	var rows []row
 	for _, name := range []string{"whisper-tiny.en", "whisper-base"} {
 		t.Run(name, func(t *testing.T) {
-			b, err := os.ReadFile(filepath.Join("testdata", "real", name+".json"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := pipelinetest.ReadFile(t, filepath.Join("testdata", "real", name+".json"))
 			var ref realRef
 			if err := json.Unmarshal(b, &ref); err != nil {
 				t.Fatal(err)

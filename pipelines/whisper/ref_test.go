@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/pipelines/whisper/audio"
 )
 
@@ -17,10 +18,7 @@ import (
 
 func readJSON(t testing.TB, name string, v any) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "ref", name))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join("testdata", "ref", name))
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -28,10 +26,7 @@ func readJSON(t testing.TB, name string, v any) {
 
 func readF32(t testing.TB, name string) []float32 {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "ref", name))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join("testdata", "ref", name))
 	v := make([]float32, len(b)/4)
 	for i := range v {
 		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))

@@ -3,10 +3,11 @@ package whisper
 import (
 	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 )
 
 // vadRef is testdata/vad/ref.json, written by tools/vad-ref/generate.py
@@ -51,10 +52,7 @@ type vadRefRecording struct {
 
 func loadVADRef(t testing.TB) *vadRef {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "vad", "ref.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join("testdata", "vad", "ref.json"))
 	var r vadRef
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)

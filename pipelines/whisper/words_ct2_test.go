@@ -16,6 +16,7 @@ import (
 
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -65,10 +66,7 @@ func realTinyEn(t *testing.T) (pipelines.Deps, *Model) {
 // (the last, 36 s, over two windows, the second starting after the first's
 // last word); its first window also runs through TranscribeBatched.
 func TestWordTimestampsMatchFasterWhisper(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("testdata", "words", "tiny.en.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := pipelinetest.ReadFile(t, filepath.Join("testdata", "words", "tiny.en.json"))
 	var ref wordsRef
 	if err := json.Unmarshal(b, &ref); err != nil {
 		t.Fatal(err)

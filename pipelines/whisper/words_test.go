@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/pipelines/whisper/tokenizer"
 )
 
@@ -153,9 +154,10 @@ func TestAddWordTimestampsRules(t *testing.T) {
 // testTokenizer is the English-only tokenizer of the committed tiny-en export.
 func testTokenizer(t *testing.T) *tokenizer.Tokenizer {
 	t.Helper()
+	dir := pipelinetest.ExpandDir(t, filepath.Join("testdata", "tiny-en"))
 	files := map[string]string{}
 	for _, f := range []string{"vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json", "config.json"} {
-		files[f] = filepath.Join("testdata", "tiny-en", f)
+		files[f] = filepath.Join(dir, f)
 	}
 	tok, err := tokenizer.FromHF(files)
 	if err != nil {

@@ -6,9 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 )
 
 // zlibCase is one vector from tools/whisper-ref/zlib_vectors.py: the input
@@ -54,10 +55,7 @@ func (c zlibCase) input(t testing.TB) []byte {
 }
 
 func loadZlibCases(t testing.TB) []zlibCase {
-	raw, err := os.ReadFile("testdata/zlib_sizes.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := pipelinetest.ReadFile(t, "testdata/zlib_sizes.json")
 	var doc struct {
 		Version string     `json:"zlib_runtime_version"`
 		Cases   []zlibCase `json:"cases"`

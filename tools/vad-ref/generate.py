@@ -11,7 +11,7 @@ cuts audio with. Run by hand (never in CI):
 
 It reads the pinned test recordings that `make test-assets` installs
 ($FALOCAL_TEST_ASSETS/whisper, default ~/.cache/falocal/testdata/whisper)
-and writes pipelines/whisper/testdata/vad/ref.json. Each recording is
+and writes pipelines/whisper/testdata/vad/ref.json.gz. Each recording is
 described by a recipe (files, cuts and runs of digital silence) that the Go
 test rebuilds the same way; the SHA-256 of its float32 samples checks that
 both built the same audio.
@@ -19,6 +19,7 @@ both built the same audio.
 import hashlib
 import json
 import os
+import subprocess
 import wave
 
 import numpy as np
@@ -204,7 +205,9 @@ def main():
     with open(OUT, "w") as fh:
         json.dump(out, fh, separators=(",", ":"))
         fh.write("\n")
-    print("wrote", OUT, os.path.getsize(OUT), "bytes")
+    # stored gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name
+    subprocess.check_call(["gzip", "-n", "-9", "-f", OUT])
+    print("wrote", OUT + ".gz", os.path.getsize(OUT + ".gz"), "bytes")
 
 
 if __name__ == "__main__":

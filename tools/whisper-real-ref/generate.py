@@ -9,11 +9,12 @@ decoding (beam_size 1) and beam search (beam_size 5), both at temperature 0
 only, condition_on_previous_text, no VAD: each segment's seek, start, end,
 text and token ids (timestamp tokens included), and avg_logprob.
 
-Run by hand (see README.md); writes pipelines/whisper/testdata/real/<model>.json.
+Run by hand (see README.md); writes pipelines/whisper/testdata/real/<model>.json.gz.
 """
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import wave
@@ -155,7 +156,9 @@ def main():
                         f.write(f" {json.dumps(k)}: {json.dumps(doc[k], ensure_ascii=False)}")
                     f.write(",\n" if i < len(keys) - 1 else "\n")
                 f.write("}\n")
-            print("wrote", path, os.path.getsize(path), "bytes", file=sys.stderr)
+            # stored gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name
+            subprocess.check_call(["gzip", "-n", "-9", "-f", path])
+            print("wrote", path + ".gz", os.path.getsize(path + ".gz"), "bytes", file=sys.stderr)
 
 
 if __name__ == "__main__":

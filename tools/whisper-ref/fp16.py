@@ -9,6 +9,7 @@ with duplicate node names, so only the unmerged pair is converted.)
 """
 import os
 import shutil
+import subprocess
 
 import onnx
 from onnxconverter_common import float16
@@ -23,3 +24,6 @@ for name in ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_mode
     onnx.save(float16.convert_float_to_float16(m, keep_io_types=False), os.path.join(dst, name))
 for name in ["config.json", "generation_config.json", "preprocessor_config.json", "vocab.json", "added_tokens.json"]:
     shutil.copy(os.path.join(src, name), dst)
+# stored gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name
+subprocess.check_call(["gzip", "-n", "-9", "-f"] + [os.path.join(dst, n) for n in
+                      ["encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "added_tokens.json"]])

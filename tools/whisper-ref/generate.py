@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import zlib
@@ -1016,9 +1017,25 @@ def stage_check_ort():
     return ok_all
 
 
+# Stored gzipped (gzip -n: byte for byte reproducible); the Go tests read
+# name.gz as name. tiny-multi stays as written: servers and clients import it
+# as a folder (weights import -dir).
+GZIP_MODEL_FILES = {"tiny-en": ["vocab.json", "merges.txt", "tokenizer_config.json", "added_tokens.json",
+                                "decoder_model_merged.onnx", "encoder_model.onnx"]}
+
+
+def stage_gzip():
+    """The last stage: every reference file and tiny-en's large files gzipped (check reads them plain)."""
+    paths = [os.path.join(REF, f) for f in sorted(os.listdir(REF)) if not f.endswith(".gz")]
+    for name, files in GZIP_MODEL_FILES.items():
+        paths += [p for p in (os.path.join(TESTDATA, name, f) for f in files) if os.path.exists(p)]
+    if paths:
+        subprocess.check_call(["gzip", "-n", "-9", "-f"] + paths)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("stages", nargs="*", default=["models", "refs", "check"])
+    ap.add_argument("stages", nargs="*", default=["models", "refs", "check", "gzip"])
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if "models" in a.stages:
@@ -1027,6 +1044,8 @@ def main():
         stage_refs()
     if "check" in a.stages:
         stage_check_ort()
+    if "gzip" in a.stages:
+        stage_gzip()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
 The Go tokenizer must agree with openai-whisper's whisper/tokenizer.py exactly,
 so this script asks the real code, running on the real tiktoken, and records
-its answers as pipelines/whisper/tokenizer/testdata/vectors.json.  It also
+its answers as pipelines/whisper/tokenizer/testdata/vectors.json(.gz).  It also
 exports the multilingual tokenizer as a Hugging Face style model directory
 (vocab.json, added_tokens.json, special_tokens_map.json) so that FromHF is
 checked against files written independently of the Go code.
@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import random
+import subprocess
 import sys
 
 import tiktoken
@@ -388,6 +389,10 @@ def main():
         json.dump(char_classes(), f, separators=(",", ":"))
         f.write("\n")
     export_hf(wt, os.path.join(args.out, "hf-multilingual"))
+    # stored gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name
+    hf = os.path.join(args.out, "hf-multilingual")
+    subprocess.check_call(["gzip", "-n", "-9", "-f", os.path.join(args.out, "vectors.json"), os.path.join(args.out, "classes.json")]
+                          + [os.path.join(hf, n) for n in sorted(os.listdir(hf)) if not n.endswith(".gz")])
 
 
 if __name__ == "__main__":

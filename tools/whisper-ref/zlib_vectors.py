@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes pipelines/whisper/testdata/zlib_sizes.json (run by hand).
+"""Writes pipelines/whisper/testdata/zlib_sizes.json.gz (run by hand).
 
 Whisper's temperature fallback uses len(text) / len(zlib.compress(text)), so
 the Go port (pipelines/whisper/zlibsize.go) must reproduce CPython's
@@ -23,6 +23,7 @@ import base64
 import json
 import os
 import random
+import subprocess
 import sys
 import zlib
 
@@ -190,4 +191,6 @@ doc = {
 with open(OUT, "w", encoding="utf-8") as f:
     json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
     f.write("\n")
-print(f"{len(out)} cases, {os.path.getsize(OUT)} bytes -> {OUT}")
+# stored gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name
+subprocess.check_call(["gzip", "-n", "-9", "-f", OUT])
+print(f"{len(out)} cases, {os.path.getsize(OUT + '.gz')} bytes -> {OUT}.gz")

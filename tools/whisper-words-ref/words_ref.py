@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Reference word timestamps for pipelines/whisper: faster-whisper (CTranslate2's
 Whisper align) with word_timestamps=True, greedy, on tiny.en from the test
-assets. Run by hand (see README.md); writes pipelines/whisper/testdata/words/tiny.en.json.
+assets. Run by hand (see README.md); writes pipelines/whisper/testdata/words/tiny.en.json.gz.
 """
 import json
 import os
+import subprocess
 import sys
 import wave
 
@@ -75,7 +76,9 @@ def main():
     with open(OUT, "w") as f:
         json.dump(doc, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    print("wrote", OUT, file=sys.stderr)
+    # stored gzipped (gzip -n: byte for byte reproducible); the Go tests read name.gz as name
+    subprocess.check_call(["gzip", "-n", "-9", "-f", OUT])
+    print("wrote", OUT + ".gz", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/pipelines/pipelinetest"
 )
 
 // vectors is testdata/vectors.json, written by
@@ -55,7 +56,7 @@ type refTokenizer struct {
 }
 
 var loadVectors = sync.OnceValues(func() (*vectors, error) {
-	data, err := os.ReadFile("testdata/vectors.json")
+	data, err := pipelinetest.Read("testdata/vectors.json")
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +272,7 @@ func TestFromHF(t *testing.T) {
 
 	t.Run("committed export", func(t *testing.T) {
 		// Written by the Python generator, independently of this package.
-		dir := "testdata/hf-multilingual"
+		dir := pipelinetest.ExpandDir(t, "testdata/hf-multilingual")
 		files := map[string]string{}
 		for _, name := range []string{"vocab.json", "added_tokens.json", "special_tokens_map.json"} {
 			files[name] = filepath.Join(dir, name)
@@ -330,7 +331,7 @@ func TestFromHF(t *testing.T) {
 		want := fromAsset(t, "multilingual.tiktoken", true, 99)
 		dir := t.TempDir()
 		files := map[string]string{
-			"vocab.json":        "testdata/hf-multilingual/vocab.json",
+			"vocab.json":        filepath.Join(pipelinetest.ExpandDir(t, "testdata/hf-multilingual"), "vocab.json"),
 			"added_tokens.json": writeJSON(t, dir, "added_tokens.json", map[string]int{"<|endoftext|>": want.eot}),
 		}
 		if _, err := FromHF(files); err == nil {
@@ -496,10 +497,7 @@ func BenchmarkEncode(b *testing.B) {
 // testdata/classes.json, which records for every code point what tiktoken's
 // regex engine decides.
 func TestCharClasses(t *testing.T) {
-	data, err := os.ReadFile("testdata/classes.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := pipelinetest.ReadFile(t, "testdata/classes.json")
 	var m map[string][][2]rune
 	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatal(err)
