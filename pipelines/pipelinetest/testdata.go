@@ -13,9 +13,8 @@ import (
 
 // Test data is stored small: a large file may be kept gzipped as name.gz
 // (gzip -n -9), and a file identical to another one as a relative symlink
-// to it (tools/dedupe_testdata.py). The server reads neither form; tests
-// read data through ReadFile and hand model folders to it through
-// ExpandDir.
+// to it (tools/dedupe_testdata.py). Only tests read the gzipped form: files
+// through ReadFile, model folders through ExpandDir (InstallDir does).
 
 // ReadFile returns the contents of path, or of path.gz uncompressed when
 // only that is there.
