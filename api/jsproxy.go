@@ -26,7 +26,7 @@ func (s *Server) proxy(c echo.Context) error {
 	}
 	prefix, ok := hostPrefix(u.Host)
 	if !ok {
-		return &pipelines.HTTPError{Status: http.StatusForbidden, Msg: "x-fal-target-url must name one of fal's hosts (fal.run, queue.fal.run, rest.fal.ai, v3.fal.media); this server fetches nothing else"}
+		return &pipelines.HTTPError{Status: http.StatusForbidden, Msg: "x-fal-target-url must name one of fal's hosts (fal.run, queue.fal.run, rest.fal.ai, rest.alpha.fal.ai, v3.fal.media); this server fetches nothing else"}
 	}
 	r2 := r.Clone(r.Context())
 	r2.Header.Del("x-fal-target-url")

@@ -212,7 +212,7 @@ func (s *Server) lookupRecord(c echo.Context, app, id string) (queue.Record, int
 		return rec, 0, notFound
 	}
 	c.Response().Header().Set("x-fal-request-id", id)
-	return rec, pos, err
+	return rec, pos, queueError(err)
 }
 
 func wantLogs(c echo.Context) bool {

@@ -173,7 +173,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	num(&c.MaxUpscale, "max-upscale-pixels", "FALOCAL_MAX_UPSCALE_PIXELS", 64<<20, "largest upscaled output image, in pixels (bigger requests get a 413)")
 	num(&c.MaxUpscaleWork, "max-upscale-work", "FALOCAL_MAX_UPSCALE_WORK", 128<<20, "most one upscale may compute, in model-native pixels: input pixels × the network's scale² (×4 for RealESRGAN_x4plus, whatever the requested scale), tile overlaps included (bigger requests get a 413; -1 = no limit)")
 	num(&c.MaxDiffusionWork, "max-diffusion-work", "FALOCAL_MAX_DIFFUSION_WORK", 200<<20, "most one image generation may compute, in pixel-steps: num_inference_steps × the pixels the model generates × num_images (bigger requests get a 422; -1 = no limit)")
-	str(&c.AllowFetch, "allow-fetch", "FALOCAL_ALLOW_FETCH", "", "comma-separated hosts (or *.domain) whose URLs may be fetched as inputs; none by default")
+	str(&c.AllowFetch, "allow-fetch", "FALOCAL_ALLOW_FETCH", "", "comma-separated hosts (or *.domain) whose URLs may be fetched as inputs, on their default port, or host:port for another; none by default")
 	c.Preload = os.Getenv("FALOCAL_PRELOAD")
 	fs.Var(preloadFlag{&c.Preload}, "preload", "load models at start instead of on first use: -preload alone loads every endpoint's default model, -preload=fal-ai/whisper,fal-ai/flux/schnell those endpoints' ($FALOCAL_PRELOAD)")
 	dur(&c.Retention, "retention", "FALOCAL_RETENTION", 7*24*time.Hour, "how long finished requests, their results and files (outputs and uploads) stay fetchable")

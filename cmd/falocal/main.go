@@ -5,6 +5,7 @@
 //	falocal [serve]            serve the API (default)
 //	falocal setup              fetch the runtime library and the default models
 //	falocal weights list|verify|install|remove|import
+//	falocal queue check|repair  inspect or rebuild a damaged queue database
 //	falocal version
 package main
 
@@ -47,9 +48,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "falocal", version)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|version] [flags]; 'falocal CMD -h' lists a command's flags")
+		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|queue|version] [flags]; 'falocal CMD -h' lists a command's flags")
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, setup, weights or version)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, setup, weights, queue or version)", cmd)
 	}
 	if err == flag.ErrHelp {
 		return 0
