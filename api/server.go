@@ -141,6 +141,7 @@ func Open(cfg Config) (*Server, error) {
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", s.metrics, s.requireKey)
 	e.POST("/run/*", s.run, s.requireKey)
+	s.realtimeRoutes(e)
 	e.GET("/cdn/files/:id/:name", s.serveFile)
 	e.HEAD("/cdn/files/:id/:name", s.serveFile)
 	s.storageRoutes(e)
