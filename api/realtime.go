@@ -336,9 +336,7 @@ func (s *Server) realtimeRead(ctx context.Context, conn *websocket.Conn, inbox *
 		if typ == websocket.MessageText {
 			err = json.Unmarshal(data, &in)
 		} else {
-			dec := msgpack.NewDecoder(bytes.NewReader(data))
-			dec.SetMapDecoder(func(d *msgpack.Decoder) (any, error) { return d.DecodeUntypedMap() })
-			err = dec.Decode(&in)
+			err = msgpack.Unmarshal(data, &in)
 		}
 		if err != nil || in == nil {
 			if sendJSON(ctx, conn, rtError("VALIDATION_ERROR", "each message must be one msgpack-encoded (or JSON) object", nil)) != nil {
@@ -400,9 +398,12 @@ func (s *Server) realtimeRun(ctx context.Context, c echo.Context, conn *websocke
 		return sendJSON(ctx, conn, rtError(code, done.Outcome.Error, withID(extra, m.requestID)))
 	}
 	var out map[string]any
-	if err := json.Unmarshal(done.Outcome.Output, &out); err != nil || out == nil {
+	dec := json.NewDecoder(bytes.NewReader(done.Outcome.Output))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil || out == nil {
 		return sendJSON(ctx, conn, rtError("INTERNAL_ERROR", "the endpoint's output is not an object", nil))
 	}
+	out = msgpackNumbers(out).(map[string]any)
 	if m.requestID != nil {
 		out["request_id"] = m.requestID
 	}
@@ -468,8 +469,36 @@ func jsonSafe(v any) any {
 		for i, e := range x {
 			x[i] = jsonSafe(e)
 		}
+	case map[any]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[fmt.Sprint(k)] = jsonSafe(e)
+		}
+		return m
 	case []byte:
 		return string(x)
+	}
+	return v
+}
+
+// msgpackNumbers gives JSON's numbers msgpack's types: integers stay
+// integers, the rest are floats.
+func msgpackNumbers(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = msgpackNumbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = msgpackNumbers(e)
+		}
+	case json.Number:
+		if n, err := x.Int64(); err == nil {
+			return n
+		}
+		f, _ := x.Float64()
+		return f
 	}
 	return v
 }

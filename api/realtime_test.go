@@ -26,7 +26,8 @@ func turboEP() *fakeEP {
 		if p == "" {
 			return nil, pipelines.Invalid("prompt", "Field required")
 		}
-		return map[string]any{"images": []any{map[string]any{"url": "data:image/png;base64,AA=="}}, "prompt": p, "sync_mode": in["sync_mode"]}, nil
+		return map[string]any{"images": []any{map[string]any{"url": "data:image/png;base64,AA==", "width": 64}},
+			"prompt": p, "sync_mode": in["sync_mode"], "seed": 2100799056, "timings": map[string]any{"inference": 0.25}}, nil
 	})
 }
 
@@ -104,7 +105,7 @@ func TestRealtimeResultsAndErrors(t *testing.T) {
 	ts, _ := rtServer(t, nil, turboEP())
 	c := rtDial(t, ts, "/run/fal-ai/fast-turbo-diffusion/realtime?fal_jwt_token=x", nil)
 
-	rtSend(t, c, map[string]any{"prompt": "a cat", "request_id": "r1"})
+	rtSend(t, c, map[string]any{"prompt": "a cat", "request_id": "r1", "image_size": map[string]any{"width": 64}})
 	typ, m := rtResult(t, c)
 	if typ != websocket.MessageBinary || m["prompt"] != "a cat" || m["request_id"] != "r1" || m["sync_mode"] != true {
 		t.Fatalf("result %v %v", typ, m)
@@ -112,6 +113,16 @@ func TestRealtimeResultsAndErrors(t *testing.T) {
 	imgs, _ := m["images"].([]any)
 	if len(imgs) != 1 {
 		t.Fatalf("images %v", m["images"])
+	}
+	// Integers arrive as msgpack integers, fractions as floats.
+	if w := imgs[0].(map[string]any)["width"]; w != int64(64) {
+		t.Errorf("width %T %v", w, w)
+	}
+	if s, ok := m["seed"].(int64); !ok || s != 2100799056 {
+		t.Errorf("seed %T %v", m["seed"], m["seed"])
+	}
+	if f, ok := m["timings"].(map[string]any)["inference"].(float64); !ok || f != 0.25 {
+		t.Errorf("timings %v", m["timings"])
 	}
 
 	// A validation error is fal's x-fal-error text frame; the connection stays.

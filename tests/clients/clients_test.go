@@ -283,6 +283,41 @@ func TestClients(t *testing.T) {
 		})
 	})
 
+	t.Run("realtime", func(t *testing.T) {
+		// A server of its own whose store holds the tiny random-weight SD
+		// test model, imported to serve fast-turbo-diffusion as SD-Turbo.
+		data := t.TempDir()
+		imp := exec.Command(testenv.Binary(t), "weights", "import", "-data-dir", data, "-pipeline", "diffusion",
+			"-name", "sd-turbo-tiny-test", "-serves", "fast-turbo-diffusion:stabilityai/sd-turbo",
+			"-dir", filepath.Join("..", "..", "pipelines", "diffusion", "testdata", "models", "sd15-tiny"))
+		if out, err := imp.CombinedOutput(); err != nil {
+			t.Fatalf("weights import: %v\n%s", err, out)
+		}
+		rs := testenv.StartServerAt(t, data, "")
+		t.Run("js", func(t *testing.T) {
+			node, modules := testenv.Node(t)
+			tap := filepath.Join(t.TempDir(), "report.tap")
+			args := []string{"--test", "--test-reporter=spec", "--test-reporter-destination=stdout",
+				"--test-reporter=tap", "--test-reporter-destination=" + tap, "realtime.test.mjs"}
+			if v, err := exec.Command(node, "--version").Output(); err == nil && (bytes.HasPrefix(v, []byte("v20.")) || bytes.HasPrefix(v, []byte("v21."))) {
+				args = append([]string{"--experimental-websocket"}, args...) // WebSocket is global from Node 22
+			}
+			runSuite(t, "js", cleanEnv("FALOCAL_BASE="+rs.Base, "FALOCAL_NODE_MODULES="+modules), node, args...)
+			b, err := os.ReadFile(tap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if report := string(b); count(t, report, "# pass") != 3 || count(t, report, "# fail") != 0 {
+				t.Fatalf("node --test:\n%s", report)
+			}
+		})
+		t.Run("python", func(t *testing.T) {
+			py := testenv.ClientPython(t)
+			env := cleanEnv("HTTPS_PROXY="+rs.Base, "SSL_CERT_FILE="+caFile(t, rs), "FAL_KEY=local:local", "PYTHONDONTWRITEBYTECODE=1")
+			checkUnittest(t, runSuite(t, "python", env, py, "-m", "unittest", "-v", "test_realtime"))
+		})
+	})
+
 	t.Run("python-auth", func(t *testing.T) {
 		py := testenv.ClientPython(t)
 		const key = "client-test:s3cret-key"
