@@ -56,6 +56,7 @@ var realtimeIdle atomic.Int64
 func init() { realtimeIdle.Store(int64(60 * time.Second)) }
 
 const (
+	realtimeDrainPoll    = 250 * time.Millisecond
 	realtimeMaxBuffering = 60
 	// realtimeMaxMessage caps one input frame when MaxBodyBytes is larger.
 	realtimeMaxMessage = 16 << 20
@@ -273,7 +274,9 @@ func (s *Server) realtime(c echo.Context, toks *rtTokens) error {
 	readers.Add(1)
 	go func() { // owned by this handler: it ends when the connection does
 		defer readers.Done()
-		readErr <- s.realtimeRead(ctx, conn, inbox)
+		err := s.realtimeRead(ctx, conn, inbox)
+		cancel() // the client is gone: its running input is cancelled
+		readErr <- err
 	}()
 	defer readers.Wait()
 	defer conn.CloseNow()
@@ -281,8 +284,22 @@ func (s *Server) realtime(c echo.Context, toks *rtTokens) error {
 	idleFor := time.Duration(realtimeIdle.Load())
 	idle := time.NewTimer(idleFor)
 	defer idle.Stop()
+	// A draining server ends its connections (net/http's shutdown does not
+	// wait for upgraded ones).
+	drain := time.NewTicker(realtimeDrainPoll)
+	defer drain.Stop()
+	goingAway := func() {
+		sendJSON(ctx, conn, rtError("INTERNAL_ERROR", "the server is shutting down", nil))
+		conn.Close(websocket.StatusGoingAway, "the server is shutting down")
+	}
 	for {
 		select {
+		case <-drain.C:
+			if s.draining.Load() {
+				goingAway()
+				return nil
+			}
+			continue
 		case err := <-readErr:
 			if errors.Is(err, errMessageTooBig) {
 				conn.Close(websocket.StatusMessageTooBig, fmt.Sprintf("a message may be at most %d bytes", limit))
@@ -300,8 +317,7 @@ func (s *Server) realtime(c echo.Context, toks *rtTokens) error {
 				break
 			}
 			if s.draining.Load() {
-				sendJSON(ctx, conn, rtError("INTERNAL_ERROR", "the server is shutting down", nil))
-				conn.Close(websocket.StatusGoingAway, "the server is shutting down")
+				goingAway()
 				return nil
 			}
 			if err := s.realtimeRun(ctx, c, conn, ep, m); err != nil {

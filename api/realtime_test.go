@@ -303,3 +303,42 @@ func TestRealtimeIdleTimeout(t *testing.T) {
 		t.Fatalf("want a normal close, got %v", err)
 	}
 }
+
+func TestRealtimeDrainCloses(t *testing.T) {
+	ts, env := rtServer(t, nil, turboEP())
+	c := rtDial(t, ts, "/run/fal-ai/fast-turbo-diffusion/realtime", nil)
+	rtSend(t, c, map[string]any{"prompt": "before"})
+	if _, m := rtResult(t, c); m["prompt"] != "before" {
+		t.Fatalf("before drain: %v", m)
+	}
+	env.srv.Drain()
+	if _, m := rtResult(t, c); m["error"] != "INTERNAL_ERROR" {
+		t.Fatalf("drain: %v", m)
+	}
+	_, _, err := rtRecv(t, c)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway {
+		t.Fatalf("want close 1001, got %v", err)
+	}
+}
+
+func TestRealtimeClientGoneCancelsRun(t *testing.T) {
+	started := make(chan struct{})
+	cancelled := make(chan struct{})
+	slow := ep("fal-ai/fast-turbo-diffusion", func(ctx context.Context, req *pipelines.Request) (any, error) {
+		close(started)
+		<-ctx.Done()
+		close(cancelled)
+		return nil, ctx.Err()
+	})
+	ts, _ := rtServer(t, nil, slow)
+	c := rtDial(t, ts, "/run/fal-ai/fast-turbo-diffusion/realtime", nil)
+	rtSend(t, c, map[string]any{"prompt": "long"})
+	<-started
+	c.CloseNow()
+	select {
+	case <-cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run went on after its client left")
+	}
+}
