@@ -116,7 +116,7 @@ func rtError(code, reason string, extra map[string]any) map[string]any {
 }
 
 // realtimeRoutes registers the realtime WebSocket on the run host (GET
-// /run/*) and remembers the realtime tokens /rest/tokens/ issues, so that a
+// /run/*) and remembers the realtime tokens /rest/tokens/ hands out, so that a
 // server with keys can check them.
 func (s *Server) realtimeRoutes(e *echo.Echo) {
 	toks := &rtTokens{m: map[string]rtTok{}}
@@ -124,7 +124,7 @@ func (s *Server) realtimeRoutes(e *echo.Echo) {
 	e.GET("/run/*", func(c echo.Context) error { return s.realtime(c, toks) })
 }
 
-// rtTok is one issued token: the app aliases it allows and its expiry.
+// rtTok is one token handed out: the app aliases it allows and its expiry.
 type rtTok struct {
 	apps    []string
 	expires time.Time
@@ -154,7 +154,7 @@ func (w *tokenWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// watch notes the tokens POST /rest/tokens/ issues, with their apps.
+// watch notes the tokens POST /rest/tokens/ hands out, with their apps.
 func (t *rtTokens) watch(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if p := c.Path(); c.Request().Method != http.MethodPost || (p != "/rest/tokens/" && p != "/rest/tokens") {
@@ -196,7 +196,7 @@ func (t *rtTokens) watch(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// valid reports whether tok was issued, has not expired and allows the
+// valid reports whether tok was handed out, has not expired and allows the
 // app of endpoint id (its alias, as fal's tokens name apps).
 func (t *rtTokens) valid(tok, id string) bool {
 	t.mu.Lock()
@@ -577,7 +577,7 @@ func (s *Server) realtimeIDs() []string {
 
 // realtimeAuthorized: without keys every connection passes (the server is
 // local only then); with keys, a configured key in the Authorization header
-// (Python's use_jwt=False) or a token the server issued.
+// (Python's use_jwt=False) or a token the server handed out.
 func (s *Server) realtimeAuthorized(c echo.Context, token, id string, toks *rtTokens) bool {
 	if len(s.keys) == 0 {
 		return true

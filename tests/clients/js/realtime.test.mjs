@@ -33,9 +33,9 @@ globalThis.WebSocket = class extends NativeWebSocket {
 
 const input = { model_name: "stabilityai/sd-turbo", image_size: { width: 64, height: 64 }, num_inference_steps: 1 };
 
-// session connects to app and collects what arrives; next() waits for the
+// connect opens app and collects what arrives; next() waits for the
 // next result or error.
-const session = (app) => {
+const connect = (app) => {
   const arrived = [];
   let wake = () => {};
   const push = (x) => {
@@ -73,7 +73,7 @@ const session = (app) => {
 };
 
 test("fast-turbo-diffusion: each input gets its image, request_id echoed", async () => {
-  const { conn, next } = session("fal-ai/fast-turbo-diffusion");
+  const { conn, next } = connect("fal-ai/fast-turbo-diffusion");
   try {
     conn.send({ ...input, prompt: "a red apple", seed: 7, request_id: "first" });
     let got = await next();
@@ -101,7 +101,7 @@ test("fast-turbo-diffusion: each input gets its image, request_id echoed", async
 });
 
 test("fast-turbo-diffusion: an invalid input is an ApiError, the connection goes on", async () => {
-  const { conn, next } = session("fal-ai/fast-turbo-diffusion");
+  const { conn, next } = connect("fal-ai/fast-turbo-diffusion");
   try {
     conn.send({ ...input, prompt: "", request_id: "bad" });
     let got = await next();
@@ -121,7 +121,7 @@ test("fast-turbo-diffusion: an invalid input is an ApiError, the connection goes
 });
 
 test("an endpoint without realtime says so", async () => {
-  const { conn, next } = session("fal-ai/fast-sdxl");
+  const { conn, next } = connect("fal-ai/fast-sdxl");
   try {
     conn.send({ prompt: "x" });
     const got = await next();
