@@ -1,13 +1,10 @@
 //go:build cgo
 
-package diffusion_test
+package diffusion
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
-	"image"
 	_ "image/png"
 	"net/http"
 	"path/filepath"
@@ -19,7 +16,6 @@ import (
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
-	"github.com/falocal/falocal/pipelines/diffusion"
 	"github.com/falocal/falocal/pipelines/diffusion/diffusiontest"
 	"github.com/falocal/falocal/pipelines/pipelinetest"
 	"github.com/falocal/falocal/weights"
@@ -27,10 +23,11 @@ import (
 
 // importExport copies an export into st as `weights import -dir` does
 // (float16 graph edges cast to float32) and checks it with
-// diffusion.Check; it returns the manifest to record, or Check's error.
-func importExport(t *testing.T, st *weights.Store, d pipelines.Deps, dir, name string, params map[string]string) (weights.Manifest, error) {
+// Check; it returns the manifest to record, or Check's error.
+func importExport(t *testing.T, d pipelines.Deps, dir, name string, params map[string]string) (weights.Manifest, error) {
 	t.Helper()
-	files, err := st.AddDirWith(dir, "fp32", func(n, p string) error {
+	st := d.Store
+	files, err := st.AddDirWith(pipelinetest.ExpandDir(t, dir), "fp32", func(n, p string) error {
 		if filepath.Ext(n) != ".onnx" {
 			return nil
 		}
@@ -44,7 +41,7 @@ func importExport(t *testing.T, st *weights.Store, d pipelines.Deps, dir, name s
 		params = map[string]string{}
 	}
 	man := weights.Manifest{Name: name, Pipeline: "diffusion", Files: files, Params: params}
-	limits, err := diffusion.Check(t.Context(), d, man)
+	limits, err := Check(t.Context(), d, man)
 	if err != nil {
 		return man, err
 	}
@@ -146,7 +143,7 @@ func TestImportExportVariants(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := stubDeps(t)
-			man, err := importExport(t, d.Store, d, dir, "m", c.params)
+			man, err := importExport(t, d, dir, "m", c.params)
 			if len(c.err) > 0 {
 				if err == nil {
 					t.Fatalf("imported; want an error with %q", c.err)
@@ -183,7 +180,7 @@ func TestServeExportVariants(t *testing.T) {
 		if err := diffusiontest.Write(dir, o); err != nil {
 			t.Fatal(err)
 		}
-		man, err := importExport(t, d.Store, d, dir, name, nil)
+		man, err := importExport(t, d, dir, name, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +190,7 @@ func TestServeExportVariants(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, eps := pipelinetest.Build(t, diffusion.New, d)
+	_, eps := pipelinetest.Build(t, New, d)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, c := range []struct {
@@ -231,28 +228,11 @@ func TestServeExportVariants(t *testing.T) {
 			}
 			for _, im := range r.Out["images"].([]any) {
 				f := im.(map[string]any)
-				img := decodeDataURI(t, f["url"].(string))
+				img := decodeURI(t, f["url"].(string))
 				if img.Bounds().Dx() != c.w || img.Bounds().Dy() != c.h || int(f["width"].(float64)) != c.w || int(f["height"].(float64)) != c.h {
 					t.Errorf("image %v, file %v×%v; want %d×%d", img.Bounds(), f["width"], f["height"], c.w, c.h)
 				}
 			}
 		})
 	}
-}
-
-func decodeDataURI(t *testing.T, uri string) image.Image {
-	t.Helper()
-	_, b64, ok := strings.Cut(uri, ";base64,")
-	if !ok {
-		t.Fatalf("not a data URI: %.40s", uri)
-	}
-	b, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, _, err := image.Decode(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
 }

@@ -7,12 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/falocal/falocal/engine"
-	"github.com/falocal/falocal/engine/ort"
-	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
-	"github.com/falocal/falocal/pipelines/pipelinetest"
-	"github.com/falocal/falocal/weights"
 )
 
 // ONNX Runtime's Stable Diffusion optimizer (optimize_pipeline --float16,
@@ -24,33 +19,8 @@ import (
 // SkipLayerNormalization, Gelu, QuickGelu) and follows diffusers' float32
 // reference.
 
-// importORTExport takes an export folder through the import: its files
-// stored with float32 inputs and outputs, then the check.
-func importORTExport(t *testing.T, name string) (pipelines.Deps, weights.Manifest, map[string]string, error) {
-	t.Helper()
-	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := pipelinetest.Store(t)
-	d := pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{SessionsPerModel: 1}}
-	files, err := st.AddDirWith(pipelinetest.ExpandDir(t, filepath.Join("testdata", "stock", name)), "fp16", func(n, p string) error {
-		if filepath.Ext(n) != ".onnx" {
-			return nil
-		}
-		_, err := weights.Float32IO(p)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	man := weights.Manifest{Name: name, Pipeline: "diffusion", Files: files, Params: map[string]string{}}
-	limits, err := Check(t.Context(), d, man)
-	return d, man, limits, err
-}
-
 func TestORTOptimizedForCUDARefused(t *testing.T) {
-	_, _, _, err := importORTExport(t, "sd15-ort-fp16")
+	_, err := importExport(t, stubDeps(t), filepath.Join("testdata", "stock", "sd15-ort-fp16"), "sd15-ort-fp16", nil)
 	if err == nil {
 		t.Fatal("the import check passed an export that uses CUDA-only operators")
 	}
@@ -65,12 +35,13 @@ func TestORTOptimizedForCUDARefused(t *testing.T) {
 }
 
 func TestORTOptimizedForCPU(t *testing.T) {
-	d, man, limits, err := importORTExport(t, "sd15-ort-fp16-cpu")
+	d := stubDeps(t)
+	man, err := importExport(t, d, filepath.Join("testdata", "stock", "sd15-ort-fp16-cpu"), "sd15-ort-fp16-cpu", nil)
 	if err != nil {
 		t.Fatalf("import check: %v", err)
 	}
-	if len(limits) != 0 {
-		t.Errorf("limits %v: the export runs any size", limits)
+	if len(man.Params) != 0 {
+		t.Errorf("params %v: the export runs any size", man.Params)
 	}
 	models := pipelines.NewModels(d)
 	t.Cleanup(func() { models.Close() })

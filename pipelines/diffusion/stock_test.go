@@ -9,12 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/falocal/falocal/engine"
-	"github.com/falocal/falocal/engine/ort"
-	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
-	"github.com/falocal/falocal/pipelines/pipelinetest"
-	"github.com/falocal/falocal/weights"
 )
 
 // Exports made as users make them (tools/diffusion-ref/stock.py: optimum-cli
@@ -28,10 +23,6 @@ func TestStockExports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := ort.Init(ort.Config{LibraryPath: testenv.ORTLibrary(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
 	for _, e := range ents {
 		// ONNX Runtime's optimizer's outputs (sd15-ort-*): ortopt_test.go
@@ -41,29 +32,17 @@ func TestStockExports(t *testing.T) {
 		n++
 		name := e.Name()
 		t.Run(name, func(t *testing.T) {
-			st := pipelinetest.Store(t)
-			d := pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Config: pipelines.Config{SessionsPerModel: 1}}
-			files, err := st.AddDirWith(pipelinetest.ExpandDir(t, filepath.Join(root, name)), "fp32", func(n, p string) error {
-				if filepath.Ext(n) != ".onnx" {
-					return nil
-				}
-				_, err := weights.Float32IO(p)
-				return err
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			man := weights.Manifest{Name: name, Pipeline: "diffusion", Files: files, Params: map[string]string{}}
-			limits, err := Check(t.Context(), d, man)
+			d := stubDeps(t)
+			man, err := importExport(t, d, filepath.Join(root, name), name, nil)
 			if err != nil {
 				t.Fatalf("import check: %v", err)
 			}
-			if len(limits) != 0 {
-				t.Errorf("limits %v: the export runs any size", limits)
+			if len(man.Params) != 0 {
+				t.Errorf("params %v: the export runs any size", man.Params)
 			}
 			models := pipelines.NewModels(d)
 			t.Cleanup(func() { models.Close() })
-			m, err := LoadModel(man, st, models)
+			m, err := LoadModel(man, d.Store, models)
 			if err != nil {
 				t.Fatal(err)
 			}
