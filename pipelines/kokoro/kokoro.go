@@ -35,9 +35,11 @@ type Pipeline struct {
 	FrontEnd func(lang Language) Phonemizer
 }
 
-// New builds the Kokoro endpoints; text is read by espeak-ng.
+// New builds the Kokoro endpoints: English is read by misaki's lexicons and
+// rules (the installed misaki-en model), the other languages by espeak-ng.
 func New(d pipelines.Deps) (pipelines.Pipeline, error) {
-	return &Pipeline{deps: d, models: pipelines.NewModels(d), FrontEnd: EspeakFrontEnd}, nil
+	en := &english{deps: d}
+	return &Pipeline{deps: d, models: pipelines.NewModels(d), FrontEnd: en.frontEnd}, nil
 }
 
 // EspeakFrontEnd reads every language with espeak-ng.
