@@ -220,7 +220,7 @@ func (a *importArgs) runDir(ctx context.Context, c *Config, log *slog.Logger, st
 		}
 	}
 	var prepare func(name, path string) error
-	if a.pipeline == "diffusion" {
+	if a.pipeline == "diffusion" || a.pipeline == "kokoro" {
 		// float16 graph inputs/outputs become float32 (Cast nodes at the
 		// edges): the engine cannot take runtime-sized float16 outputs
 		prepare = func(name, path string) error {
@@ -291,6 +291,7 @@ var dirChecks = map[string]func(dir string) error{
 		}
 		return nil
 	},
+	"kokoro": weights.CheckKokoroDir,
 	"whisper": func(dir string) error {
 		has := func(n string) bool { _, err := os.Stat(filepath.Join(dir, n)); return err == nil }
 		var missing []string

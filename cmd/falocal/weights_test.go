@@ -7,9 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines/diffusion/diffusiontest"
 	"github.com/falocal/falocal/weights"
+	"github.com/falocal/falocal/weights/onnxpb"
 )
 
 // TestWeightsImport: a user's ONNX file lands in the store with the
@@ -200,4 +203,59 @@ func TestWeightsImportCT2(t *testing.T) {
 	if _, err := s.Get("bad"); err == nil {
 		t.Error("a truncated model was installed")
 	}
+}
+
+// A Kokoro export imports as a folder: one .onnx and its voices, checked
+// before anything is copied; float16 graph edges become float32 as for
+// diffusion.
+func TestWeightsImportKokoro(t *testing.T) {
+	data := t.TempDir()
+	imp := func(dir string) (int, string) {
+		var out, errb bytes.Buffer
+		code := run([]string{"weights", "import", "-data-dir", data, "-pipeline", "kokoro", "-name", "k", "-dir", dir}, &out, &errb)
+		return code, errb.String()
+	}
+	src := t.TempDir()
+	half := onnxpb.TensorProto_FLOAT16
+	vi := func(n string) *onnxpb.ValueInfoProto {
+		return &onnxpb.ValueInfoProto{Name: proto.String(n), Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_TensorType{
+			TensorType: &onnxpb.TypeProto_Tensor{ElemType: proto.Int32(int32(half)), Shape: &onnxpb.TensorShapeProto{
+				Dim: []*onnxpb.TensorShapeProto_Dimension{{Value: &onnxpb.TensorShapeProto_Dimension_DimParam{DimParam: "n"}}}}}}}}
+	}
+	b, err := proto.Marshal(&onnxpb.ModelProto{IrVersion: proto.Int64(8),
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(17)}},
+		Graph: &onnxpb.GraphProto{Name: proto.String("g"), Input: []*onnxpb.ValueInfoProto{vi("style")}, Output: []*onnxpb.ValueInfoProto{vi("audio")},
+			Node: []*onnxpb.NodeProto{{OpType: proto.String("Identity"), Input: []string{"style"}, Output: []string{"audio"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(src, "kokoro-fp16.onnx"), b, 0o644)
+	if code, msg := imp(src); code == 0 || !strings.Contains(msg, "voice") {
+		t.Fatalf("no voices: exit %d: %s", code, msg)
+	}
+	os.MkdirAll(filepath.Join(src, "voices"), 0o755)
+	os.WriteFile(filepath.Join(src, "voices", "af_test.bin"), make([]byte, weights.KokoroVoiceBytes), 0o644)
+	if code, msg := imp(src); code != 0 {
+		t.Fatalf("exit %d: %s", code, msg)
+	}
+	s, _ := weights.Open(data)
+	m, err := s.Get("k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range m.Files {
+		if f.Name != "kokoro-fp16.onnx" {
+			continue
+		}
+		p, err := s.Path(m, f.Role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, out, err := weights.ONNXSignature(p)
+		if err != nil || in[0].Elem != int32(onnxpb.TensorProto_FLOAT) || out[0].Elem != int32(onnxpb.TensorProto_FLOAT) {
+			t.Fatalf("stored graph edges %+v %+v %v; want float32", in, out, err)
+		}
+		return
+	}
+	t.Fatalf("no .onnx in %+v", m.Files)
 }
