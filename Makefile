@@ -149,4 +149,4 @@ proto: $(PROTO_VENV)/.installed
 		--go_opt=Monnx.proto=github.com/falocal/falocal/weights/onnxpb proto/onnx.proto
 
 clean:
-	rm -rf bin $(CLIENTS_JS)/node_modules tests/clients/js-old/node_modules
+	rm -rf bin $(CLIENTS_JS)/node_modules $(CLIENTS_JS_OLD)/node_modules
