@@ -27,10 +27,10 @@ func TestExpandDir(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "tokenizer"), 0o755)
 	os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o644)
 	writeGzip(t, filepath.Join(dir, "tokenizer", "vocab.json.gz"), []byte(`{"a": 1}`))
-	os.WriteFile(filepath.Join(root, "shared.txt"), []byte("merges"), 0o644)
-	writeGzip(t, filepath.Join(root, "shared.onnx.gz"), []byte("onnx"))
-	os.Symlink("../../shared.txt", filepath.Join(dir, "tokenizer", "merges.txt"))
-	os.Symlink("../shared.onnx.gz", filepath.Join(dir, "model.onnx.gz"))
+	os.WriteFile(filepath.Join(root, "common.txt"), []byte("merges"), 0o644)
+	writeGzip(t, filepath.Join(root, "common.onnx.gz"), []byte("onnx"))
+	os.Symlink("../../common.txt", filepath.Join(dir, "tokenizer", "merges.txt"))
+	os.Symlink("../common.onnx.gz", filepath.Join(dir, "model.onnx.gz"))
 
 	out := ExpandDir(t, dir)
 	for name, want := range map[string]string{"config.json": "{}", "tokenizer/vocab.json": `{"a": 1}`,
