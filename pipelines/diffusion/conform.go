@@ -55,6 +55,9 @@ func conform(t *engine.Tensor, v weights.ValueInfo, batch int64) (*engine.Tensor
 	if !ok {
 		return nil, fmt.Errorf("declared element type %d is not supported", v.Elem)
 	}
+	if want == t.DType && fits(t.Shape, v) {
+		return t, nil // the common case: no copy of the sample or the latents
+	}
 	vals, err := float64s(t)
 	if err != nil {
 		return nil, err
@@ -97,6 +100,20 @@ func conform(t *engine.Tensor, v weights.ValueInfo, batch int64) (*engine.Tensor
 		return t, nil
 	}
 	return fromFloat64s(vals, want, shape)
+}
+
+// fits reports whether shape is one v declares: same rank, static
+// dimensions equal.
+func fits(shape []int64, v weights.ValueInfo) bool {
+	if v.Dims == nil || len(v.Dims) != len(shape) {
+		return false
+	}
+	for i, d := range v.Dims {
+		if d >= 0 && d != shape[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // declared prints a declared shape with its symbolic dimensions.
