@@ -186,6 +186,59 @@ var whisperAssets = []assetSource{
 			"cards/cards.transcription":                              "5f11ecf64b8c45e4596d128293c66e695844854ad03cc79ffabde72dea1eba05",
 		}),
 	},
+	{
+		// Non-English human speech: Asterisk's core prompts, Canadian French
+		// read by June Wallack (CC-BY-SA-3.0, debian/copyright), 8 kHz mono s16.
+		pkg: fetch.Artifact{
+			Name:   "asterisk-core-sounds-fr-wav_1.6.1-1_all.deb",
+			URL:    "http://deb.debian.org/debian/pool/main/a/asterisk-core-sounds/asterisk-core-sounds-fr-wav_1.6.1-1_all.deb",
+			SHA256: "8d4e1bc32ed5ba7fbda40841ca1825ed20cc6232724a473c90f8bb0e53e6073e",
+			Size:   18516060,
+		},
+		extract: fetch.ExtractDeb,
+		files: []assetFile{
+			{"usr/share/asterisk/sounds/fr_CA_f_June/demo-congrats.wav", "nonen/fr-demo-congrats.wav", "0d29d5c32bec6865c000045831e76e4c1286acd326648f7a59b5f7c369b528b6"},
+		},
+	},
+	{
+		// Its script ("name: text" per prompt, gzipped UTF-8).
+		pkg: fetch.Artifact{
+			Name:   "asterisk-core-sounds-fr_1.6.1-1_all.deb",
+			URL:    "http://deb.debian.org/debian/pool/main/a/asterisk-core-sounds/asterisk-core-sounds-fr_1.6.1-1_all.deb",
+			SHA256: "04c82c78c570c43a7136cbc5e2488d0c470b775468dff9fbce4a131b18cf1056",
+			Size:   23152,
+		},
+		extract: fetch.ExtractDeb,
+		files: []assetFile{
+			{"usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz", "nonen/fr-core-sounds.txt.gz", "24830a518a6ee3b2bdeb97dbe6131f84ab21a864f4395ffeee076be6cff32882"},
+		},
+	},
+	{
+		// The same prompts in Italian, read by Carlo Flora (CC-BY-3.0).
+		pkg: fetch.Artifact{
+			Name:   "asterisk-core-sounds-it-wav_1.6.1-1_all.deb",
+			URL:    "http://deb.debian.org/debian/pool/main/a/asterisk-core-sounds/asterisk-core-sounds-it-wav_1.6.1-1_all.deb",
+			SHA256: "5a26638089e134b8ac39363fe249c5c93c50cd8bfdc9b2499ae61ec4a35e2fcb",
+			Size:   18262124,
+		},
+		extract: fetch.ExtractDeb,
+		files: []assetFile{
+			{"usr/share/asterisk/sounds/it_IT_m_Carlo/demo-congrats.wav", "nonen/it-demo-congrats.wav", "47604e93a232f80ab99f23b54ff76345654819a09918001f02f4254a037d9e4f"},
+		},
+	},
+	{
+		// Its script (gzipped UTF-8 with a BOM).
+		pkg: fetch.Artifact{
+			Name:   "asterisk-core-sounds-it_1.6.1-1_all.deb",
+			URL:    "http://deb.debian.org/debian/pool/main/a/asterisk-core-sounds/asterisk-core-sounds-it_1.6.1-1_all.deb",
+			SHA256: "3884d9457e12f21caa018c18f0d587df5d53ebea14b673d8453a134c5941ab3b",
+			Size:   23972,
+		},
+		extract: fetch.ExtractDeb,
+		files: []assetFile{
+			{"usr/share/doc/asterisk-core-sounds-it/core-sounds-it.txt.gz", "nonen/it-core-sounds.txt.gz", "5abad27c280741e0635c46745c7829f45ccd5922b7914c35f2f2136f22779bda"},
+		},
+	},
 }
 
 func pocketsphinxFiles(sums map[string]string) []assetFile {
