@@ -74,7 +74,8 @@ func writeWAV(b *testing.B, path string, pcm []float32) {
 
 // BenchmarkWhisperReal transcribes 61.3 s of real speech (realSpeech) with
 // the real models that setup installs (whisper-base and whisper-tiny.en,
-// float32 ONNX converted from faster-whisper's CTranslate2 files), with
+// float32 ONNX converted from faster-whisper's CTranslate2 files, and their
+// int8 conversions whisper-base-int8 and whisper-tiny.en-int8), with
 // Whisper's sequential long-form algorithm (batch 1), greedy and beam 5,
 // language en, on runtime.NumCPU() intra-op threads. It reports the median
 // real-time factor over the iterations (processing seconds per audio
@@ -106,17 +107,22 @@ func BenchmarkWhisperReal(b *testing.B) {
 	models := pipelines.NewModels(pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(),
 		Config: pipelines.Config{SessionsPerModel: 1}, Session: threads(runtime.NumCPU())})
 	b.Cleanup(func() { models.Close() })
-	for _, name := range []string{"whisper-base", "whisper-tiny.en"} {
+	for _, name := range []string{"whisper-base", "whisper-base-int8", "whisper-tiny.en", "whisper-tiny.en-int8"} {
 		man, err := st.Get(name)
 		if err != nil {
-			b.Fatalf("%s: %v (run 'make setup', which installs it)", name, err)
+			b.Fatalf("%s: %v (run 'falocal setup -models whisper-base,whisper-base-int8,whisper-tiny.en,whisper-tiny.en-int8')", name, err)
+		}
+		model, compute, _ := strings.Cut(name, "-int8")
+		compute = "fp32"
+		if man.Params["compute_type"] == "int8" {
+			compute = "int8"
 		}
 		m, err := whisper.LoadModel(man, st, models)
 		if err != nil {
 			b.Fatal(err)
 		}
 		for _, beam := range []int{1, 5} {
-			b.Run(fmt.Sprintf("%s/fp32/beam=%d", name, beam), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/%s/beam=%d", model, compute, beam), func(b *testing.B) {
 				opt := whisper.TranscribeOptions{Options: whisper.Options{Language: "en", BeamSize: beam}}
 				var runs []float64
 				var tokens int

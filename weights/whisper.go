@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/falocal/falocal/internal/fetch"
 	"github.com/falocal/falocal/weights/ct2"
@@ -73,7 +76,12 @@ var whisperModels = map[string]whisperCT2{
 // installWhisper fetches a pinned faster-whisper model, joins its parts,
 // checks model.bin and converts it.
 func installWhisper(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) error {
-	w, ok := whisperModels[r.Name]
+	// "<model>-int8" is <model> with its linear layers quantised to int8
+	name, compute := r.Name, ""
+	if base, ok := strings.CutSuffix(r.Name, "-int8"); ok {
+		name, compute = base, "int8"
+	}
+	w, ok := whisperModels[name]
 	if !ok {
 		return fmt.Errorf("no Whisper model %q", r.Name)
 	}
@@ -132,7 +140,7 @@ func installWhisper(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) e
 	}
 	_, err = s.ImportWhisperCT2(src, Manifest{Name: r.Name, Pipeline: r.Pipeline, Description: r.Description,
 		Serves: w.serves, Source: "CTranslate2 model from " + w.pkgs[0].Name,
-		Params: map[string]string{"recipe_revision": strconv.Itoa(r.Revision)}})
+		Params: map[string]string{"recipe_revision": strconv.Itoa(r.Revision), "compute_type": compute}})
 	return err
 }
 
@@ -155,6 +163,17 @@ func extractPresent(archive string, files map[string]string, found map[string]bo
 		return nil
 	}
 	return fetch.ExtractZip(archive, here)
+}
+
+// ct2HasInt8 reports whether a model stores any variable as int8 with a
+// scale (a quantised weight, not an int8 attribute).
+func ct2HasInt8(m *ct2.Model) bool {
+	for name, t := range m.Tensors {
+		if t.DType == ct2.Int8 && m.Tensors[name+"_scale"] != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func appendFile(w io.Writer, path string) error {
@@ -181,8 +200,14 @@ func IsCT2Dir(dir string) bool {
 // ImportWhisperCT2 converts the CTranslate2 Whisper model in dir (model.bin,
 // config.json, tokenizer.json: a faster-whisper model directory) to ONNX
 // and adds it to the store as m (Name, Pipeline, Serves, Description,
-// Source; Files and MemoryBytes are filled in).
+// Source; Files and MemoryBytes are filled in). m.Params["compute_type"]
+// picks the linear layers' weight type (whisperonnx.Options.ComputeType:
+// default, float32 or int8); the type written is recorded there.
 func (s *Store) ImportWhisperCT2(dir string, m Manifest) (Manifest, error) {
+	compute := m.Params["compute_type"]
+	if compute != "" && !slices.Contains(whisperonnx.ComputeTypes, compute) {
+		return Manifest{}, fmt.Errorf("compute_type %q is not one of %s", compute, strings.Join(whisperonnx.ComputeTypes, ", "))
+	}
 	if !IsCT2Dir(dir) {
 		return Manifest{}, fmt.Errorf("%s is not a CTranslate2 model directory: it needs model.bin and config.json", dir)
 	}
@@ -207,14 +232,18 @@ func (s *Store) ImportWhisperCT2(dir string, m Manifest) (Manifest, error) {
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, "export")
 	// external data: the two decoders share one file of weights on disk
-	if _, err := whisperonnx.FromCT2(model, out, whisperonnx.Options{CT2Config: cfg, External: whisperonnx.ExternalAlways}); err != nil {
+	dtype := "fp32"
+	if compute == "int8" || (compute != "float32" && ct2HasInt8(model)) {
+		dtype = "int8"
+	}
+	if _, err := whisperonnx.FromCT2(model, out, whisperonnx.Options{CT2Config: cfg, External: whisperonnx.ExternalAlways, ComputeType: compute}); err != nil {
 		return Manifest{}, fmt.Errorf("%s: %w", dir, err)
 	}
 	model = nil // the converted graphs are on disk; let the weights go
 	if err := copyFile(filepath.Join(dir, "tokenizer.json"), filepath.Join(out, "tokenizer.json")); err != nil {
 		return Manifest{}, err
 	}
-	files, err := s.AddDir(out, "fp32")
+	files, err := s.AddDir(out, dtype)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -222,6 +251,11 @@ func (s *Store) ImportWhisperCT2(dir string, m Manifest) (Manifest, error) {
 	if m.Pipeline == "" {
 		m.Pipeline = "whisper"
 	}
+	m.Params = maps.Clone(m.Params)
+	if m.Params == nil {
+		m.Params = map[string]string{}
+	}
+	m.Params["compute_type"] = map[string]string{"fp32": "float32", "int8": "int8"}[dtype]
 	// sessions hold about their weights once more in arena and working
 	// buffers; the decoders share their weights on disk, not in memory
 	for _, f := range files {

@@ -128,6 +128,7 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 //	  -param std=0.229,0.224,0.225 -param scale=255 -param activation=sigmoid
 type importArgs struct {
 	name, pipeline, file, dir, dtype string
+	computeType                      string
 	serves, params                   multi
 	memory                           int64
 	check                            bool
@@ -144,6 +145,7 @@ func (a *importArgs) bind(fs *flag.FlagSet) {
 	fs.StringVar(&a.file, "file", "", "ONNX file to import (copied into the store)")
 	fs.StringVar(&a.dir, "dir", "", "directory of a multi-file export to import whole, e.g. optimum's Whisper export")
 	fs.StringVar(&a.dtype, "dtype", "fp32", "weight type, for the record")
+	fs.StringVar(&a.computeType, "compute-type", "default", "whisper, faster-whisper directories: linear layers' weight type: default (int8 stays int8, the rest float32), float32, or int8 (quantised per row)")
 	fs.Var(&a.serves, "serves", "what it serves, e.g. 'rembg' or 'birefnet:Portrait' (repeatable)")
 	fs.Var(&a.params, "param", "pipeline setting key=value (repeatable): input, output, size, mean, std, scale, activation")
 	fs.Int64Var(&a.memory, "memory", 0, "resident memory estimate in bytes (default: 4x the file size + 1 GiB)")
@@ -209,10 +211,14 @@ func (a *importArgs) runDir(ctx context.Context, c *Config, log *slog.Logger, st
 		}
 		params[k] = v
 	}
+	if a.computeType != "default" && !(a.pipeline == "whisper" && weights.IsCT2Dir(a.dir)) {
+		return weights.Manifest{}, fmt.Errorf("-compute-type applies to a faster-whisper (CTranslate2) directory imported with -pipeline whisper")
+	}
 	if a.pipeline == "whisper" && weights.IsCT2Dir(a.dir) {
 		// a faster-whisper (CTranslate2) model directory: converted to ONNX
+		params["compute_type"] = a.computeType
 		return store.ImportWhisperCT2(a.dir, weights.Manifest{Name: a.name, Pipeline: a.pipeline,
-			Serves: a.serves, Source: "imported from " + a.dir})
+			Serves: a.serves, Params: params, Source: "imported from " + a.dir})
 	}
 	if check, ok := dirChecks[a.pipeline]; ok {
 		if err := check(a.dir); err != nil {

@@ -187,6 +187,37 @@ func TestWeightsImportCT2(t *testing.T) {
 	if err := s.Verify("tiny-en"); err != nil {
 		t.Error(err)
 	}
+	if ct := m.Params["compute_type"]; ct != "float32" {
+		t.Errorf("float16 model.bin recorded as compute_type %q, want float32", ct)
+	}
+	// quantised at import, as faster-whisper's compute_type int8
+	errb.Reset()
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-pipeline", "whisper", "-name", "tiny-en-int8", "-compute-type", "int8", "-dir", src}, &out, &errb); code != 0 {
+		t.Fatalf("int8: exit %d: %s", code, errb.String())
+	}
+	q, err := s.Get("tiny-en-int8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fsize, qsize int64
+	for _, f := range m.Files {
+		fsize += f.Size
+	}
+	for _, f := range q.Files {
+		qsize += f.Size
+	}
+	if q.Params["compute_type"] != "int8" || qsize*2 > fsize {
+		t.Errorf("int8 import: compute_type %q, %d bytes (float32 %d)", q.Params["compute_type"], qsize, fsize)
+	}
+	for _, args := range [][]string{
+		{"-pipeline", "whisper", "-name", "x", "-compute-type", "int4", "-dir", src},
+		{"-pipeline", "rembg", "-name", "x", "-compute-type", "int8", "-dir", src},
+	} {
+		errb.Reset()
+		if code := run(append([]string{"weights", "import", "-data-dir", dir}, args...), &out, &errb); code == 0 || !strings.Contains(errb.String(), "compute") {
+			t.Errorf("%v: exit %d: %s", args, code, errb.String())
+		}
+	}
 	// half a model.bin
 	bad := t.TempDir()
 	for _, n := range []string{"config.json", "tokenizer.json"} {

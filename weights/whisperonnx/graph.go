@@ -1,6 +1,8 @@
 package whisperonnx
 
 import (
+	"fmt"
+
 	"github.com/falocal/falocal/weights/onnxgraph"
 	"github.com/falocal/falocal/weights/onnxpb"
 )
@@ -12,20 +14,59 @@ const (
 	Opset     = onnxgraph.Opset
 )
 
-// weight is a float32 initializer whose values load on demand, so that a
-// large model is written one tensor at a time.
+// weight is an initializer whose values load on demand, so that a large
+// model is written one tensor at a time: float32 values (load), or int8
+// ones as bytes (loadInt8) for the weights of quantised linear layers.
 type weight struct {
-	name string
-	dims []int64
-	load func() ([]float32, error)
+	name     string
+	dims     []int64
+	load     func() ([]float32, error)
+	loadInt8 func() ([]byte, error)
 }
 
-func (w *weight) bytes() int64 {
-	n := int64(4)
+func (w *weight) elem() onnxpb.TensorProto_DataType {
+	if w.loadInt8 != nil {
+		return onnxpb.TensorProto_INT8
+	}
+	return onnxpb.TensorProto_FLOAT
+}
+
+func (w *weight) elemSize() int64 {
+	if w.loadInt8 != nil {
+		return 1
+	}
+	return 4
+}
+
+func (w *weight) count() int64 {
+	n := int64(1)
 	for _, d := range w.dims {
 		n *= d
 	}
 	return n
+}
+
+func (w *weight) bytes() int64 { return w.count() * w.elemSize() }
+
+// data loads the weight's raw little-endian bytes, checked against its shape.
+func (w *weight) data() ([]byte, error) {
+	var b []byte
+	if w.loadInt8 != nil {
+		var err error
+		if b, err = w.loadInt8(); err != nil {
+			return nil, err
+		}
+	} else {
+		v, err := w.load()
+		if err != nil {
+			return nil, err
+		}
+		b = f32Bytes(v)
+	}
+	if int64(len(b)) != w.bytes() {
+		return nil, fmt.Errorf("%d values for shape %v", int64(len(b))/w.elemSize(), w.dims)
+	}
+	return b, nil
 }
 
 // graph builds one ONNX graph; the model's weights are kept apart from its

@@ -7,14 +7,18 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/ort"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/weights"
+	"github.com/falocal/falocal/weights/onnxpb"
 	"github.com/falocal/falocal/weights/whisperonnx"
 	"github.com/falocal/falocal/weights/whisperonnx/whisperonnxtest"
 )
@@ -93,14 +97,18 @@ func maxDiff(t *testing.T, what string, a, b *engine.Tensor) float64 {
 func TestMatchesOptimumExport(t *testing.T) {
 	r := newRunner(t)
 	cases := []struct {
-		name string
-		ext  whisperonnx.ExternalMode
-		int8 bool
-		tol  float64
+		name    string
+		ext     whisperonnx.ExternalMode
+		int8    bool   // the CTranslate2 model stores int8 weights
+		compute string // Options.ComputeType
+		tol     float64
 	}{
-		{"inline", whisperonnx.ExternalNever, false, 1e-4},
-		{"external", whisperonnx.ExternalAlways, false, 1e-4},
-		{"int8", whisperonnx.ExternalAuto, true, 0}, // checked below, against the logits' range
+		{"inline", whisperonnx.ExternalNever, false, "", 1e-4},
+		{"external", whisperonnx.ExternalAlways, false, "", 1e-4},
+		// int8 weights: checked below, against the logits' range
+		{"int8", whisperonnx.ExternalAuto, true, "", 0},
+		{"int8 dequantised", whisperonnx.ExternalAuto, true, "float32", 0},
+		{"quantised at conversion", whisperonnx.ExternalAlways, false, "int8", 0},
 	}
 	ref := map[string]*engine.Tensor{}
 	rng := rand.New(rand.NewSource(1))
@@ -142,11 +150,22 @@ func TestMatchesOptimumExport(t *testing.T) {
 				t.Fatal("no aliased variables: the alias path goes untested")
 			}
 			dir := t.TempDir()
-			info, err := whisperonnx.FromCT2(m, dir, whisperonnx.Options{External: c.ext})
+			info, err := whisperonnx.FromCT2(m, dir, whisperonnx.Options{External: c.ext, ComputeType: c.compute})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("files %v, %d parameters", info.Files, info.Params)
+			// int8 weights run as int8, never dequantised to float32 in the file
+			wantInt8 := c.compute == "int8" || (c.int8 && c.compute == "")
+			for _, f := range []string{whisperonnx.EncoderFile, whisperonnx.DecoderFile, whisperonnx.DecoderWithPastFile} {
+				ops, int8s := graphStats(t, filepath.Join(dir, f))
+				if got := ops["DynamicQuantizeMatMul"] > 0 && ops["MatMul"] == 2*ops["Softmax"]; got != wantInt8 {
+					t.Errorf("%s: ops %v: int8 linear layers %v, want %v", f, ops, got, wantInt8)
+				}
+				if (int8s > 0) != wantInt8 {
+					t.Errorf("%s: %d int8 initializers", f, int8s)
+				}
+			}
 			if c.ext == whisperonnx.ExternalAlways && !strings.Contains(strings.Join(info.Files, " "), whisperonnx.DecoderDataFile) {
 				t.Fatalf("no external data written: %v", info.Files)
 			}
@@ -193,7 +212,7 @@ func TestMatchesOptimumExport(t *testing.T) {
 					scale = math.Max(scale, math.Abs(float64(v)))
 				}
 				tol := c.tol * scale
-				if c.int8 {
+				if c.int8 || c.compute == "int8" {
 					// int8 weights: ~1/127 of each row's range per weight
 					tol = 0.05 * maxLogit
 				}
@@ -323,4 +342,28 @@ func maxAbsDiff(a, b []float32) float64 {
 		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
 	}
 	return d
+}
+
+// graphStats counts a graph's nodes by operator and its int8 initializers.
+func graphStats(t *testing.T, path string) (map[string]int, int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]int{}
+	for _, n := range m.GetGraph().GetNode() {
+		ops[n.GetOpType()]++
+	}
+	int8s := 0
+	for _, in := range m.GetGraph().GetInitializer() {
+		if in.GetDataType() == int32(onnxpb.TensorProto_INT8) {
+			int8s++
+		}
+	}
+	return ops, int8s
 }

@@ -31,7 +31,7 @@ func writeGroup(dir, data string, graphs []*graph, files []string, mode External
 				seen[w.name] = true
 				all = append(all, w)
 				size += w.bytes()
-				params += w.bytes() / 4
+				params += w.count()
 			}
 		}
 	}
@@ -46,14 +46,10 @@ func writeGroup(dir, data string, graphs []*graph, files []string, mode External
 		bw := bufio.NewWriterSize(f, 1<<20)
 		var off int64
 		for _, w := range all {
-			v, err := w.load()
+			b, err := w.data()
 			if err != nil {
 				f.Close()
 				return nil, 0, fmt.Errorf("whisperonnx: %s: %w", w.name, err)
-			}
-			if int64(len(v))*4 != w.bytes() {
-				f.Close()
-				return nil, 0, fmt.Errorf("whisperonnx: %s: %d values for shape %v", w.name, len(v), w.dims)
 			}
 			if pad := (dataAlign - off%dataAlign) % dataAlign; pad > 0 {
 				if _, err := bw.Write(make([]byte, pad)); err != nil {
@@ -62,13 +58,12 @@ func writeGroup(dir, data string, graphs []*graph, files []string, mode External
 				}
 				off += pad
 			}
-			b := f32Bytes(v)
 			if _, err := bw.Write(b); err != nil {
 				f.Close()
 				return nil, 0, err
 			}
 			protos[w.name] = &onnxpb.TensorProto{
-				Name: proto.String(w.name), Dims: w.dims, DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
+				Name: proto.String(w.name), Dims: w.dims, DataType: proto.Int32(int32(w.elem())),
 				DataLocation: onnxpb.TensorProto_EXTERNAL.Enum(),
 				ExternalData: []*onnxpb.StringStringEntryProto{
 					{Key: proto.String("location"), Value: proto.String(data)},
@@ -88,16 +83,13 @@ func writeGroup(dir, data string, graphs []*graph, files []string, mode External
 		written = append(written, data)
 	} else {
 		for _, w := range all {
-			v, err := w.load()
+			b, err := w.data()
 			if err != nil {
 				return nil, 0, fmt.Errorf("whisperonnx: %s: %w", w.name, err)
 			}
-			if int64(len(v))*4 != w.bytes() {
-				return nil, 0, fmt.Errorf("whisperonnx: %s: %d values for shape %v", w.name, len(v), w.dims)
-			}
 			protos[w.name] = &onnxpb.TensorProto{
-				Name: proto.String(w.name), Dims: w.dims, DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
-				RawData: f32Bytes(v),
+				Name: proto.String(w.name), Dims: w.dims, DataType: proto.Int32(int32(w.elem())),
+				RawData: b,
 			}
 		}
 	}
