@@ -6,6 +6,7 @@
 //	falocal setup              fetch the runtime library and the default models
 //	falocal weights list|verify|install|remove|import
 //	falocal queue check|repair  inspect or rebuild a damaged queue database
+//	falocal bundle create|keygen|install|inspect  offline bundles for air-gapped sites
 //	falocal version
 package main
 
@@ -45,12 +46,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = weightsCmd(ctx, args, stdout, stderr)
 	case "queue":
 		err = queueCmd(ctx, args, stdout, stderr)
+	case "bundle":
+		err = bundleCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "falocal", version)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|queue|version] [flags]; 'falocal CMD -h' lists a command's flags")
+		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|queue|bundle|version] [flags]; 'falocal CMD -h' lists a command's flags")
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, setup, weights, queue or version)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, setup, weights, queue, bundle or version)", cmd)
 	}
 	if err == flag.ErrHelp {
 		return 0

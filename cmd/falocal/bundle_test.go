@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/weights"
+)
+
+// runCmd runs the falocal command line in process.
+func runCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(args, &o, &e)
+	return o.String(), e.String(), code
+}
+
+// treeListing describes every file under dirs (path, mode, size, SHA-256 of
+// small files, link target), to show a refused install changed nothing.
+func treeListing(t *testing.T, dirs ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, dir := range dirs {
+		err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			st, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "%s %v %d", p, st.Mode(), st.Size())
+			if st.Mode().IsRegular() && st.Size() < 1<<20 {
+				data, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(&b, " %x", sha256.Sum256(data))
+			}
+			if st.Mode()&os.ModeSymlink != 0 {
+				l, _ := os.Readlink(p)
+				b.WriteString(" -> " + l)
+			}
+			b.WriteString("\n")
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
+}
+
+// smallStore is a store of made-up models of two pipelines.
+func smallStore(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := weights.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range []struct{ name, pipeline string }{{"seg-a", "rembg"}, {"up-b", "upscale"}, {"up-c", "upscale"}} {
+		src := filepath.Join(t.TempDir(), "model.onnx")
+		if err := os.WriteFile(src, bytes.Repeat([]byte{byte(i), 1, 2, 3}, 10_000+i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := s.AddBlob(src, "model", "model.onnx", "fp32", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(weights.Manifest{Name: m.name, Pipeline: m.pipeline, Files: []weights.File{f}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func storeNames(t *testing.T, dir string) []string {
+	t.Helper()
+	s, err := weights.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range all {
+		if err := s.Verify(m.Name); err != nil {
+			t.Error(err)
+		}
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// TestBundleCommands drives keygen, create, inspect and install through the
+// command line over a made-up store.
+func TestBundleCommands(t *testing.T) {
+	src := smallStore(t)
+	work := t.TempDir()
+	key := filepath.Join(work, "site")
+	if _, e, code := runCmd(t, "bundle", "keygen", "-o", key); code != 0 {
+		t.Fatal(e)
+	}
+	for p, want := range map[string]os.FileMode{key: 0o600, key + ".pub": 0o644} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: %v, want mode %v", p, err, want)
+		}
+	}
+	if _, e, code := runCmd(t, "bundle", "keygen", "-o", key); code == 0 || !strings.Contains(e, "exists") {
+		t.Errorf("keygen over an existing key: %d %s", code, e)
+	}
+	other := filepath.Join(work, "other")
+	runCmd(t, "bundle", "keygen", "-o", other)
+
+	signed := filepath.Join(work, "site.falb")
+	if _, e, code := runCmd(t, "bundle", "create", "-o", signed, "-sign", key, "-data-dir", src); code != 0 {
+		t.Fatal(e)
+	}
+	unsigned := filepath.Join(work, "unsigned.falb")
+	if _, e, code := runCmd(t, "bundle", "create", "-o", unsigned, "-models", "seg-a", "-data-dir", src); code != 0 {
+		t.Fatal(e)
+	}
+
+	out, e, code := runCmd(t, "bundle", "inspect", signed, "-trust", key+".pub")
+	if code != 0 {
+		t.Fatal(e)
+	}
+	for _, want := range []string{"format 1", "signature verified", "model    seg-a (rembg", "model    up-c (upscale"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, out)
+		}
+	}
+
+	t.Run("endpoints", func(t *testing.T) {
+		b := filepath.Join(t.TempDir(), "esrgan.falb")
+		if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-endpoints", "fal-ai/esrgan", "-data-dir", src); code != 0 {
+			t.Fatal(e)
+		}
+		data := t.TempDir()
+		if _, e, code := runCmd(t, "bundle", "install", b, "-data-dir", data, "-cache-dir", t.TempDir()); code != 0 {
+			t.Fatal(e)
+		}
+		if got := storeNames(t, data); !slices.Equal(got, []string{"up-b", "up-c"}) {
+			t.Errorf("fal-ai/esrgan bundled %v", got)
+		}
+		if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-endpoints", "fal-ai/nope", "-data-dir", src); code == 0 || !strings.Contains(e, `endpoint "fal-ai/nope"`) {
+			t.Errorf("unknown endpoint: %d %s", code, e)
+		}
+	})
+
+	refusals := []struct {
+		name, file, trust, want string
+	}{
+		{"another key", signed, other + ".pub", "signature does not verify"},
+		{"unsigned with -trust", unsigned, key + ".pub", "not signed"},
+		{"a private key as the trusted key", signed, key, "not a PEM PUBLIC KEY"},
+	}
+	for _, r := range refusals {
+		t.Run(r.name, func(t *testing.T) {
+			data := smallStore(t) // a store with models of its own
+			before := treeListing(t, data)
+			_, e, code := runCmd(t, "bundle", "install", r.file, "-trust", r.trust, "-data-dir", data)
+			if code == 0 || !strings.Contains(e, r.want) {
+				t.Errorf("exit %d, %s; want a failure saying %q", code, e, r.want)
+			}
+			if after := treeListing(t, data); after != before {
+				t.Errorf("the store changed:\n%s\n%s", before, after)
+			}
+		})
+	}
+
+	t.Run("install", func(t *testing.T) {
+		data := t.TempDir()
+		// the file first and the flags after it, as the docs write it
+		out, e, code := runCmd(t, "bundle", "install", signed, "-trust", key+".pub", "-data-dir", data, "-cache-dir", t.TempDir())
+		if code != 0 {
+			t.Fatal(e)
+		}
+		if !strings.Contains(out, "installed") || !strings.Contains(e, "signature verified") {
+			t.Errorf("output %q %q", out, e)
+		}
+		if got := storeNames(t, data); !slices.Equal(got, []string{"seg-a", "up-b", "up-c"}) {
+			t.Errorf("installed %v", got)
+		}
+		// unsigned, no -trust: installed, with a warning that says so
+		data = t.TempDir()
+		_, e, code = runCmd(t, "bundle", "install", unsigned, "-data-dir", data)
+		if code != 0 || !strings.Contains(e, "unsigned") {
+			t.Errorf("unsigned install: %d %s", code, e)
+		}
+	})
+}
+
+// TestBundleRuntime bundles the pinned ONNX Runtime library and installs it
+// where setup puts it; a library that is not the pinned one is refused.
+func TestBundleRuntime(t *testing.T) {
+	lib := testenv.ORTLibrary(t)
+	cache := t.TempDir()
+	dst := filepath.Join(cache, "onnxruntime-"+ortVersion, "libonnxruntime.so.1")
+	os.MkdirAll(filepath.Dir(dst), 0o755)
+	if err := os.Symlink(lib, dst); err != nil {
+		t.Fatal(err)
+	}
+	src := smallStore(t)
+	b := filepath.Join(t.TempDir(), "rt.falb")
+	if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-models", "seg-a", "-with-runtime", "cpu", "-data-dir", src, "-cache-dir", cache); code != 0 {
+		t.Fatal(e)
+	}
+	newCache := t.TempDir()
+	if _, e, code := runCmd(t, "bundle", "install", b, "-data-dir", t.TempDir(), "-cache-dir", newCache); code != 0 {
+		t.Fatal(e)
+	}
+	c := &Config{CacheDir: newCache}
+	st, err := os.Lstat(bundledORT(c))
+	if err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("library not installed as a file where setup puts it: %v", err)
+	}
+	want, _ := os.ReadFile(lib)
+	got, _ := os.ReadFile(bundledORT(c))
+	if !bytes.Equal(got, want) {
+		t.Error("installed library differs")
+	}
+
+	os.Remove(dst)
+	os.WriteFile(dst, []byte("not onnxruntime"), 0o755)
+	if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-with-runtime", "cpu", "-data-dir", src, "-cache-dir", cache); code == 0 || !strings.Contains(e, "run 'falocal setup' first") {
+		t.Errorf("a wrong library was bundled: %d %s", code, e)
+	}
+	if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-with-runtime", "cuda", "-data-dir", src, "-cache-dir", cache); code == 0 || !strings.Contains(e, "only cpu") {
+		t.Errorf("-with-runtime cuda: %d %s", code, e)
+	}
+}
