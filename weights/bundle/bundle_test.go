@@ -139,8 +139,9 @@ func listing(t *testing.T, dirs ...string) string {
 	return b.String()
 }
 
-// target is a store and cache directory to install into, already holding
-// one model of its own, so that "untouched" is not just "empty".
+// target is a store and cache directory to install into, the store
+// already holding one model of its own, so that "untouched" is not just
+// "empty".
 func target(t *testing.T) (*weights.Store, string) {
 	t.Helper()
 	s, err := weights.Open(t.TempDir())
@@ -148,7 +149,8 @@ func target(t *testing.T) (*weights.Store, string) {
 		t.Fatal(err)
 	}
 	addModel(t, s, "resident", map[string][]byte{"model.onnx": randBytes(9, 10_000)})
-	return s, t.TempDir()
+	// a cache directory that does not exist yet: the install makes it
+	return s, filepath.Join(t.TempDir(), "cache", "falocal")
 }
 
 func modelNames(t *testing.T, s *weights.Store) []string {
@@ -327,7 +329,7 @@ func TestTampered(t *testing.T) {
 				b[len(b)/2] ^= 1
 			}
 			return b
-		}), f.pub, lastBlob + " failed verification"},
+		}), f.pub, lastBlob + " (model-b/model.onnx) failed verification"},
 		{"flipped byte in the runtime library, unsigned", rewrite(t, unsignedData, func(n string, b []byte) []byte {
 			if strings.HasPrefix(n, "runtime/") {
 				b[0] ^= 0x80
@@ -395,7 +397,8 @@ func TestTampered(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			store, cache := target(t)
-			before := listing(t, store.Dir(), cache)
+			cacheParent := filepath.Dir(filepath.Dir(cache))
+			before := listing(t, store.Dir(), cacheParent)
 			_, err := Install(bytes.NewReader(c.data), store, InstallOptions{Trust: c.trust, CacheDir: cache})
 			if err == nil {
 				t.Fatal("installed")
@@ -404,7 +407,7 @@ func TestTampered(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %q, want one with %q", err, c.want)
 			}
-			if after := listing(t, store.Dir(), cache); after != before {
+			if after := listing(t, store.Dir(), cacheParent); after != before {
 				t.Errorf("the store changed:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
 		})

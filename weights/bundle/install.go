@@ -44,7 +44,7 @@ type staged struct{ tmp, dst string }
 // place, blobs first and the model manifests last, so a failure at any point
 // before that leaves the store and cache directory as they were and names
 // the file that failed.
-func Install(r io.Reader, store *weights.Store, o InstallOptions) (*Result, error) {
+func Install(r io.Reader, store *weights.Store, o InstallOptions) (_ *Result, err error) {
 	b, err := Open(r, o.Trust)
 	if err != nil {
 		return nil, err
@@ -67,7 +67,17 @@ func Install(r io.Reader, store *weights.Store, o InstallOptions) (*Result, erro
 	defer os.RemoveAll(storeTmp)
 	var cacheTmp string
 	if len(m.Runtime) > 0 {
-		if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
+		// The cache directory may not exist yet; what this install makes of
+		// it goes again if the install fails.
+		made := missingDirs(o.CacheDir)
+		defer func() {
+			if err != nil {
+				for _, d := range made {
+					os.Remove(d)
+				}
+			}
+		}()
+		if err = os.MkdirAll(o.CacheDir, 0o755); err != nil {
 			return nil, err
 		}
 		if cacheTmp, err = os.MkdirTemp(o.CacheDir, ".bundle-"); err != nil {
@@ -87,7 +97,7 @@ func Install(r io.Reader, store *weights.Store, o InstallOptions) (*Result, erro
 			}
 			tmp := filepath.Join(storeTmp, fmt.Sprint(n))
 			blobs = append(blobs, staged{tmp, sm[1]})
-			return writeFile(tmp, r, 0o644, e.Path)
+			return writeFile(tmp, r, 0o644, e.Path+m.owner(e.Path))
 		}
 		var dst, dir string
 		mode := os.FileMode(0o644)
@@ -155,7 +165,7 @@ func writeFile(p string, r io.Reader, mode os.FileMode, member string) error {
 		return err
 	}
 	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("no space left on the device while writing %s into %s: nothing was installed", member, filepath.Dir(p))
+		return fmt.Errorf("no space left on the device while writing %s into %s", member, filepath.Dir(p))
 	}
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", member, err)
@@ -179,4 +189,16 @@ func copyInto(src, dst string) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// missingDirs lists dir and those of its parents that do not exist, the
+// deepest first.
+func missingDirs(dir string) []string {
+	var out []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+			return out
+		}
+		out = append(out, d)
+	}
 }
