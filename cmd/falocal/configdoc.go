@@ -29,6 +29,15 @@ var docCommands = []struct {
 	{"weights import", func() error {
 		return weightsCmd(context.Background(), []string{"import", "-h"}, io.Discard, io.Discard)
 	}},
+	{"bundle create", func() error {
+		return bundleCmd(context.Background(), []string{"create", "-h"}, io.Discard, io.Discard)
+	}},
+	{"bundle install", func() error {
+		return bundleCmd(context.Background(), []string{"install", "-h"}, io.Discard, io.Discard)
+	}},
+	{"bundle inspect", func() error {
+		return bundleCmd(context.Background(), []string{"inspect", "-h"}, io.Discard, io.Discard)
+	}},
 }
 
 // envSuffix is how bindFlags names a flag's environment variable: at the
@@ -54,7 +63,7 @@ func configReference() (string, error) {
 <!-- Generated from the flag sets in cmd/falocal; do not edit by hand.
      Regenerate: go test ./cmd/falocal -run TestConfigReference -update -->
 
-Every command (` + "`falocal serve`" + `, ` + "`setup`" + `, ` + "`weights …`" + `) takes the shared flags below. Each
+Every command (` + "`falocal serve`" + `, ` + "`setup`" + `, ` + "`weights …`" + `, ` + "`bundle …`" + `) takes the shared flags below. Each
 shared flag has an environment variable; when set, it becomes the flag's default. ` + "`falocal CMD -h`" + ` lists a
 command's flags. Defaults here are those of an empty environment; ` + "`~`" + ` is the home directory
 (` + "`$XDG_DATA_HOME`" + ` and ` + "`$XDG_CACHE_HOME`" + `, when set, replace ` + "`~/.local/share`" + ` and ` + "`~/.cache`" + `).
