@@ -4,6 +4,7 @@ package whisper
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -76,6 +77,25 @@ func realHuman(t *testing.T, ref *realRef) map[string]string {
 		long = append(long, h[c])
 	}
 	h["long"] = strings.Join(long, " ")
+	// Asterisk's prompts, by the scripts the speakers read ("name: text")
+	for _, lang := range []string{"fr", "it"} {
+		fh, err := os.Open(testenv.Asset(t, "whisper/nonen/"+lang+"-core-sounds.txt.gz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(fh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(zr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			if text, ok := strings.CutPrefix(strings.TrimPrefix(sc.Text(), "\ufeff"), "demo-congrats: "); ok {
+				h["nonen/"+lang+"-demo-congrats.wav"] = text
+			}
+		}
+		fh.Close()
+	}
 	return h
 }
 
@@ -200,9 +220,10 @@ func realSum(x []float64) float64 {
 
 // realBaseSubset are the clips whisper-base transcribes (every clip takes it
 // about 5 s on 2 cores, "long" 10 s): jfk (greedy and beam 5 differ), the
-// lowest language probability (cards/004) and the two windows of "long".
+// lowest language probability (cards/004), the two windows of "long" and
+// the French clip (the Italian one runs with the others).
 // FALOCAL_REAL_ALL=1 runs them all (about 70 s).
-var realBaseSubset = map[string]bool{"jfk.wav": true, "cards/004.wav": true, "long": true}
+var realBaseSubset = map[string]bool{"jfk.wav": true, "cards/004.wav": true, "long": true, "nonen/fr-demo-congrats.wav": true}
 
 // Our Whisper, on the real models (whisper-base, tiny.en) and real speech,
 // transcribes as faster-whisper does on the same CTranslate2 weights: the

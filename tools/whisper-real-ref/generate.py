@@ -64,8 +64,13 @@ CARDS = ["cards/%03d.wav" % n for n in range(1, 6)]
 CLIPS = ["jfk.wav"] + LIBRIVOX + CARDS
 # "long": the LibriVox clips and jfk with 0.2 s of silence after each (43 s):
 # two windows, so the long-form rules (seek, conditioning on the previous
-# text) run too. No pinned asset is in another language than English.
+# text) run too.
 LONG = LIBRIVOX + ["jfk.wav"]
+# Human speech in French and Italian (Asterisk's demo prompt, 8 kHz), for the
+# multilingual models only: read as the pipeline hears it (pcm16k, our
+# decoder and resampler), so that both sides transcribe the same samples.
+NONEN = ["nonen/fr-demo-congrats.wav", "nonen/it-demo-congrats.wav"]
+ROOT = os.path.join(HERE, "..", "..")
 
 
 def sha256(path):
@@ -98,6 +103,12 @@ def model_dir(name, tmp):
     return d
 
 
+def read_pipeline(path, tmp):
+    out = os.path.join(tmp, os.path.basename(path) + ".f32")
+    subprocess.check_call(["go", "run", "./tools/whisper-real-ref/pcm16k", path, out], cwd=ROOT)
+    return np.fromfile(out, dtype="<f4")
+
+
 def read_wav(path):
     with wave.open(path) as w:
         assert w.getframerate() == 16000 and w.getnchannels() == 1 and w.getsampwidth() == 2, path
@@ -123,10 +134,12 @@ def main():
     audio["long"] = np.concatenate([x for c in LONG for x in (audio[c], gap)])
     os.makedirs(OUT, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        for c in NONEN:
+            audio[c] = read_pipeline(os.path.join(W, c), tmp)
         for name in names:
             model = WhisperModel(model_dir(name, tmp), device="cpu", compute_type="float32", cpu_threads=THREADS)
             clips = []
-            for c in CLIPS + ["long"]:
+            for c in CLIPS + ["long"] + (NONEN if model.model.is_multilingual else []):
                 g, info = run(model, audio[c], 1)
                 b, _ = run(model, audio[c], 5)
                 clips.append({"name": c, "language": info.language,
