@@ -29,6 +29,9 @@ var docCommands = []struct {
 	{"weights import", func() error {
 		return weightsCmd(context.Background(), []string{"import", "-h"}, io.Discard, io.Discard)
 	}},
+	{"weights export", func() error {
+		return weightsCmd(context.Background(), []string{"export", "-h"}, io.Discard, io.Discard)
+	}},
 	{"bundle create", func() error {
 		return bundleCmd(context.Background(), []string{"create", "-h"}, io.Discard, io.Discard)
 	}},

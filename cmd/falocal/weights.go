@@ -21,24 +21,34 @@ import (
 
 func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: falocal weights list|verify|install|remove|import [flags] [names]")
+		return fmt.Errorf("usage: falocal weights list|verify|install|remove|import|export [flags] [names]")
 	}
 	sub, args := args[0], args[1:]
 	var imp importArgs
+	var exportDir string
 	c, fs, err := parse("weights "+sub, args, stderr, func(fs *flag.FlagSet) {
 		if sub == "import" {
 			imp.bind(fs)
 		}
+		if sub == "export" {
+			fs.StringVar(&exportDir, "o", "", "folder to write the model's files into, under their own names")
+		}
 	})
 	if err != nil {
 		return err
+	}
+	names := fs.Args()
+	if sub == "export" && len(names) > 0 { // the name may come before the flags
+		if err := fs.Parse(names[1:]); err != nil {
+			return err
+		}
+		names = append(names[:1:1], fs.Args()...)
 	}
 	log := newLogger(c, stderr)
 	store, err := weights.Open(c.DataDir)
 	if err != nil {
 		return err
 	}
-	names := fs.Args()
 	switch sub {
 	case "list":
 		all, err := store.List()
@@ -108,6 +118,16 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 			fmt.Fprintln(stdout, "removed", n)
 		}
+		return nil
+	case "export":
+		if len(names) != 1 || exportDir == "" {
+			return fmt.Errorf("usage: falocal weights export -o DIR NAME")
+		}
+		n, err := exportModel(store, names[0], exportDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "exported %s: %d files into %s\n", names[0], n, exportDir)
 		return nil
 	case "import":
 		m, err := imp.run(ctx, c, log, store)
