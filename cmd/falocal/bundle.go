@@ -31,7 +31,13 @@ var endpointPipelines = map[string][]string{
 	"fal-ai/esrgan":           {"upscale"},
 	"fal-ai/whisper":          {"whisper", "vad"},
 	"fal-ai/wizper":           {"whisper", "vad"},
-	"fal-ai/kokoro/":          {"kokoro"}, // a prefix: every language's endpoint
+	// A key ending in "/" is a prefix: every endpoint under it.
+	"fal-ai/kokoro/":              {"kokoro"},
+	"fal-ai/flux/":                {"diffusion"},
+	"fal-ai/fast-sdxl":            {"diffusion"},
+	"fal-ai/fast-sdxl/":           {"diffusion"},
+	"fal-ai/stable-diffusion-v15": {"diffusion"},
+	"fal-ai/fast-turbo-diffusion": {"diffusion"},
 }
 
 func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -41,7 +47,7 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	sub, args := args[0], args[1:]
 	var out, models, endpoints, withRuntime, sign, trust, binary string
-	var withBinary bool
+	var withBinary, verify bool
 	c, fs, err := parse("bundle "+sub, args, stderr, func(fs *flag.FlagSet) {
 		switch sub {
 		case "create":
@@ -55,6 +61,9 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fs.StringVar(&out, "o", "", "write the private key to this file (mode 0600) and the public key to it plus .pub")
 		case "install", "inspect":
 			fs.StringVar(&trust, "trust", "", "Ed25519 public key file: refuse a bundle it has not signed")
+		}
+		if sub == "inspect" {
+			fs.BoolVar(&verify, "verify", false, "also read every file and check its size and SHA-256 (nothing is written)")
 		}
 		if sub == "install" {
 			fs.StringVar(&binary, "install-binary", "", "write the bundle's falocal binary to this path")
@@ -112,12 +121,19 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		defer f.Close()
 		if sub == "inspect" {
-			b, err := bundle.Open(f, key)
+			b, err := bundle.Open(ctxReader{ctx, f}, key)
 			if err != nil {
 				return fmt.Errorf("%s: %w", pos[0], err)
 			}
 			defer b.Close()
 			printBundle(stdout, b.Manifest, b.Signature != nil, key != nil)
+			if verify {
+				// Each hashes every file; reading is all this needs.
+				if err := b.Each(func(bundle.Entry, io.Reader) error { return nil }); err != nil {
+					return fmt.Errorf("%s: %w", pos[0], err)
+				}
+				fmt.Fprintf(stdout, "all %d files match the manifest\n", len(b.Manifest.Files))
+			}
 			return nil
 		}
 		err = installBundle(c, ctxReader{ctx, f}, pos[0], key, binary, stdout, log)
@@ -209,8 +225,10 @@ func pickBundleModels(store *weights.Store, models, endpoints string) ([]weights
 		for _, id := range strings.Split(endpoints, ",") {
 			id = strings.TrimSpace(id)
 			p, ok := endpointPipelines[id]
-			if !ok && strings.HasPrefix(id, "fal-ai/kokoro/") {
-				p, ok = endpointPipelines["fal-ai/kokoro/"]
+			for k, v := range endpointPipelines {
+				if !ok && strings.HasSuffix(k, "/") && strings.HasPrefix(id, k) {
+					p, ok = v, true
+				}
 			}
 			if !ok {
 				known := slices.Sorted(func(yield func(string) bool) {

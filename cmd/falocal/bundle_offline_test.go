@@ -12,6 +12,8 @@ package main
 // error and leaves that store as it was.
 
 import (
+	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"net"
 	"os"
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"github.com/falocal/falocal/internal/testenv"
+	"github.com/falocal/falocal/weights"
 )
 
 const bundleChildEnv = "FALOCAL_BUNDLE_NAMESPACE"
@@ -175,4 +178,74 @@ func bundleInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAstronaut(t, fetchImage(t, res.Image))
+}
+
+// TestBundleInterrupted stops an install half way through its bundle with
+// SIGINT (the bundle comes through a pipe, so the test decides when): the
+// install says so and the store is as it was.
+func TestBundleInterrupted(t *testing.T) {
+	bin := testenv.Binary(t)
+	src := smallStore(t)
+	s, err := weights.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(t.TempDir(), "big.onnx")
+	noise := make([]byte, 8<<20) // incompressible, so half the bundle is half of it
+	rand.Read(noise)
+	os.WriteFile(big, noise, 0o644)
+	f, err := s.AddBlob(big, "model", "big.onnx", "fp32", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(weights.Manifest{Name: "big", Pipeline: "rembg", Files: []weights.File{f}}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "big.falb")
+	if _, e, code := runCmd(t, "bundle", "create", "-o", file, "-data-dir", src); code != 0 {
+		t.Fatal(e)
+	}
+	data, _ := os.ReadFile(file)
+
+	target := smallStore(t)
+	before := treeListing(t, target)
+	fifo := filepath.Join(t.TempDir(), "pipe.falb")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("no named pipes here: %v", err)
+	}
+	cmd := exec.Command(bin, "bundle", "install", fifo, "-data-dir", target)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data[:len(data)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the install is staging a file, then interrupt it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		staged, _ := filepath.Glob(filepath.Join(target, "tmp", "install-*", "*"))
+		if len(staged) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the install staged nothing:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	// The rest lets the blocked read return; the next one sees the signal.
+	w.Write(data[len(data)/2:])
+	w.Close()
+	if err := cmd.Wait(); err == nil || !strings.Contains(out.String(), "install interrupted; nothing was installed") {
+		t.Fatalf("interrupted install: %v\n%s", err, out.String())
+	}
+	if after := treeListing(t, target); after != before {
+		t.Errorf("the store changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
 }

@@ -142,6 +142,19 @@ func TestBundleCommands(t *testing.T) {
 		}
 	}
 
+	t.Run("inspect -verify", func(t *testing.T) {
+		out, e, code := runCmd(t, "bundle", "inspect", "-verify", signed)
+		if code != 0 || !strings.Contains(out, "all 3 files match the manifest") || !strings.Contains(out, "signed (not checked") {
+			t.Errorf("inspect -verify: %d %s %s", code, out, e)
+		}
+		data, _ := os.ReadFile(signed)
+		cut := filepath.Join(t.TempDir(), "cut.falb")
+		os.WriteFile(cut, data[:len(data)*3/4], 0o644)
+		if out, e, code := runCmd(t, "bundle", "inspect", cut, "-verify"); code == 0 || !strings.Contains(e, "truncated") {
+			t.Errorf("inspect -verify of a truncated bundle: %d %s %s", code, out, e)
+		}
+	})
+
 	t.Run("endpoints", func(t *testing.T) {
 		b := filepath.Join(t.TempDir(), "esrgan.falb")
 		if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-endpoints", "fal-ai/esrgan", "-data-dir", src); code != 0 {
@@ -156,6 +169,10 @@ func TestBundleCommands(t *testing.T) {
 		}
 		if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-endpoints", "fal-ai/nope", "-data-dir", src); code == 0 || !strings.Contains(e, `endpoint "fal-ai/nope"`) {
 			t.Errorf("unknown endpoint: %d %s", code, e)
+		}
+		// a known endpoint (by its prefix) with no model installed for it
+		if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-endpoints", "fal-ai/flux/dev", "-data-dir", src); code == 0 || !strings.Contains(e, "no installed model to bundle") {
+			t.Errorf("fal-ai/flux/dev without diffusion models: %d %s", code, e)
 		}
 	})
 
