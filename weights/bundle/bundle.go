@@ -110,6 +110,9 @@ type CreateOptions struct {
 
 var blobMember = regexp.MustCompile(`^blobs/sha256-([0-9a-f]{64})$`)
 
+// modelName is weights.Store's rule for model names.
+var modelName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$`)
+
 // Create writes a bundle to w. Every file is hashed before the manifest is
 // written (the manifest comes first and lists the hashes) and hashed again
 // while it is copied, so a file that changes in between fails the bundle
@@ -375,7 +378,14 @@ func (m *Manifest) check() error {
 		}
 		listed[e.Path] = e
 	}
+	names := map[string]bool{}
 	for _, man := range m.Models {
+		// the store's own rule, checked here so that no model is refused
+		// by Store.Put after the blobs have moved in
+		if !modelName.MatchString(man.Name) || names[man.Name] {
+			return fmt.Errorf("bad or repeated model name %q", man.Name)
+		}
+		names[man.Name] = true
 		for _, f := range man.Files {
 			e, ok := listed["blobs/sha256-"+f.SHA256]
 			if !ok || e.Size != f.Size {

@@ -392,6 +392,12 @@ func TestTampered(t *testing.T) {
 			}
 			return b
 		}), nil, "bad member path"},
+		{"model name escaping the store", rewrite(t, unsignedData, func(n string, b []byte) []byte {
+			if n == ManifestName {
+				return bytes.Replace(b, []byte(`"name": "model-b"`), []byte(`"name": "../model-b"`), 1)
+			}
+			return b
+		}), nil, `bad or repeated model name "../model-b"`},
 		{"not a bundle", []byte("hello, this is not zstd"), nil, "not a falocal bundle"},
 	}
 	for _, c := range cases {
