@@ -14,8 +14,11 @@ import (
 )
 
 // Config is the server's whole configuration: flags, each with an
-// environment variable of the same meaning. Nothing else reads the environment.
+// environment variable and a -config file key of the same meaning. Nothing
+// else reads the environment. Precedence: flag > environment > file >
+// built-in default.
 type Config struct {
+	ConfigFile     string
 	Listen         string
 	DataDir        string
 	CacheDir       string
@@ -67,7 +70,13 @@ type Config struct {
 	BodyTimeout time.Duration
 	BodyMinRate int64
 
-	envErrs []string // environment values that did not parse
+	envErrs  []string    // environment values that did not parse
+	fileErrs []string    // file values of the wrong type
+	file     *configFile // the -config file, nil without one
+	// Where each shared flag's value came from: flag, env, file or
+	// default; and each one's environment variable.
+	sources map[string]string
+	envs    map[string]string
 
 	// Parsed by validate.
 	memoryBudget   int64
@@ -108,53 +117,118 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
 		cacheDef = filepath.Join(x, "falocal")
 	}
-	str := func(p *string, name, env, def, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			def = v
+	c.sources, c.envs = map[string]string{}, map[string]string{}
+	// setting replaces a built-in default by the file's value, then the
+	// environment's: fromFile and fromEnv take the raw value and say
+	// whether it parsed; want says what would have.
+	setting := func(name, env, want string, fromFile func(any) bool, fromEnv func(string) bool) {
+		c.envs[name], c.sources[name] = env, "default"
+		if v, ok := c.file.value(name); ok {
+			if fromFile(v) {
+				c.sources[name] = "file"
+			} else {
+				got := tomlType(v)
+				if s, ok := v.(string); ok {
+					got = strconv.Quote(s)
+				}
+				c.fileErrs = append(c.fileErrs, fmt.Sprintf("%s: want %s, got %s", c.file.where(name), want, got))
+			}
 		}
+		if v, ok := os.LookupEnv(env); ok {
+			if fromEnv(v) {
+				c.sources[name] = "env"
+			} else {
+				c.envErrs = append(c.envErrs, env+"="+v+": want "+want)
+			}
+		}
+	}
+	str := func(p *string, name, env, def, usage string) {
+		setting(name, env, "a string",
+			func(v any) bool {
+				s, ok := v.(string)
+				if ok {
+					def = s
+				}
+				return ok
+			},
+			func(v string) bool { def = v; return true })
 		fs.StringVar(p, name, def, usage+" ($"+env+")")
 	}
 	num := func(p *int64, name, env string, def int64, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-				def = n
-			} else {
-				c.envErrs = append(c.envErrs, env+"="+v+": want an integer")
-			}
-		}
+		setting(name, env, "an integer",
+			func(v any) bool {
+				n, ok := v.(int64)
+				if ok {
+					def = n
+				}
+				return ok
+			},
+			func(v string) bool {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err == nil {
+					def = n
+				}
+				return err == nil
+			})
 		fs.Int64Var(p, name, def, usage+" ($"+env+")")
 	}
 	integer := func(p *int, name, env string, def int, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			if n, err := strconv.Atoi(v); err == nil {
-				def = n
-			} else {
-				c.envErrs = append(c.envErrs, env+"="+v+": want an integer")
-			}
-		}
+		setting(name, env, "an integer",
+			func(v any) bool {
+				n, ok := v.(int64)
+				if ok && int64(int(n)) == n {
+					def = int(n)
+					return true
+				}
+				return false
+			},
+			func(v string) bool {
+				n, err := strconv.Atoi(v)
+				if err == nil {
+					def = n
+				}
+				return err == nil
+			})
 		fs.IntVar(p, name, def, usage+" ($"+env+")")
 	}
 	boolean := func(p *bool, name, env string, def bool, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			if b, err := strconv.ParseBool(v); err == nil {
-				def = b
-			} else {
-				c.envErrs = append(c.envErrs, env+"="+v+": want true or false")
-			}
-		}
+		setting(name, env, "true or false",
+			func(v any) bool {
+				b, ok := v.(bool)
+				if ok {
+					def = b
+				}
+				return ok
+			},
+			func(v string) bool {
+				b, err := strconv.ParseBool(v)
+				if err == nil {
+					def = b
+				}
+				return err == nil
+			})
 		fs.BoolVar(p, name, def, usage+" ($"+env+")")
 	}
 	dur := func(p *time.Duration, name, env string, def time.Duration, usage string) {
-		if v, ok := os.LookupEnv(env); ok {
-			if d, err := time.ParseDuration(v); err == nil {
+		set := func(v string) bool {
+			d, err := time.ParseDuration(v)
+			if err == nil {
 				def = d
-			} else {
-				c.envErrs = append(c.envErrs, env+"="+v+": want a duration such as 90s or 10m")
 			}
+			return err == nil
 		}
+		setting(name, env, "a duration such as 90s or 10m",
+			func(v any) bool { s, ok := v.(string); return ok && set(s) }, set)
 		fs.DurationVar(p, name, def, usage+" ($"+env+")")
 	}
 	ortDef := os.Getenv("ONNXRUNTIME_SHARED_LIBRARY_PATH")
+	// -config is read before the flags are bound (parse): its own key in
+	// the file would be circular, so the file cannot set it.
+	fs.StringVar(&c.ConfigFile, "config", os.Getenv("FALOCAL_CONFIG"), "TOML file of settings, one per line, named as the shared flags (max-conns = 100); flags and the environment override it ($FALOCAL_CONFIG)")
+	c.envs["config"], c.sources["config"] = "FALOCAL_CONFIG", "default"
+	if _, ok := os.LookupEnv("FALOCAL_CONFIG"); ok {
+		c.sources["config"] = "env"
+	}
 	str(&c.Listen, "listen", "FALOCAL_LISTEN", "127.0.0.1:8080", "address to serve on")
 	str(&c.DataDir, "data-dir", "FALOCAL_DATA_DIR", dataDef, "model store and files")
 	str(&c.CacheDir, "cache-dir", "FALOCAL_CACHE_DIR", cacheDef, "downloaded registry packages and the ONNX Runtime library")
@@ -174,7 +248,17 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	num(&c.MaxUpscaleWork, "max-upscale-work", "FALOCAL_MAX_UPSCALE_WORK", 128<<20, "most one upscale may compute, in model-native pixels: input pixels × the network's scale² (×4 for RealESRGAN_x4plus, whatever the requested scale), tile overlaps included (bigger requests get a 413; -1 = no limit)")
 	num(&c.MaxDiffusionWork, "max-diffusion-work", "FALOCAL_MAX_DIFFUSION_WORK", 200<<20, "most one image generation may compute, in pixel-steps: num_inference_steps × the pixels the model generates × num_images (bigger requests get a 422; -1 = no limit)")
 	str(&c.AllowFetch, "allow-fetch", "FALOCAL_ALLOW_FETCH", "", "comma-separated hosts (or *.domain) whose URLs may be fetched as inputs, on their default port, or host:port for another; none by default")
-	c.Preload = os.Getenv("FALOCAL_PRELOAD")
+	setting("preload", "FALOCAL_PRELOAD", "true, false or a string of endpoint ids", func(v any) bool {
+		switch v := v.(type) {
+		case bool:
+			c.Preload = strconv.FormatBool(v)
+		case string:
+			c.Preload = v
+		default:
+			return false
+		}
+		return true
+	}, func(v string) bool { c.Preload = v; return true })
 	fs.Var(preloadFlag{&c.Preload}, "preload", "load models at start instead of on first use: -preload alone loads every endpoint's default model, -preload=fal-ai/whisper,fal-ai/flux/schnell those endpoints' ($FALOCAL_PRELOAD)")
 	dur(&c.Retention, "retention", "FALOCAL_RETENTION", 7*24*time.Hour, "how long finished requests, their results and files (outputs and uploads) stay fetchable")
 	str(&c.Keys, "keys", "FALOCAL_KEYS", "", "accepted API keys, comma-separated key_id:key_secret; without keys the server only listens on loopback")
@@ -228,6 +312,12 @@ func list(s string) []string {
 func (c *Config) validate() error {
 	if len(c.envErrs) > 0 {
 		return fmt.Errorf("bad environment: %s", strings.Join(c.envErrs, "; "))
+	}
+	if len(c.fileErrs) > 0 {
+		return fmt.Errorf("bad config file: %s", strings.Join(c.fileErrs, "; "))
+	}
+	if err := c.file.checkUnused(); err != nil {
+		return err
 	}
 	if c.Retention <= 0 {
 		return fmt.Errorf("-retention must be positive")

@@ -41,6 +41,9 @@ var docCommands = []struct {
 	{"bundle inspect", func() error {
 		return bundleCmd(context.Background(), []string{"inspect", "-h"}, io.Discard, io.Discard)
 	}},
+	{"config check", func() error {
+		return configCmd(context.Background(), []string{"check", "-h"}, io.Discard, io.Discard)
+	}},
 }
 
 // envSuffix is how bindFlags names a flag's environment variable: at the
@@ -66,10 +69,32 @@ func configReference() (string, error) {
 <!-- Generated from the flag sets in cmd/falocal; do not edit by hand.
      Regenerate: go test ./cmd/falocal -run TestConfigReference -update -->
 
-Every command (` + "`falocal serve`" + `, ` + "`setup`" + `, ` + "`weights …`" + `, ` + "`bundle …`" + `) takes the shared flags below. Each
+Every command (` + "`falocal serve`" + `, ` + "`setup`" + `, ` + "`weights …`" + `, ` + "`bundle …`" + `, ` + "`queue …`" + `, ` + "`config check`" + `) takes the shared flags below. Each
 shared flag has an environment variable; when set, it becomes the flag's default. ` + "`falocal CMD -h`" + ` lists a
 command's flags. Defaults here are those of an empty environment; ` + "`~`" + ` is the home directory
 (` + "`$XDG_DATA_HOME`" + ` and ` + "`$XDG_CACHE_HOME`" + `, when set, replace ` + "`~/.local/share`" + ` and ` + "`~/.cache`" + `).
+
+## Config file
+
+` + "`-config FILE`" + ` (or ` + "`$FALOCAL_CONFIG`" + `) reads the shared flags from a TOML file: one setting a line, each
+named exactly as its flag without the dash, no sections. Durations and lists are strings, sizes and counts
+integers, switches booleans (` + "`preload`" + ` takes either ` + "`true`" + ` or a string of endpoint ids). A flag on
+the command line beats its environment variable, which beats the file, which beats the built-in default.
+Unknown keys and values of the wrong type are refused with the file's name, the line and the key.
+
+` + "```toml" + `
+# /etc/falocal/falocal.toml
+listen = "0.0.0.0:8080"
+keys = "site1:change-me"
+data-dir = "/var/lib/falocal"
+max-conns = 512
+request-timeout = "15m"
+preload = "fal-ai/imageutils/rembg,fal-ai/whisper"
+` + "```" + `
+
+` + "`falocal config check [-config FILE] [flags]`" + ` validates the settings as ` + "`serve`" + ` would and prints the
+effective ones in the same format, each with where it came from (` + "`flag`" + `, ` + "`env`" + `, ` + "`file`" + ` or
+` + "`default`" + `); secrets (the secrets of ` + "`keys`" + `) are redacted.
 
 ## Shared flags
 

@@ -7,6 +7,7 @@
 //	falocal weights list|verify|install|remove|import|export
 //	falocal queue check|repair  inspect or rebuild a damaged queue database
 //	falocal bundle create|keygen|install|inspect  offline bundles for air-gapped sites
+//	falocal config check       validate the settings and print the effective ones
 //	falocal version
 package main
 
@@ -48,12 +49,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = queueCmd(ctx, args, stdout, stderr)
 	case "bundle":
 		err = bundleCmd(ctx, args, stdout, stderr)
+	case "config":
+		err = configCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "falocal", version)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|queue|bundle|version] [flags]; 'falocal CMD -h' lists a command's flags")
+		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|queue|bundle|config|version] [flags]; 'falocal CMD -h' lists a command's flags")
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, setup, weights, queue, bundle or version)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, setup, weights, queue, bundle, config or version)", cmd)
 	}
 	if err == flag.ErrHelp {
 		return 0
@@ -77,11 +80,20 @@ func newLogger(c *Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// parse binds the shared flags plus extra ones and parses args.
+// parse binds the shared flags plus extra ones and parses args. A -config
+// file (flag or $FALOCAL_CONFIG) supplies defaults under the environment's,
+// so the flags are parsed twice: once to find the file, once over it.
 func parse(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*Config, *flag.FlagSet, error) {
+	var file *configFile
+	if path := configPath(args, extra); path != "" {
+		var err error
+		if file, err = loadConfigFile(path); err != nil {
+			return nil, nil, err
+		}
+	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := &Config{}
+	c := &Config{file: file}
 	bindFlags(fs, c)
 	if extra != nil {
 		extra(fs)
@@ -92,5 +104,26 @@ func parse(name string, args []string, stderr io.Writer, extra func(*flag.FlagSe
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if _, shared := c.sources[f.Name]; shared {
+			c.sources[f.Name] = "flag"
+		}
+	})
 	return c, fs, c.validate()
+}
+
+// configPath is the -config file that args and the environment name, ""
+// for none. A parse that fails here fails again, reported, in parse.
+func configPath(args []string, extra func(*flag.FlagSet)) string {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c := &Config{}
+	bindFlags(fs, c)
+	if extra != nil {
+		extra(fs)
+	}
+	if fs.Parse(args) != nil {
+		return ""
+	}
+	return c.ConfigFile
 }
