@@ -13,6 +13,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -166,6 +167,10 @@ func Open(cfg Config) (*Server, error) {
 	close(ready)
 	return s, nil
 }
+
+// BackupQueue writes a consistent copy of the queue's database to w while
+// the server runs (queue.Queue.Backup).
+func (s *Server) BackupQueue(w io.Writer) (int64, error) { return s.q.Backup(w) }
 
 // Drain stops starting requests and ends status streams, so that an HTTP
 // shutdown is not held up by them; running requests go on.

@@ -41,6 +41,12 @@ var docCommands = []struct {
 	{"bundle inspect", func() error {
 		return bundleCmd(context.Background(), []string{"inspect", "-h"}, io.Discard, io.Discard)
 	}},
+	{"queue check, repair, restore", func() error {
+		return queueCmd(context.Background(), []string{"check", "-h"}, io.Discard, io.Discard)
+	}},
+	{"queue backup", func() error {
+		return queueCmd(context.Background(), []string{"backup", "-h"}, io.Discard, io.Discard)
+	}},
 	{"config check", func() error {
 		return configCmd(context.Background(), []string{"check", "-h"}, io.Discard, io.Discard)
 	}},

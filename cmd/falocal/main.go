@@ -5,7 +5,7 @@
 //	falocal [serve]            serve the API (default)
 //	falocal setup              fetch the runtime library and the default models
 //	falocal weights list|verify|install|remove|import|export
-//	falocal queue check|repair  inspect or rebuild a damaged queue database
+//	falocal queue check|repair|backup|restore  inspect, rebuild, copy or restore the queue database
 //	falocal bundle create|keygen|install|inspect  offline bundles for air-gapped sites
 //	falocal config check       validate the settings and print the effective ones
 //	falocal version

@@ -213,7 +213,19 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	sweepCtx, stopSweeps := context.WithCancel(ctx)
 	swept := make(chan struct{})
 	go func() { defer close(swept); srv.RunSweeps(sweepCtx, c.Retention) }()
-	closeSrv := func(ctx context.Context) error { stopSweeps(); <-swept; return srv.Close(ctx) }
+	// Backups read the queue database: the admin socket closes before it.
+	admin, err := startAdmin(c.DataDir, srv, log)
+	if err != nil {
+		log.Warn("no admin socket: 'falocal queue backup' cannot copy the queue while this server runs", "err", err)
+	}
+	closeSrv := func(ctx context.Context) error {
+		if admin != nil {
+			admin.stop(ctx)
+		}
+		stopSweeps()
+		<-swept
+		return srv.Close(ctx)
+	}
 
 	inner, err := net.Listen("tcp", c.Listen)
 	if err != nil {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/falocal/falocal/internal/testenv"
+)
+
+// TestE2EQueueBackupUnderLoad backs up the queue of a running server while
+// requests are being submitted and run, restores the copy into a fresh data
+// directory, and starts a server there: every request accepted before the
+// backup began is there (finished ones with their results, the rest run to
+// completion), and none submitted after it ended.
+func TestE2EQueueBackupUnderLoad(t *testing.T) {
+	s := startServer(t, "--workers", "2")
+	body := astronautBody(t)
+	done := submitQueue(t, nil, s.base+"/"+rembgID, body)
+	waitStatus(t, nil, done.StatusURL, "COMPLETED", 60*time.Second)
+
+	// Load: submissions go on from another goroutine during the backup.
+	var mu sync.Mutex
+	var accepted []submitted
+	stop := make(chan struct{})
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		for range 6 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := submitQueue(t, nil, s.base+"/"+rembgID, body)
+			mu.Lock()
+			accepted = append(accepted, r)
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	time.Sleep(120 * time.Millisecond)
+	mu.Lock()
+	before := append([]submitted{done}, accepted...)
+	mu.Unlock()
+	backup := filepath.Join(t.TempDir(), "queue-backup.db")
+	out, errOut, code := runCmd(t, "queue", "backup", "-o", backup, "-data-dir", s.dataDir)
+	if code != 0 || !strings.Contains(out, "running server") {
+		t.Fatalf("backup: %d %s %s", code, out, errOut)
+	}
+	mu.Lock()
+	after := len(accepted)
+	mu.Unlock()
+	<-loaded
+	close(stop)
+	mu.Lock()
+	later := accepted[after:]
+	mu.Unlock()
+	if len(before) < 2 || len(later) == 0 {
+		t.Fatalf("no load around the backup: %d before, %d after", len(before), len(later))
+	}
+
+	// The copy refuses to go over a running server's database.
+	if _, e, code := runCmd(t, "queue", "restore", "-data-dir", s.dataDir, backup); code == 0 || !strings.Contains(e, "stop the server first") {
+		t.Errorf("restore over a running server: %d %s", code, e)
+	}
+
+	fresh := testenv.NewDataDir(t)
+	if out, e, code := runCmd(t, "queue", "restore", "-data-dir", fresh, backup); code != 0 || !strings.Contains(out, "restored") {
+		t.Fatalf("restore: %d %s %s", code, out, e)
+	}
+	s2 := testenv.StartServerAt(t, fresh, "", "--workers", "2")
+	for i, r := range before {
+		r = r.rebase(t, s.base, s2.Base)
+		st := waitStatus(t, nil, r.StatusURL, "COMPLETED", 90*time.Second)
+		if st.Error != "" {
+			t.Errorf("request %d after the restore: %s (%s)", i, st.Error, st.ErrorType)
+			continue
+		}
+		img := resultImage(t, nil, r.ResponseURL)
+		if i > 0 && strings.HasPrefix(img.URL, s2.Base+"/cdn/files/") {
+			// It ran again on the restored server: its image is there.
+			fetchImage(t, img)
+		}
+	}
+	// The first finished before the backup: its result is the one it had.
+	if img := resultImage(t, nil, done.rebase(t, s.base, s2.Base).ResponseURL); !strings.HasPrefix(img.URL, s.base+"/cdn/files/") {
+		t.Errorf("finished request's result changed: %s", img.URL)
+	}
+	for _, r := range later {
+		resp, err := http.Get(r.rebase(t, s.base, s2.Base).StatusURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s, submitted after the backup, is %d on the restored server", r.RequestID, resp.StatusCode)
+		}
+	}
+}
