@@ -45,10 +45,12 @@ func (s *Server) rejected(endpoint string, err error) {
 	}
 }
 
-// finished records a completed request (the queue calls it for all).
+// finished records a completed request (the queue calls it for all): the
+// metrics and the audit log.
 func (s *Server) finished(r queue.Record) {
 	ran := !r.StartedAt.IsZero() && !r.CompletedAt.IsZero()
 	s.m.Finished(r.Endpoint, outcomeLabel(r.Outcome), r.CompletedAt.Sub(r.StartedAt), ran)
+	s.audit(r)
 }
 
 func outcomeLabel(o *queue.Outcome) string {

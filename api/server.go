@@ -7,8 +7,8 @@
 // storage.go (rest.fal.ai's storage uploads), files.go (the /cdn/files
 // downloads), inputs.go (input URLs a run opens, outputs it saves),
 // webhooks.go (fal_webhook delivery and the JWKS), jsproxy.go (the JS
-// client's /fal/proxy), auth.go (API keys) and observe.go (/readyz,
-// /metrics). server.go, hosts.go, lookup.go and errors.go are shared.
+// client's /fal/proxy), auth.go (API keys), observe.go (/readyz,
+// /metrics) and audit.go (the audit log). server.go, hosts.go, lookup.go and errors.go are shared.
 package api
 
 import (
@@ -79,6 +79,9 @@ type Config struct {
 	// Metrics is what /metrics serves and the server records on; cmd/falocal
 	// shares it with the engine. nil = a registry of the server's own.
 	Metrics *metrics.Metrics
+	// Audit, when set, gets one JSON line per completed request, sync or
+	// queued (audit.go).
+	Audit io.Writer
 }
 
 // Server is the HTTP API.
@@ -91,6 +94,8 @@ type Server struct {
 	m    *metrics.Metrics
 	// hooks owns the webhook deliveries in flight.
 	hooks *deliveries
+	// auditLog is nil without Config.Audit.
+	auditLog *auditLog
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -132,7 +137,8 @@ func Open(cfg Config) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
-	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys), hooks: newDeliveries(), m: cfg.Metrics}
+	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys), hooks: newDeliveries(), m: cfg.Metrics,
+		auditLog: newAuditLog(cfg.Audit, cfg.Keys)}
 	s.SetReady(!cfg.Preloading)
 	s.m.SetQueueCapacity(cfg.MaxQueued)
 	e.HTTPErrorHandler = s.handleError

@@ -78,6 +78,9 @@ type Record struct {
 	Outcome       *Outcome   `json:"outcome,omitempty"`
 	InferenceTime float64    `json:"inference_time,omitempty"`
 	Files         []string   `json:"files,omitempty"` // output file ids, removed with the record
+	// InputBytes is the input's size, kept after the input is let go (for
+	// the audit log); Submit sets it.
+	InputBytes int `json:"input_bytes,omitempty"`
 	// Ephemeral requests (sync runs) are not written to disk: their caller
 	// holds the connection and nobody can ask for them after a restart.
 	Ephemeral bool `json:"-"`
@@ -375,6 +378,7 @@ func (q *Queue) Submit(r Record) (int, error) {
 	q.seq++
 	r.Seq = q.seq
 	r.Status = InQueue
+	r.InputBytes = len(r.Input)
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = q.opts.Now()
 	}

@@ -56,6 +56,7 @@ type Config struct {
 	NPMRegistry    string
 	LogLevel       string
 	LogFormat      string
+	AuditLog       string // file of one JSON line per completed request; "" = none
 	// Serving core: residency, batching, shutdown.
 	MemoryBudget     string // bytes, with an optional unit, or a percentage of RAM; "" = 75% of RAM
 	KeepAlive        string // duration; 0 = unload after use; -1 = never
@@ -285,6 +286,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	num(&c.BodyMinRate, "body-min-rate", "FALOCAL_BODY_MIN_RATE", 1024, "bytes per second below which a request body is cut once -body-timeout has passed (0 = no minimum)")
 	str(&c.LogLevel, "log-level", "FALOCAL_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "FALOCAL_LOG_FORMAT", "text", "text or json")
+	str(&c.AuditLog, "audit-log", "FALOCAL_AUDIT_LOG", "", "file the server appends one JSON line to per completed request, sync or queued: time, request id, key id (never the secret), endpoint, status, queue and run durations, request and response sizes (docs/serving.md#audit-log)")
 }
 
 func (c *Config) threads() int {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,9 +17,11 @@ import (
 // requests are being submitted and run, restores the copy into a fresh data
 // directory, and starts a server there: every request accepted before the
 // backup began is there (finished ones with their results, the rest run to
-// completion), and none submitted after it ended.
+// completion), and none submitted after it ended. The first server keeps an
+// audit log (-audit-log): a line for each request it completed.
 func TestE2EQueueBackupUnderLoad(t *testing.T) {
-	s := startServer(t, "--workers", "2")
+	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
+	s := startServer(t, "--workers", "2", "--audit-log", auditPath)
 	body := astronautBody(t)
 	done := submitQueue(t, nil, s.base+"/"+rembgID, body)
 	waitStatus(t, nil, done.StatusURL, "COMPLETED", 60*time.Second)
@@ -63,6 +67,8 @@ func TestE2EQueueBackupUnderLoad(t *testing.T) {
 		t.Fatalf("no load around the backup: %d before, %d after", len(before), len(later))
 	}
 
+	checkAuditLog(t, auditPath, done.RequestID, len(body))
+
 	// The copy refuses to go over a running server's database.
 	if _, e, code := runCmd(t, "queue", "restore", "-data-dir", s.dataDir, backup); code == 0 || !strings.Contains(e, "stop the server first") {
 		t.Errorf("restore over a running server: %d %s", code, e)
@@ -100,4 +106,36 @@ func TestE2EQueueBackupUnderLoad(t *testing.T) {
 			t.Errorf("%s, submitted after the backup, is %d on the restored server", r.RequestID, resp.StatusCode)
 		}
 	}
+}
+
+// checkAuditLog finds the line of request id in the audit log at path: a
+// queued rembg request that completed with its input's size.
+func checkAuditLog(t *testing.T, path, id string, inputBytes int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e struct {
+			RequestID     string `json:"request_id"`
+			Endpoint      string `json:"endpoint"`
+			Mode          string `json:"mode"`
+			Status        int    `json:"status"`
+			RunMS         int64  `json:"run_ms"`
+			RequestBytes  int    `json:"request_bytes"`
+			ResponseBytes int    `json:"response_bytes"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		if e.RequestID != id {
+			continue
+		}
+		if e.Endpoint != rembgID || e.Mode != "queue" || e.Status != 200 || e.RunMS <= 0 || e.RequestBytes != inputBytes || e.ResponseBytes == 0 {
+			t.Errorf("audit line %s", l)
+		}
+		return
+	}
+	t.Errorf("no audit line for %s in:\n%s", id, b)
 }

@@ -191,6 +191,15 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The audit log outlives the server: it closes once the last request
+	// has completed (closeSrv returned).
+	var audit *os.File
+	if c.AuditLog != "" {
+		if audit, err = os.OpenFile(c.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640); err != nil {
+			return fmt.Errorf("-audit-log: %w", err)
+		}
+		defer audit.Close()
+	}
 	hooks := list(c.WebhookHosts)
 	srv, err := api.Open(api.Config{
 		Registry: reg, Files: fstore, Logger: log,
@@ -201,6 +210,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 			return isLoopbackHost(h) || hostListed(hooks, h)
 		}},
 		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0, Preloading: c.preload,
+		Audit: auditWriter(audit),
 		Health: func() map[string]any {
 			return map[string]any{"version": version, "onnxruntime": map[string]any{
 				"library": info.Library, "version": info.Version, "providers": providers}}
@@ -342,4 +352,13 @@ func hostListed(hosts []string, h string) bool {
 		}
 	}
 	return false
+}
+
+// auditWriter is the API's audit writer: nil (none) without a file, not a
+// nil *os.File in an interface.
+func auditWriter(f *os.File) io.Writer {
+	if f == nil {
+		return nil
+	}
+	return f
 }
