@@ -159,7 +159,10 @@ func transcribe(ctx context.Context, enc windowEncoder, detect func(ctx context.
 			}
 			res = rs[0]
 			need := !opt.DisableThresholds && (res.CompressionRatio > opt.CompressionRatioLimit || res.AvgLogprob < opt.LogprobThreshold)
-			if !opt.DisableThresholds && res.NoSpeechProb > opt.NoSpeechThreshold {
+			// silence: no fallback when the window is probably silent and
+			// improbable (openai-whisper's decode_with_fallback); a silent
+			// but too repetitive window with a good logprob falls back
+			if !opt.DisableThresholds && res.NoSpeechProb > opt.NoSpeechThreshold && res.AvgLogprob < opt.LogprobThreshold {
 				need = false
 			}
 			if opt.OnWindow != nil {
