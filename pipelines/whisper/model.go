@@ -706,8 +706,7 @@ func (m *Model) decodeBatch(ctx context.Context, wins []batchWindow, opt Transcr
 			for j, i := range pending {
 				pieces[i].res = rs[j]
 				r := rs[j]
-				need := (r.CompressionRatio > opt.CompressionRatioLimit || r.AvgLogprob < opt.LogprobThreshold) && r.NoSpeechProb <= opt.NoSpeechThreshold
-				if need && ti < len(opt.Temperatures)-1 {
+				if opt.needsFallback(r) && ti < len(opt.Temperatures)-1 {
 					again = append(again, i)
 				}
 			}

@@ -62,6 +62,18 @@ type WindowTrace struct {
 	Skipped      bool // judged silent
 }
 
+// needsFallback is openai-whisper's decode_with_fallback rule: a result too
+// repetitive (compression ratio) or too improbable (average log-probability)
+// is decoded again at the next temperature, unless the window is probably
+// silent and improbable; a silent but too repetitive window with a good
+// log-probability falls back.
+func (opt TranscribeOptions) needsFallback(r Result) bool {
+	if r.NoSpeechProb > opt.NoSpeechThreshold && r.AvgLogprob < opt.LogprobThreshold {
+		return false
+	}
+	return r.CompressionRatio > opt.CompressionRatioLimit || r.AvgLogprob < opt.LogprobThreshold
+}
+
 var defaultTemperatures = []float64{0, 0.2, 0.4, 0.6, 0.8, 1.0}
 
 func (o *TranscribeOptions) defaults() {
@@ -158,13 +170,7 @@ func transcribe(ctx context.Context, enc windowEncoder, detect func(ctx context.
 				return nil, err
 			}
 			res = rs[0]
-			need := !opt.DisableThresholds && (res.CompressionRatio > opt.CompressionRatioLimit || res.AvgLogprob < opt.LogprobThreshold)
-			// silence: no fallback when the window is probably silent and
-			// improbable (openai-whisper's decode_with_fallback); a silent
-			// but too repetitive window with a good logprob falls back
-			if !opt.DisableThresholds && res.NoSpeechProb > opt.NoSpeechThreshold && res.AvgLogprob < opt.LogprobThreshold {
-				need = false
-			}
+			need := !opt.DisableThresholds && opt.needsFallback(res)
 			if opt.OnWindow != nil {
 				opt.OnWindow(WindowTrace{Seek: seek, Result: res, NeedFallback: need})
 			}
