@@ -58,7 +58,7 @@ func printSettings(w io.Writer, c *Config, fs *flag.FlagSet) {
 // secretSetting says whether a flag holds credentials.
 func secretSetting(name string) bool {
 	for _, s := range []string{"key", "secret", "token", "password"} {
-		if strings.Contains(name, s) && name != "keep-alive" {
+		if strings.Contains(name, s) {
 			return true
 		}
 	}
