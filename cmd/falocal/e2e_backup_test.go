@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -27,42 +28,67 @@ func TestE2EQueueBackupUnderLoad(t *testing.T) {
 	waitStatus(t, nil, done.StatusURL, "COMPLETED", 60*time.Second)
 
 	// Load: submissions go on from another goroutine during the backup.
+	// Each is timed: one acknowledged before the backup began must be in
+	// it, one sent after it ended must not; one in flight meanwhile may be
+	// either.
+	type sub struct {
+		sent, acked time.Time
+		r           submitted
+	}
 	var mu sync.Mutex
-	var accepted []submitted
-	stop := make(chan struct{})
+	var subs []sub
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
 		for range 6 {
-			select {
-			case <-stop:
+			sent := time.Now()
+			resp, err := http.Post(s.base+"/"+rembgID, "application/json", bytes.NewReader(body))
+			if err != nil {
+				t.Error(err)
 				return
-			default:
 			}
-			r := submitQueue(t, nil, s.base+"/"+rembgID, body)
+			var r submitted
+			err = json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || r.RequestID == "" {
+				t.Errorf("submit under load: %d %v", resp.StatusCode, err)
+				return
+			}
 			mu.Lock()
-			accepted = append(accepted, r)
+			subs = append(subs, sub{sent, time.Now(), r})
 			mu.Unlock()
 			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	time.Sleep(120 * time.Millisecond)
-	mu.Lock()
-	before := append([]submitted{done}, accepted...)
-	mu.Unlock()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(subs)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no submission under load was acknowledged")
+		}
+	}
+	began := time.Now()
 	backup := filepath.Join(t.TempDir(), "queue-backup.db")
 	out, errOut, code := runCmd(t, "queue", "backup", "-o", backup, "-data-dir", s.dataDir)
 	if code != 0 || !strings.Contains(out, "running server") {
 		t.Fatalf("backup: %d %s %s", code, out, errOut)
 	}
-	mu.Lock()
-	after := len(accepted)
-	mu.Unlock()
+	ended := time.Now()
 	<-loaded
-	close(stop)
-	mu.Lock()
-	later := accepted[after:]
-	mu.Unlock()
+	before := []submitted{done}
+	var later []submitted
+	for _, x := range subs {
+		switch {
+		case x.acked.Before(began):
+			before = append(before, x.r)
+		case x.sent.After(ended):
+			later = append(later, x.r)
+		}
+	}
 	if len(before) < 2 || len(later) == 0 {
 		t.Fatalf("no load around the backup: %d before, %d after", len(before), len(later))
 	}
