@@ -3,13 +3,10 @@
 package whisper
 
 import (
-	"bufio"
-	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"math"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -101,37 +98,6 @@ func upsample2(x []float32) []float32 {
 	return out
 }
 
-// openaiHuman adds the human transcripts of the non-English clips
-// (nonen/<lang>-demo-congrats.wav: Asterisk's core-sounds-<lang>.txt.gz).
-func openaiHuman(t *testing.T, h map[string]string, ref *openaiRef) {
-	for _, c := range ref.Clips {
-		if !strings.HasPrefix(c.Name, "nonen/") {
-			continue
-		}
-		base := path.Base(c.Name)
-		lang, prompt, ok := strings.Cut(strings.TrimSuffix(base, ".wav"), "-")
-		if !ok {
-			continue
-		}
-		f, err := os.Open(testenv.Asset(t, "whisper/nonen/"+lang+"-core-sounds.txt.gz"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		z, err := gzip.NewReader(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := bufio.NewScanner(z)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			if s, ok := strings.CutPrefix(sc.Text(), prompt+": "); ok {
-				h[c.Name] = s
-			}
-		}
-		f.Close()
-	}
-}
-
 // openaiSubset are the clips both models run by default (each runs four
 // times here: about 10 s a clip for tiny.en, 20 s for whisper-base on 2
 // cores): those of the faster-whisper test's whisper-base subset and the
@@ -176,7 +142,6 @@ func TestRealSpeechMatchesOpenAIWhisper(t *testing.T) {
 				t.Fatalf("%s: the installed model does not output cross_attentions (word timestamps)", name)
 			}
 			human := realHuman(t, &realRef{Long: ref.Long})
-			openaiHuman(t, human, &ref)
 			for _, c := range ref.Clips {
 				if !openaiSubset(c.Name) {
 					continue
