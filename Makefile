@@ -81,6 +81,13 @@ RACE_TEST := $(TEST_ENV) $(GO) test -race -count=1 -timeout 30m $(RACE_PKGS)
 test-race: test-assets
 	$(RACE_TEST)
 
+# A black-box audit of the real binary at full size (cmd/falocal/audit_test.go): a corpus of 500+ malformed and hostile
+# requests, kill -9 and SIGTERM under 20 queued requests, and a flood of 2,000 slow, idle and silent connections. make
+# test runs the same tests smaller; known server bugs the corpus finds run only here (docs/development.md).
+.PHONY: audit
+audit: build test-assets
+	FALOCAL_AUDIT_FULL=1 $(TEST_ENV) $(GO) test -run '^TestAudit' -count=1 -v -timeout 10m ./cmd/falocal
+
 # The fast loop for contributors: no downloads, no ~/.cache/falocal (tests that need assets skip, long ones
 # skip under -short).
 check: vet deps-check
