@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,13 +51,13 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	sub, args := args[0], args[1:]
 	var out, models, endpoints, withRuntime, sign, trust, binary string
 	var withBinary, verify bool
-	c, fs, err := parse("bundle "+sub, args, stderr, func(fs *flag.FlagSet) {
+	flags := func(fs *flag.FlagSet) {
 		switch sub {
 		case "create":
 			fs.StringVar(&out, "o", "", "the bundle file to write (e.g. site.falb)")
 			fs.StringVar(&models, "models", "", "installed models to bundle, comma-separated (default: all installed)")
 			fs.StringVar(&endpoints, "endpoints", "", "bundle every installed model these endpoints can use, comma-separated (e.g. fal-ai/whisper)")
-			fs.StringVar(&withRuntime, "with-runtime", "", "also bundle the ONNX Runtime library setup installed: cpu")
+			fs.StringVar(&withRuntime, "with-runtime", "", "also bundle ONNX Runtime: cpu (the library setup installed), cuda (the GPU build -ort-library names, with its provider libraries), or cpu,cuda")
 			fs.BoolVar(&withBinary, "with-binary", false, "also bundle this falocal binary")
 			fs.StringVar(&sign, "sign", "", "sign with this Ed25519 private key file ('falocal bundle keygen')")
 		case "keygen":
@@ -68,17 +71,21 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if sub == "install" {
 			fs.StringVar(&binary, "install-binary", "", "write the bundle's falocal binary to this path")
 		}
-	})
+	}
+	c, fs, err := parse("bundle "+sub, args, stderr, flags)
 	if err != nil {
 		return err
 	}
 	// The bundle file may come before the flags: install site.falb -trust k.pub.
+	// They are parsed again with the file last, not just the rest parsed, so
+	// that a -config among them is read (parse reads the file it names).
 	pos := fs.Args()
-	if len(pos) > 0 {
-		if err := fs.Parse(pos[1:]); err != nil {
+	if len(pos) > 1 {
+		again := slices.Concat(args[:len(args)-len(pos)], pos[1:], pos[:1])
+		if c, fs, err = parse("bundle "+sub, again, stderr, flags); err != nil {
 			return err
 		}
-		pos = append([]string{pos[0]}, fs.Args()...)
+		pos = fs.Args()
 	}
 	log := newLogger(c, stderr)
 	switch sub {
@@ -89,7 +96,7 @@ func bundleCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return keygen(out, stdout)
 	case "create":
 		if out == "" || len(pos) > 0 {
-			return errors.New("usage: falocal bundle create -o FILE [-models a,b | -endpoints id,…] [-with-runtime cpu] [-with-binary] [-sign KEY]")
+			return errors.New("usage: falocal bundle create -o FILE [-models a,b | -endpoints id,…] [-with-runtime cpu|cuda|cpu,cuda [-ort-library GPU-LIB]] [-with-binary] [-sign KEY]")
 		}
 		start := time.Now()
 		m, err := createBundle(ctx, c, out, models, endpoints, withRuntime, withBinary, sign)
@@ -158,9 +165,17 @@ func createBundle(ctx context.Context, c *Config, out, models, endpoints, withRu
 		return nil, err
 	}
 	o := bundle.CreateOptions{Store: store, Models: picked, FalocalVersion: version}
-	switch withRuntime {
-	case "":
-	case "cpu":
+	kinds := map[string]bool{}
+	for _, k := range strings.Split(withRuntime, ",") {
+		if k = strings.TrimSpace(k); k == "" && withRuntime == "" {
+			continue
+		}
+		if k != "cpu" && k != "cuda" || kinds[k] {
+			return nil, fmt.Errorf("-with-runtime %q: give cpu, cuda or cpu,cuda", withRuntime)
+		}
+		kinds[k] = true
+	}
+	if kinds["cpu"] {
 		lib := bundledORT(c)
 		if err := fetch.VerifyFile(lib, ortSHA256); err != nil {
 			return nil, fmt.Errorf("-with-runtime cpu bundles the ONNX Runtime %s library setup installs, %s: %w (run 'falocal setup' first)", ortVersion, lib, err)
@@ -169,9 +184,17 @@ func createBundle(ctx context.Context, c *Config, out, models, endpoints, withRu
 		if err != nil {
 			return nil, err
 		}
-		o.Runtime = []bundle.RuntimeFile{{Runtime: bundle.Runtime{Kind: "cpu", Version: ortVersion, Path: filepath.ToSlash(rel)}, Src: lib}}
-	default:
-		return nil, fmt.Errorf("-with-runtime %q: only cpu can be bundled", withRuntime)
+		o.Runtime = append(o.Runtime, bundle.RuntimeFile{Runtime: bundle.Runtime{Kind: "cpu", Version: ortVersion, Path: filepath.ToSlash(rel)}, Src: lib})
+	}
+	if kinds["cuda"] {
+		if c.ORTLibrary == "" {
+			return nil, errors.New("-with-runtime cuda bundles the ONNX Runtime GPU build this machine runs: give its library with -ort-library (or $FALOCAL_ORT_LIBRARY), e.g. -ort-library /opt/onnxruntime/lib/libonnxruntime.so.1")
+		}
+		r, err := gpuRuntime(c.ORTLibrary)
+		if err != nil {
+			return nil, err
+		}
+		o.Runtime = append(o.Runtime, r)
 	}
 	if withBinary {
 		if o.Binary, err = os.Executable(); err != nil {
@@ -203,6 +226,99 @@ func createBundle(ctx context.Context, c *Config, out, models, endpoints, withRu
 		return nil, err
 	}
 	return m, nil
+}
+
+var (
+	// the library and its soname links; the version is the file's name
+	ortLibName      = regexp.MustCompile(`^libonnxruntime\.so(\.[0-9]+)*$`)
+	ortVersionName  = regexp.MustCompile(`^libonnxruntime\.so\.([0-9]+\.[0-9]+\.[0-9]+)$`)
+	ortProviderName = regexp.MustCompile(`^libonnxruntime_providers_[A-Za-z0-9_]+\.so$`)
+)
+
+// gpuRuntime gathers the GPU build of ONNX Runtime that lib belongs to:
+// every libonnxruntime.so* and libonnxruntime_providers_*.so in its
+// directory, since ORT loads the providers from beside itself. Links into
+// the directory travel as links, the files they name as files; a link to
+// a file elsewhere travels as a file of its own name. Nothing here loads a
+// library: this machine need not have a GPU, and loading the CUDA provider
+// would need one.
+func gpuRuntime(lib string) (bundle.RuntimeFile, error) {
+	dir := filepath.Dir(lib)
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return bundle.RuntimeFile{}, fmt.Errorf("-with-runtime cuda: the -ort-library directory: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return bundle.RuntimeFile{}, err
+	}
+	ours := func(n string) bool { return ortLibName.MatchString(n) || ortProviderName.MatchString(n) }
+	type file struct{ name, src string }
+	var files []file
+	links := map[string]string{} // link name → file name
+	for _, e := range ents {
+		n := e.Name()
+		if !ours(n) {
+			continue
+		}
+		src, err := filepath.EvalSymlinks(filepath.Join(dir, n))
+		if err != nil {
+			return bundle.RuntimeFile{}, fmt.Errorf("-with-runtime cuda: %w", err)
+		}
+		if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() {
+			return bundle.RuntimeFile{}, fmt.Errorf("-with-runtime cuda: %s is not a file", filepath.Join(dir, n))
+		}
+		if t := filepath.Base(src); filepath.Dir(src) == real && t != n && ours(t) {
+			links[n] = t
+			continue
+		}
+		files = append(files, file{n, src})
+	}
+	base := filepath.Base(lib)
+	name := base
+	if t, ok := links[base]; ok {
+		name = t
+	}
+	libIdx, cuda := -1, false
+	for i, f := range files {
+		if f.name == name {
+			libIdx = i
+		}
+		cuda = cuda || f.name == "libonnxruntime_providers_cuda.so"
+	}
+	if libIdx < 0 || !ortLibName.MatchString(name) {
+		return bundle.RuntimeFile{}, fmt.Errorf("-with-runtime cuda: -ort-library %s is not a libonnxruntime.so file", lib)
+	}
+	if !cuda {
+		return bundle.RuntimeFile{}, fmt.Errorf("-with-runtime cuda: %s is not a GPU build of ONNX Runtime: it has no libonnxruntime_providers_cuda.so beside %s", dir, base)
+	}
+	// The GPU build carries no pin and the only version probe loads the
+	// library, so the version is read from the file's name.
+	v := ortVersionName.FindStringSubmatch(name)
+	for _, f := range files {
+		// a copied soname file: the one versioned file beside it names it
+		if w := ortVersionName.FindStringSubmatch(f.name); w != nil && name != f.name && !ortVersionName.MatchString(name) {
+			if v != nil && v[1] != w[1] {
+				return bundle.RuntimeFile{}, fmt.Errorf("-with-runtime cuda: %s holds ONNX Runtime %s and %s: give a directory of one build", dir, v[1], w[1])
+			}
+			v = w
+		}
+	}
+	if v == nil {
+		return bundle.RuntimeFile{}, fmt.Errorf("-with-runtime cuda: cannot tell the ONNX Runtime version of %s from its name (want libonnxruntime.so.<major>.<minor>.<patch> in %s)", lib, dir)
+	}
+	d := "onnxruntime-gpu-" + v[1] + "/"
+	r := bundle.RuntimeFile{Runtime: bundle.Runtime{Kind: "cuda", Version: v[1], Path: d + name}, Src: files[libIdx].src}
+	for i, f := range files {
+		if i != libIdx {
+			r.Libs = append(r.Libs, d+f.name)
+			r.LibSrcs = append(r.LibSrcs, f.src)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(links)) {
+		r.Links = append(r.Links, bundle.Link{Path: d + n, Target: links[n]})
+	}
+	return r, nil
 }
 
 func pickBundleModels(store *weights.Store, models, endpoints string) ([]weights.Manifest, error) {
@@ -274,10 +390,14 @@ func installBundle(c *Config, f io.Reader, name string, key ed25519.PublicKey, b
 	default:
 		log.Warn("bundle is unsigned: its contents match its own manifest, but nothing proves who made it", "file", name)
 	}
+	var gpuLib string
 	for _, r := range res.Manifest.Runtime {
 		if r.Kind == "cpu" && r.Version != ortVersion {
 			log.Warn("the bundle's ONNX Runtime is not the version this falocal loads by default: point -ort-library at it",
 				"bundled", r.Version, "path", filepath.Join(c.CacheDir, filepath.FromSlash(r.Path)), "want", ortVersion)
+		}
+		if r.Kind == "cuda" {
+			gpuLib = filepath.Join(c.CacheDir, filepath.FromSlash(r.Path))
 		}
 	}
 	var names []string
@@ -288,6 +408,16 @@ func installBundle(c *Config, f io.Reader, name string, key ed25519.PublicKey, b
 		"seconds", time.Since(start).Seconds())
 	fmt.Fprintf(stdout, "installed %s: %s into %s (%d files written, %d already present)\n", name,
 		strings.Join(names, ", "), c.DataDir, res.Written, res.Skipped)
+	if gpuLib != "" {
+		// serve loads the pinned CPU build unless told otherwise
+		fmt.Fprintf(stdout, "installed the ONNX Runtime GPU build; serve uses it with -ort-library %s\n", gpuLib)
+		if c.ConfigFile != "" {
+			fmt.Fprintf(stdout, "or in %s: ort-library = %s\n", c.ConfigFile, strconv.Quote(gpuLib))
+		} else {
+			fmt.Fprintf(stdout, "or FALOCAL_ORT_LIBRARY=%s, or ort-library = %s in a -config file\n", gpuLib, strconv.Quote(gpuLib))
+		}
+		fmt.Fprintln(stdout, "CUDA and cuDNN are not in the bundle: they come with the site's NVIDIA driver and CUDA libraries (or the nvidia/cuda image)")
+	}
 	return nil
 }
 
@@ -309,7 +439,18 @@ func printBundle(w io.Writer, m *bundle.Manifest, signed, verified bool) {
 		fmt.Fprintf(w, "model    %s (%s, %d files, %.1f MB)\n", man.Name, man.Pipeline, len(man.Files), float64(size)/1e6)
 	}
 	for _, r := range m.Runtime {
-		fmt.Fprintf(w, "runtime  %s ONNX Runtime %s: %s\n", r.Kind, r.Version, r.Path)
+		switch r.Kind {
+		case "cuda":
+			fmt.Fprintf(w, "runtime  cuda ONNX Runtime %s, the site's own GPU build (no pin: checked against this manifest only): %s\n", r.Version, r.Path)
+		default:
+			fmt.Fprintf(w, "runtime  %s ONNX Runtime %s: %s\n", r.Kind, r.Version, r.Path)
+		}
+		for _, l := range r.Libs {
+			fmt.Fprintf(w, "         + %s\n", l)
+		}
+		for _, l := range r.Links {
+			fmt.Fprintf(w, "         link %s -> %s\n", l.Path, l.Target)
+		}
 	}
 	if m.Binary != "" {
 		fmt.Fprintf(w, "binary   %s\n", m.Binary)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -254,7 +255,144 @@ func TestBundleRuntime(t *testing.T) {
 	if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-with-runtime", "cpu", "-data-dir", src, "-cache-dir", cache); code == 0 || !strings.Contains(e, "run 'falocal setup' first") {
 		t.Errorf("a wrong library was bundled: %d %s", code, e)
 	}
-	if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-with-runtime", "cuda", "-data-dir", src, "-cache-dir", cache); code == 0 || !strings.Contains(e, "only cpu") {
-		t.Errorf("-with-runtime cuda: %d %s", code, e)
+	if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-with-runtime", "cpu,rocm", "-data-dir", src, "-cache-dir", cache); code == 0 || !strings.Contains(e, "give cpu, cuda or cpu,cuda") {
+		t.Errorf("-with-runtime cpu,rocm: %d %s", code, e)
+	}
+}
+
+// fakeGPUBuild lays out a directory as ONNX Runtime's GPU release unpacks
+// (the library, its soname links, the provider libraries) from small
+// made-up files, with cuDNN beside it, which does not travel; cuda false
+// leaves out the CUDA provider.
+func fakeGPUBuild(t *testing.T, cuda bool) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := []string{"libonnxruntime.so.1.30.0", "libonnxruntime_providers_shared.so", "libcudnn.so.9"}
+	if cuda {
+		files = append(files, "libonnxruntime_providers_cuda.so")
+	}
+	for i, n := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), bytes.Repeat([]byte{byte(i), 0x7f}, 3000+i), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{"libonnxruntime.so.1": "libonnxruntime.so.1.30.0", "libonnxruntime.so": "libonnxruntime.so.1"} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestBundleGPURuntime(t *testing.T) {
+	t.Setenv("FALOCAL_ORT_LIBRARY", "")
+	t.Setenv("ONNXRUNTIME_SHARED_LIBRARY_PATH", "")
+	// a directory no flag or file names must not be the user's cache
+	t.Setenv("FALOCAL_CACHE_DIR", "")
+	os.Unsetenv("FALOCAL_CACHE_DIR") // set, even empty, it beats the config file
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	cpuLib := testenv.ORTLibrary(t)
+	cache := t.TempDir()
+	dst := filepath.Join(cache, "onnxruntime-"+ortVersion, "libonnxruntime.so.1")
+	os.MkdirAll(filepath.Dir(dst), 0o755)
+	if err := os.Symlink(cpuLib, dst); err != nil {
+		t.Fatal(err)
+	}
+	src := smallStore(t)
+	gpu := fakeGPUBuild(t, true)
+	b := filepath.Join(t.TempDir(), "gpu.falb")
+	if _, e, code := runCmd(t, "bundle", "create", "-o", b, "-models", "seg-a", "-with-runtime", "cpu,cuda",
+		"-ort-library", filepath.Join(gpu, "libonnxruntime.so.1"), "-data-dir", src, "-cache-dir", cache); code != 0 {
+		t.Fatal(e)
+	}
+
+	out, e, code := runCmd(t, "bundle", "inspect", b)
+	if code != 0 {
+		t.Fatal(e)
+	}
+	for _, want := range []string{
+		"runtime  cpu ONNX Runtime " + ortVersion + ": onnxruntime-" + ortVersion + "/libonnxruntime.so.1\n",
+		"runtime  cuda ONNX Runtime 1.30.0, the site's own GPU build (no pin: checked against this manifest only): onnxruntime-gpu-1.30.0/libonnxruntime.so.1.30.0\n",
+		"+ onnxruntime-gpu-1.30.0/libonnxruntime_providers_cuda.so\n",
+		"+ onnxruntime-gpu-1.30.0/libonnxruntime_providers_shared.so\n",
+		"link onnxruntime-gpu-1.30.0/libonnxruntime.so -> libonnxruntime.so.1.30.0\n",
+		"link onnxruntime-gpu-1.30.0/libonnxruntime.so.1 -> libonnxruntime.so.1.30.0\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "cudnn") {
+		t.Errorf("cuDNN was bundled:\n%s", out)
+	}
+
+	// into an empty cache directory, through a config file that names it
+	newCache := filepath.Join(t.TempDir(), "cache")
+	cfg := filepath.Join(t.TempDir(), "falocal.toml")
+	if err := os.WriteFile(cfg, []byte("cache-dir = "+strconv.Quote(newCache)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, e, code = runCmd(t, "bundle", "install", b, "-config", cfg, "-data-dir", t.TempDir())
+	if code != 0 {
+		t.Fatal(e)
+	}
+	lib := filepath.Join(newCache, "onnxruntime-gpu-1.30.0", "libonnxruntime.so.1.30.0")
+	for _, want := range []string{"-ort-library " + lib + "\n", "or in " + cfg + ": ort-library = " + strconv.Quote(lib) + "\n", "CUDA and cuDNN are not in the bundle"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("install output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, n := range []string{"libonnxruntime.so.1.30.0", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"} {
+		want, _ := os.ReadFile(filepath.Join(gpu, n))
+		p := filepath.Join(newCache, "onnxruntime-gpu-1.30.0", n)
+		st, err := os.Lstat(p)
+		got, _ := os.ReadFile(p)
+		if err != nil || !st.Mode().IsRegular() || !bytes.Equal(got, want) {
+			t.Errorf("%s not installed as a file with its bytes: %v", n, err)
+		}
+	}
+	for _, n := range []string{"libonnxruntime.so.1", "libonnxruntime.so"} {
+		if got, err := os.Readlink(filepath.Join(newCache, "onnxruntime-gpu-1.30.0", n)); err != nil || got != "libonnxruntime.so.1.30.0" {
+			t.Errorf("%s → %q (%v), want → libonnxruntime.so.1.30.0", n, got, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(newCache, "onnxruntime-gpu-1.30.0", "libcudnn.so.9")); err == nil {
+		t.Error("cuDNN was installed")
+	}
+	st, err := os.Lstat(bundledORT(&Config{CacheDir: newCache}))
+	got, _ := os.ReadFile(bundledORT(&Config{CacheDir: newCache}))
+	want, _ := os.ReadFile(cpuLib)
+	if err != nil || !st.Mode().IsRegular() || !bytes.Equal(got, want) {
+		t.Errorf("CPU library not installed as a file where setup puts it: %v", err)
+	}
+
+	// without a config file, the hint names the variable
+	out, e, code = runCmd(t, "bundle", "install", b, "-data-dir", t.TempDir(), "-cache-dir", t.TempDir())
+	if code != 0 || !strings.Contains(out, "or FALOCAL_ORT_LIBRARY=") {
+		t.Errorf("install without a config file: %d %s\n%s", code, e, out)
+	}
+
+	noCUDA := fakeGPUBuild(t, false)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no -ort-library", nil, "give its library with -ort-library"},
+		{"a CPU build", []string{"-ort-library", filepath.Join(noCUDA, "libonnxruntime.so.1")}, "is not a GPU build of ONNX Runtime: it has no libonnxruntime_providers_cuda.so"},
+		{"no such directory", []string{"-ort-library", filepath.Join(t.TempDir(), "nowhere", "libonnxruntime.so.1")}, "the -ort-library directory"},
+		{"a provider library", []string{"-ort-library", filepath.Join(gpu, "libonnxruntime_providers_cuda.so")}, "is not a libonnxruntime.so file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "x.falb")
+			args := append([]string{"bundle", "create", "-o", out, "-with-runtime", "cuda", "-data-dir", src, "-cache-dir", cache}, c.args...)
+			_, e, code := runCmd(t, args...)
+			if code == 0 || !strings.Contains(e, c.want) {
+				t.Errorf("exit %d, stderr %q, want one with %q", code, e, c.want)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Error("a bundle was written")
+			}
+		})
 	}
 }

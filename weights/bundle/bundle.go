@@ -66,10 +66,26 @@ type Manifest struct {
 
 // Runtime is a runtime library carried by the bundle.
 type Runtime struct {
-	Kind    string `json:"kind"` // "cpu"
+	// "cpu": the pinned build setup installs; "cuda": the connecting site's
+	// own GPU build, which no pin covers (its files' hashes are all there is)
+	Kind    string `json:"kind"`
 	Version string `json:"version"`
-	Path    string `json:"path"` // slash path relative to the cache directory, as setup places it
+	Path    string `json:"path"` // the library to load, slash path relative to the cache directory
+	// Libs are further files installed beside Path: ORT loads its
+	// provider libraries from the directory of the library it runs.
+	Libs  []string `json:"libs,omitempty"`
+	Links []Link   `json:"links,omitempty"`
 }
+
+// Link is a symbolic link made at install beside a runtime's files, as the
+// source directory had it (the soname links: libonnxruntime.so.1 → …).
+type Link struct {
+	Path   string `json:"path"`   // slash path relative to the cache directory
+	Target string `json:"target"` // a file of the same runtime, by its name in that directory
+}
+
+// Files lists the runtime's files: Path, then Libs.
+func (r Runtime) Files() []string { return append([]string{r.Path}, r.Libs...) }
 
 // Entry is one member of the bundle after its head.
 type Entry struct {
@@ -94,7 +110,8 @@ func (m *Manifest) NeedsPlatform() bool { return len(m.Runtime) > 0 || m.Binary 
 // RuntimeFile is a runtime library to put in a bundle.
 type RuntimeFile struct {
 	Runtime
-	Src string // the file on this machine
+	Src     string   // the file on this machine for Path
+	LibSrcs []string // the files for Libs, in order
 }
 
 // CreateOptions says what goes in a bundle.
@@ -144,14 +161,20 @@ func Create(w io.Writer, o CreateOptions) (*Manifest, error) {
 		m.Models = append(m.Models, man)
 	}
 	for _, r := range o.Runtime {
-		if !safeRel(r.Path) {
-			return nil, fmt.Errorf("runtime path %q is not a relative path", r.Path)
+		if len(r.LibSrcs) != len(r.Libs) {
+			return nil, fmt.Errorf("runtime %s: %d libraries, %d source files", r.Kind, len(r.Libs), len(r.LibSrcs))
 		}
-		sum, size, err := hashFile(r.Src)
-		if err != nil {
+		if err := r.check(nil); err != nil {
 			return nil, err
 		}
-		add("runtime/"+r.Path, r.Src, sum, size)
+		srcs := append([]string{r.Src}, r.LibSrcs...)
+		for i, p := range r.Files() {
+			sum, size, err := hashFile(srcs[i])
+			if err != nil {
+				return nil, err
+			}
+			add("runtime/"+p, srcs[i], sum, size)
+		}
 		m.Runtime = append(m.Runtime, r.Runtime)
 	}
 	if o.Binary != "" {
@@ -394,8 +417,8 @@ func (m *Manifest) check() error {
 		}
 	}
 	for _, r := range m.Runtime {
-		if _, ok := listed["runtime/"+r.Path]; !ok || !safeRel(r.Path) {
-			return fmt.Errorf("runtime %s %s: %s is not among the bundle's files", r.Kind, r.Version, r.Path)
+		if err := r.check(listed); err != nil {
+			return err
 		}
 	}
 	if m.Binary != "" {
@@ -407,6 +430,37 @@ func (m *Manifest) check() error {
 		if !blobMember.MatchString(p) && !strings.HasPrefix(p, "runtime/") && p != BinaryName {
 			return fmt.Errorf("member %s is of no kind this falocal knows", p)
 		}
+	}
+	return nil
+}
+
+// check makes a runtime's paths safe: its files inside the cache directory
+// (and among the bundle's members, when listed is given), its links beside
+// them, named as no member is, pointing at one of its files by name.
+func (r Runtime) check(listed map[string]Entry) error {
+	files := map[string]bool{}
+	for _, p := range r.Files() {
+		if !safeRel(p) {
+			return fmt.Errorf("runtime %s %s: path %q is not a relative path inside the cache directory", r.Kind, r.Version, p)
+		}
+		if _, ok := listed["runtime/"+p]; listed != nil && !ok {
+			return fmt.Errorf("runtime %s %s: %s is not among the bundle's files", r.Kind, r.Version, p)
+		}
+		if path.Dir(p) != path.Dir(r.Path) {
+			return fmt.Errorf("runtime %s %s: %s is not beside %s", r.Kind, r.Version, p, r.Path)
+		}
+		files[p] = true
+	}
+	links := map[string]bool{}
+	for _, l := range r.Links {
+		// Target by bare name: a link can only point at a file the bundle
+		// installs beside it, never elsewhere on the site.
+		bad := !safeRel(l.Path) || path.Dir(l.Path) != path.Dir(r.Path) || files[l.Path] || links[l.Path] ||
+			strings.Contains(l.Target, "/") || !files[path.Join(path.Dir(r.Path), l.Target)]
+		if _, member := listed["runtime/"+l.Path]; bad || member {
+			return fmt.Errorf("runtime %s %s: bad link %q → %q", r.Kind, r.Version, l.Path, l.Target)
+		}
+		links[l.Path] = true
 	}
 	return nil
 }

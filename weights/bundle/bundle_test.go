@@ -93,7 +93,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{src: src, models: []weights.Manifest{a, b}, lib: lib, pub: pub, priv: priv}
 	f.options = CreateOptions{Store: src, Models: f.models, FalocalVersion: "test", Sign: priv,
-		Runtime: []RuntimeFile{{Runtime{Kind: "cpu", Version: "1.30.0", Path: "onnxruntime-1.30.0/libonnxruntime.so.1"}, lib}}}
+		Runtime: []RuntimeFile{{Runtime: Runtime{Kind: "cpu", Version: "1.30.0", Path: "onnxruntime-1.30.0/libonnxruntime.so.1"}, Src: lib}}}
 	f.signed = f.create(t, f.options)
 	return f
 }
@@ -491,4 +491,126 @@ func manifestBytes(t *testing.T, data []byte) []byte {
 	}
 	b, _ := io.ReadAll(tr)
 	return b
+}
+
+// gpuRuntime is a stand-in for a site's GPU build: the library and two
+// provider libraries, with the soname links.
+func gpuRuntime(t *testing.T) RuntimeFile {
+	t.Helper()
+	dir := t.TempDir()
+	names := []string{"libonnxruntime.so.1.30.0", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"}
+	var srcs []string
+	for i, n := range names {
+		p := filepath.Join(dir, n)
+		if err := os.WriteFile(p, randBytes(uint64(20+i), 4000+i), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, p)
+	}
+	d := "onnxruntime-gpu-1.30.0/"
+	return RuntimeFile{Runtime: Runtime{Kind: "cuda", Version: "1.30.0", Path: d + names[0],
+		Libs:  []string{d + names[1], d + names[2]},
+		Links: []Link{{d + "libonnxruntime.so.1", names[0]}, {d + "libonnxruntime.so", names[0]}}},
+		Src: srcs[0], LibSrcs: srcs[1:]}
+}
+
+func TestGPURuntime(t *testing.T) {
+	f := newFixture(t)
+	gpu := gpuRuntime(t)
+	o := f.options
+	o.Sign = nil
+	o.Runtime = append(slices.Clone(o.Runtime), gpu)
+	data := f.create(t, o)
+
+	store, cache := target(t)
+	if _, err := Install(bytes.NewReader(data), store, InstallOptions{CacheDir: cache}); err != nil {
+		t.Fatal(err)
+	}
+	srcs := append([]string{gpu.Src}, gpu.LibSrcs...)
+	for i, p := range gpu.Files() {
+		want, _ := os.ReadFile(srcs[i])
+		dst := filepath.Join(cache, filepath.FromSlash(p))
+		st, err := os.Lstat(dst)
+		got, _ := os.ReadFile(dst)
+		if err != nil || !st.Mode().IsRegular() || !bytes.Equal(got, want) {
+			t.Errorf("%s not installed as a file with the bundled bytes: %v", p, err)
+		}
+	}
+	for _, l := range gpu.Links {
+		if got, err := os.Readlink(filepath.Join(cache, filepath.FromSlash(l.Path))); err != nil || got != l.Target {
+			t.Errorf("link %s → %q (%v), want → %s", l.Path, got, err, l.Target)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(cache, "onnxruntime-1.30.0", "libonnxruntime.so.1")); err != nil {
+		t.Errorf("the CPU library beside it: %v", err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(cache, ".bundle-*")); len(ents) != 0 {
+		t.Errorf("staging left behind: %v", ents)
+	}
+	// again over itself: the links are replaced, not refused
+	if _, err := Install(bytes.NewReader(data), store, InstallOptions{CacheDir: cache}); err != nil {
+		t.Fatal(err)
+	}
+
+	cuda := "runtime/" + gpu.Libs[1]
+	withLinks := func(links []any) []byte {
+		return rewrite(t, data, func(n string, b []byte) []byte {
+			if n == ManifestName {
+				return editManifest(t, b, func(m map[string]any) {
+					rt := m["runtime"].([]any)
+					rt[1].(map[string]any)["links"] = links
+				})
+			}
+			return b
+		})
+	}
+	link := func(p, target string) any { return map[string]any{"path": p, "target": target} }
+	cases := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"flipped byte in the CUDA provider", rewrite(t, data, func(n string, b []byte) []byte {
+			if n == cuda {
+				b[len(b)-1] ^= 1
+			}
+			return b
+		}), cuda + " failed verification"},
+		{"provider library missing from the manifest", rewrite(t, data, func(n string, b []byte) []byte {
+			if n == ManifestName {
+				return editManifest(t, b, func(m map[string]any) {
+					files := m["files"].([]any)
+					m["files"] = slices.DeleteFunc(files, func(e any) bool { return e.(map[string]any)["path"] == cuda })
+				})
+			}
+			return b
+		}), gpu.Libs[1] + " is not among the bundle's files"},
+		{"link pointing out of the cache directory", withLinks([]any{link("onnxruntime-gpu-1.30.0/libonnxruntime.so.1", "../../../etc/passwd")}), "bad link"},
+		{"link pointing by absolute path", withLinks([]any{link("onnxruntime-gpu-1.30.0/libonnxruntime.so.1", "/etc/passwd")}), "bad link"},
+		{"link placed in another folder", withLinks([]any{link("onnxruntime-1.30.0/libonnxruntime.so.1", "libonnxruntime.so.1.30.0")}), "bad link"},
+		{"link over a bundled file", withLinks([]any{link(gpu.Libs[1], "libonnxruntime.so.1.30.0")}), "bad link"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			store, cache := target(t)
+			// a cache directory that holds a runtime already
+			if err := os.MkdirAll(filepath.Join(cache, "onnxruntime-gpu-1.30.0"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(cache, filepath.FromSlash(gpu.Libs[1])), []byte("old"), 0o755)
+			os.Symlink("libonnxruntime_providers_cuda.so", filepath.Join(cache, "onnxruntime-gpu-1.30.0", "libonnxruntime.so.1"))
+			before := listing(t, store.Dir(), cache)
+			_, err := Install(bytes.NewReader(c.data), store, InstallOptions{CacheDir: cache})
+			if err == nil {
+				t.Fatal("installed")
+			}
+			t.Logf("refused: %v", err)
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q, want one with %q", err, c.want)
+			}
+			if after := listing(t, store.Dir(), cache); after != before {
+				t.Errorf("the store or cache changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
 }

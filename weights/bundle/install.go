@@ -18,7 +18,7 @@ import (
 type InstallOptions struct {
 	Trust ed25519.PublicKey // nil: the signature, if any, is not checked
 	// CacheDir receives the runtime libraries at their paths (where setup
-	// puts them); required when the bundle carries any.
+	// puts the CPU one) and their links; required when the bundle carries any.
 	CacheDir string
 	// Binary, when set, receives the bundle's falocal binary (mode 0755);
 	// otherwise the binary is verified and not written.
@@ -117,6 +117,18 @@ func Install(r io.Reader, store *weights.Store, o InstallOptions) (_ *Result, er
 	if err != nil {
 		return nil, err
 	}
+	// The links are staged too, so that making one cannot fail after the
+	// first file has moved.
+	var links []staged
+	for _, r := range m.Runtime {
+		for _, l := range r.Links {
+			tmp := filepath.Join(cacheTmp, fmt.Sprintf("link-%d", len(links)))
+			if err := os.Symlink(l.Target, tmp); err != nil {
+				return nil, err
+			}
+			links = append(links, staged{tmp, filepath.Join(o.CacheDir, filepath.FromSlash(l.Path))})
+		}
+	}
 
 	// Every file has passed: move them into place. AddBlob hashes the staged
 	// file once more, so what lands in blobs/ is what is on the disk now.
@@ -137,6 +149,12 @@ func Install(r io.Reader, store *weights.Store, o InstallOptions) (_ *Result, er
 			}
 		}
 		res.Written++
+	}
+	// after the files, so that no link dangles at any moment
+	for _, s := range links {
+		if err := os.Rename(s.tmp, s.dst); err != nil {
+			return nil, err
+		}
 	}
 	now := time.Now().UTC()
 	for _, man := range m.Models {
