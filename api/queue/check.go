@@ -456,6 +456,11 @@ func (s *scanner) orphans() {
 		if s.free == nil && found[k].Status != Completed {
 			s.rep.Unsure++
 		}
+	}
+	// Inputs on pages the tree no longer reaches belong to requests found
+	// either way: the requests tree may be whole while the inputs tree lost
+	// a branch page.
+	for k := range s.requests {
 		if _, ok := s.inputs[k]; !ok {
 			if in, ok := loose[k]; ok {
 				s.inputs[k] = in
