@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/falocal/falocal/pipelines"
 )
 
 // Connection limits: what one client may hold of the server. The header
@@ -122,6 +125,19 @@ func (e *BodyTimeoutError) Temporary() bool { return false }
 // a 408.
 func (e *BodyTimeoutError) Unwrap() []error {
 	return []error{os.ErrDeadlineExceeded, &echo.HTTPError{Code: http.StatusRequestTimeout, Message: e.msg}}
+}
+
+// bodyError maps a failed read of a request body: what the error handler
+// answers by type stays (over the limit: 413; stalled: 408; the client
+// gone or the request's deadline), any other failure — a malformed chunked
+// encoding, a connection cut mid-body — is the client's, a 400.
+func bodyError(err error) error {
+	var mb *http.MaxBytesError
+	var bt *BodyTimeoutError
+	if errors.As(err, &mb) || errors.As(err, &bt) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &pipelines.HTTPError{Status: http.StatusBadRequest, Type: "bad_request", Msg: "Could not read the request body", Err: err}
 }
 
 // refuseWait bounds how long a refused connection is held while its

@@ -246,7 +246,7 @@ func (st *storage) tooLarge() error {
 func readUploadJSON(c echo.Context, dst any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody))
 	if err != nil {
-		return err
+		return bodyError(err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
@@ -400,7 +400,7 @@ func (st *storage) start(c echo.Context, kind uploadKind) error {
 // cdnToken issues the Bearer token of the v3 CDN calls.
 func (st *storage) cdnToken(c echo.Context) error {
 	if _, err := io.Copy(io.Discard, http.MaxBytesReader(c.Response(), c.Request().Body, maxJSONBody)); err != nil {
-		return err
+		return bodyError(err)
 	}
 	st.prune()
 	tok := newUploadKey()
@@ -592,7 +592,7 @@ func (st *storage) v3Upload(c echo.Context) error {
 func (st *storage) v3Multipart(c echo.Context) error {
 	r := c.Request()
 	if _, err := io.Copy(io.Discard, http.MaxBytesReader(c.Response(), r.Body, maxJSONBody)); err != nil {
-		return err
+		return bodyError(err)
 	}
 	ct := r.Header.Get("Content-Type")
 	name := r.Header.Get("X-Fal-File-Name")

@@ -73,10 +73,6 @@ type auditCase struct {
 	// raw, when set, is sent as is on a connection of its own: requests
 	// that an HTTP client will not write.
 	raw string
-	// bug names a server bug this case still finds: it runs under make audit
-	// (FALOCAL_AUDIT_FULL=1), which fails until the bug is fixed, and is left
-	// out of make test.
-	bug string
 }
 
 // auditField is one field of an endpoint's schema and the JSON kind it takes.
@@ -331,8 +327,7 @@ func auditCorpus(t *testing.T, base string) []auditCase {
 		add(c)
 	}
 	for _, p := range []string{"/run/fal-ai/esrgan", "/fal-ai/esrgan", "/cdn/files/upload"} {
-		add(auditCase{name: "wire bad chunk size " + p, raw: "POST " + p + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + chunkedBody + "zz\r\n{}\r\n0\r\n\r\n",
-			bug: "a chunked body with an invalid chunk size is answered 500 (\"invalid byte in chunk length\" logged as an internal error)"})
+		add(auditCase{name: "wire bad chunk size " + p, raw: "POST " + p + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + chunkedBody + "zz\r\n{}\r\n0\r\n\r\n"})
 	}
 	for _, target := range []string{"http://169.254.169.254/", "file:///etc/passwd", "https://evil.example/fal-ai/esrgan", "https://fal.run@evil.example/"} {
 		add(auditCase{name: "proxy target " + trimName(target), path: "/fal/proxy", hdr: []string{"x-fal-target-url", target}, body: bad})
@@ -437,14 +432,7 @@ func TestAuditMalformed(t *testing.T) {
 	// A short body timeout bounds the cases that declare more body than
 	// they send.
 	s := startServer(t, "--max-body-bytes", "1000000", "--body-timeout", "3s")
-	var cases []auditCase
-	for _, c := range auditCorpus(t, s.base) {
-		if c.bug != "" && os.Getenv("FALOCAL_AUDIT_FULL") != "1" {
-			t.Logf("%s: left out of make test (known bug: %s); make audit runs it", c.name, c.bug)
-			continue
-		}
-		cases = append(cases, c)
-	}
+	cases := auditCorpus(t, s.base)
 	if len(cases) < 150 {
 		t.Fatalf("the corpus has %d cases, want at least 150", len(cases))
 	}
