@@ -115,15 +115,25 @@ func parse(name string, args []string, stderr io.Writer, extra func(*flag.FlagSe
 // configPath is the -config file that args and the environment name, ""
 // for none. A parse that fails here fails again, reported, in parse.
 func configPath(args []string, extra func(*flag.FlagSet)) string {
+	defs := flag.NewFlagSet("", flag.ContinueOnError)
+	bindFlags(defs, &Config{})
+	if extra != nil {
+		extra(defs)
+	}
+	// The args are read into stand-ins of the same names and kinds, so that
+	// this first pass sets nothing (a repeatable flag would otherwise
+	// collect its values twice).
 	fs := flag.NewFlagSet("", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	c := &Config{}
-	bindFlags(fs, c)
-	if extra != nil {
-		extra(fs)
-	}
+	defs.VisitAll(func(f *flag.Flag) {
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			fs.Bool(f.Name, false, "")
+		} else {
+			fs.String(f.Name, f.DefValue, "") // -config's default is $FALOCAL_CONFIG
+		}
+	})
 	if fs.Parse(args) != nil {
 		return ""
 	}
-	return c.ConfigFile
+	return fs.Lookup("config").Value.String()
 }
