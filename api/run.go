@@ -107,12 +107,6 @@ func (s *Server) run(c echo.Context) error {
 // readBody reads a submit's JSON body (queue and sync alike), refusing one
 // that does not parse.
 func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	if n := c.Request().ContentLength; n > s.cfg.MaxBodyBytes {
-		// refused from the header, and the connection closed after the
-		// answer: no waiting for (or reading of) a body it will not take
-		c.Response().Header().Set(echo.HeaderConnection, "close")
-		return nil, &http.MaxBytesError{Limit: s.cfg.MaxBodyBytes}
-	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		return nil, bodyError(err)
