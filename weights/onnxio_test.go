@@ -95,7 +95,7 @@ func TestAddDirMaterialize(t *testing.T) {
 	if _, err := s.Materialize(m); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(s.blobPath(fs[0].SHA256), []byte("tampered"), 0o644)
+	os.WriteFile(s.BlobPath(fs[0].SHA256), []byte("tampered"), 0o644)
 	if _, err := s.Materialize(m); err == nil {
 		t.Fatal("materialized a corrupted blob")
 	}

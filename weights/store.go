@@ -87,7 +87,8 @@ func (s *Store) TempDir() (string, error) {
 	return os.MkdirTemp(filepath.Join(s.dir, "tmp"), "install-")
 }
 
-func (s *Store) blobPath(sum string) string { return filepath.Join(s.dir, "blobs", "sha256-"+sum) }
+// BlobPath is where the store keeps the blob with SHA-256 sum.
+func (s *Store) BlobPath(sum string) string { return filepath.Join(s.dir, "blobs", "sha256-"+sum) }
 
 // AddBlob moves the file at src into the store and returns its entry. When
 // wantSHA is not empty the file must hash to it.
@@ -99,7 +100,7 @@ func (s *Store) AddBlob(src, role, name, dtype, wantSHA string) (File, error) {
 	if wantSHA != "" && sum != wantSHA {
 		return File{}, fmt.Errorf("%w: %s has sha256 %s, want %s", ErrCorrupt, name, sum, wantSHA)
 	}
-	dst := s.blobPath(sum)
+	dst := s.BlobPath(sum)
 	if _, err := os.Stat(dst); err != nil {
 		if err := os.Rename(src, dst); err != nil {
 			if err := copyFile(src, dst); err != nil {
@@ -116,7 +117,7 @@ func (s *Store) Put(m Manifest) error {
 		return fmt.Errorf("invalid model name %q", m.Name)
 	}
 	for _, f := range m.Files {
-		if _, err := os.Stat(s.blobPath(f.SHA256)); err != nil {
+		if _, err := os.Stat(s.BlobPath(f.SHA256)); err != nil {
 			return fmt.Errorf("manifest %s: blob for %s missing: %w", m.Name, f.Name, err)
 		}
 	}
@@ -184,7 +185,7 @@ func (s *Store) Path(m Manifest, role string) (string, error) {
 		if f.Role != role {
 			continue
 		}
-		p := s.blobPath(f.SHA256)
+		p := s.BlobPath(f.SHA256)
 		st, err := os.Stat(p)
 		if err != nil {
 			return "", fmt.Errorf("%w: %s/%s: %v", ErrCorrupt, m.Name, f.Name, err)
@@ -207,7 +208,7 @@ func (s *Store) Path(m Manifest, role string) (string, error) {
 }
 
 func (s *Store) verifyFile(m Manifest, f File) error {
-	sum, size, err := fetch.HashFile(s.blobPath(f.SHA256))
+	sum, size, err := fetch.HashFile(s.BlobPath(f.SHA256))
 	if err != nil {
 		return fmt.Errorf("%w: %s/%s: %v", ErrCorrupt, m.Name, f.Name, err)
 	}

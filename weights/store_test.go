@@ -122,13 +122,13 @@ func TestRemoveCollectsUnusedBlobs(t *testing.T) {
 	if err := s.Remove("c"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(s.blobPath(c.Files[0].SHA256)); !os.IsNotExist(err) {
+	if _, err := os.Stat(s.BlobPath(c.Files[0].SHA256)); !os.IsNotExist(err) {
 		t.Error("c's blob survived")
 	}
 	if err := s.Remove("a"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(s.blobPath(a.Files[0].SHA256)); err != nil {
+	if _, err := os.Stat(s.BlobPath(a.Files[0].SHA256)); err != nil {
 		t.Error("blob still used by b was deleted")
 	}
 }

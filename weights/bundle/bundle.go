@@ -35,6 +35,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/falocal/falocal/internal/fetch"
 	"github.com/falocal/falocal/weights"
 )
 
@@ -155,7 +156,7 @@ func Create(w io.Writer, o CreateOptions) (*Manifest, error) {
 			return nil, err
 		}
 		for _, f := range man.Files {
-			add("blobs/sha256-"+f.SHA256, blobFile(o.Store, f.SHA256), f.SHA256, f.Size)
+			add("blobs/sha256-"+f.SHA256, o.Store.BlobPath(f.SHA256), f.SHA256, f.Size)
 		}
 		man.InstalledAt = time.Time{}
 		m.Models = append(m.Models, man)
@@ -169,7 +170,7 @@ func Create(w io.Writer, o CreateOptions) (*Manifest, error) {
 		}
 		srcs := append([]string{r.Src}, r.LibSrcs...)
 		for i, p := range r.Files() {
-			sum, size, err := hashFile(srcs[i])
+			sum, size, err := fetch.HashFile(srcs[i])
 			if err != nil {
 				return nil, err
 			}
@@ -178,7 +179,7 @@ func Create(w io.Writer, o CreateOptions) (*Manifest, error) {
 		m.Runtime = append(m.Runtime, r.Runtime)
 	}
 	if o.Binary != "" {
-		sum, size, err := hashFile(o.Binary)
+		sum, size, err := fetch.HashFile(o.Binary)
 		if err != nil {
 			return nil, err
 		}
@@ -246,25 +247,6 @@ func copyMember(put func(string, int64, io.Reader) error, e Entry, src string) e
 		return fmt.Errorf("%s (%s) changed while it was bundled: sha256 %s, was %s", e.Path, src, sum, e.SHA256)
 	}
 	return nil
-}
-
-func hashFile(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
-// blobFile is where the store keeps a blob (weights.Store's layout).
-func blobFile(s *weights.Store, sum string) string {
-	return s.Dir() + "/blobs/sha256-" + sum
 }
 
 // safeRel reports whether p is a relative slash path that stays inside its

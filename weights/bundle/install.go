@@ -91,7 +91,7 @@ func Install(r io.Reader, store *weights.Store, o InstallOptions) (_ *Result, er
 	err = b.Each(func(e Entry, r io.Reader) error {
 		n++
 		if sm := blobMember.FindStringSubmatch(e.Path); sm != nil {
-			if st, err := os.Stat(blobFile(store, sm[1])); err == nil && st.Size() == e.Size {
+			if st, err := os.Stat(store.BlobPath(sm[1])); err == nil && st.Size() == e.Size {
 				res.Skipped++
 				return nil // Each still hashes the member: a tampered bundle fails even here
 			}
