@@ -8,6 +8,8 @@
 //	falocal queue check|repair|backup|restore  inspect, rebuild, copy or restore the queue database
 //	falocal bundle create|keygen|install|inspect  offline bundles for air-gapped sites
 //	falocal config check       validate the settings and print the effective ones
+//	falocal run ENDPOINT k=v…  submit a request to a running server and download its outputs
+//	falocal doctor             check the runtime, GPU, models, disk and listen address
 //	falocal version
 package main
 
@@ -51,12 +53,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = bundleCmd(ctx, args, stdout, stderr)
 	case "config":
 		err = configCmd(ctx, args, stdout, stderr)
+	case "run":
+		// a client command: its exit codes tell a script what went wrong
+		return clientRunCmd(ctx, args, stdout, stderr)
+	case "doctor":
+		err = doctorCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "falocal", version)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|queue|bundle|config|version] [flags]; 'falocal CMD -h' lists a command's flags")
+		fmt.Fprintln(stdout, "usage: falocal [serve|setup|weights|queue|bundle|config|run|doctor|version] [flags]; 'falocal CMD -h' lists a command's flags")
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, setup, weights, queue, bundle, config or version)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, setup, weights, queue, bundle, config, run, doctor or version)", cmd)
 	}
 	if err == flag.ErrHelp {
 		return 0
