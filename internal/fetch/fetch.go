@@ -41,6 +41,17 @@ type Client struct {
 	// NPMRegistry, when set, replaces DefaultNPMRegistry in artifact URLs
 	// (a mirror).
 	NPMRegistry string
+	// Progress, when set, is told of each download attempt: it is given
+	// the artifact and the expected bytes (0 = unknown), and the Tracker it
+	// returns receives the bytes as they arrive and the attempt's outcome.
+	Progress func(a Artifact, total int64) Tracker
+}
+
+// Tracker follows one download attempt.
+type Tracker interface {
+	io.Writer // the downloaded bytes, in order; it must not fail
+	// Done ends the attempt: err is nil when the file arrived and verified.
+	Done(err error)
 }
 
 // DefaultNPMRegistry is the public npm registry that artifact URLs name.
@@ -77,7 +88,7 @@ func (c *Client) Get(ctx context.Context, a Artifact) (string, error) {
 			case <-time.After(time.Duration(attempt) * 2 * time.Second):
 			}
 		}
-		lastErr = download(ctx, hc, a, dst)
+		lastErr = c.download(ctx, hc, a, dst)
 		var pe permanent
 		if lastErr == nil || errors.Is(lastErr, ErrChecksum) || errors.As(lastErr, &pe) || ctx.Err() != nil {
 			break
@@ -89,7 +100,7 @@ func (c *Client) Get(ctx context.Context, a Artifact) (string, error) {
 	return dst, nil
 }
 
-func download(ctx context.Context, hc *http.Client, a Artifact, dst string) error {
+func (c *Client) download(ctx context.Context, hc *http.Client, a Artifact, dst string) (err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL, nil)
 	if err != nil {
 		return err
@@ -111,7 +122,17 @@ func download(ctx context.Context, hc *http.Client, a Artifact, dst string) erro
 		return err
 	}
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(f, h), resp.Body)
+	w := io.MultiWriter(f, h)
+	if c.Progress != nil {
+		total := resp.ContentLength
+		if total <= 0 {
+			total = a.Size
+		}
+		t := c.Progress(a, total)
+		defer func() { t.Done(err) }()
+		w = io.MultiWriter(f, h, t)
+	}
+	_, err = io.Copy(w, resp.Body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -108,3 +108,63 @@ func TestExtractTarGz(t *testing.T) {
 		t.Fatalf("missing member: err = %v", err)
 	}
 }
+
+type trackerLog struct {
+	total int64
+	got   bytes.Buffer
+	done  []error
+}
+
+func (l *trackerLog) Write(p []byte) (int, error) { return l.got.Write(p) }
+func (l *trackerLog) Done(err error)              { l.done = append(l.done, err) }
+
+// Progress sees every downloaded byte and each attempt's outcome, with the
+// size the server declared; a cached artifact is no download.
+func TestGetProgress(t *testing.T) {
+	content := []byte("pinned package bytes")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bad" {
+			w.Write([]byte("tampered"))
+			return
+		}
+		w.Write(content)
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		name, path string
+		wantErr    bool
+	}{
+		{"verified", "/good", false},
+		{"checksum mismatch", "/bad", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs []*trackerLog
+			c := &Client{Dir: t.TempDir(), Progress: func(a Artifact, total int64) Tracker {
+				l := &trackerLog{total: total}
+				logs = append(logs, l)
+				return l
+			}}
+			a := Artifact{Name: "x.tgz", URL: srv.URL + tc.path, SHA256: sum(content)}
+			_, err := c.Get(context.Background(), a)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err %v, want error %v", err, tc.wantErr)
+			}
+			if len(logs) != 1 {
+				t.Fatalf("%d attempts tracked, want 1", len(logs))
+			}
+			l := logs[0]
+			if l.total != int64(l.got.Len()) || len(l.done) != 1 || (l.done[0] != nil) != tc.wantErr {
+				t.Errorf("tracked total %d, %d bytes, done %v", l.total, l.got.Len(), l.done)
+			}
+			if !tc.wantErr && !bytes.Equal(l.got.Bytes(), content) {
+				t.Errorf("tracked bytes %q", l.got.Bytes())
+			}
+			if tc.wantErr {
+				return
+			}
+			if _, err := c.Get(context.Background(), a); err != nil || len(logs) != 1 {
+				t.Errorf("cached artifact tracked again (err %v)", err)
+			}
+		})
+	}
+}
