@@ -156,6 +156,7 @@ func Open(cfg Config) (*Server, error) {
 	e.GET("/ca.pem", s.caCert)
 	e.GET("/.well-known/jwks.json", s.jwks)
 	e.GET("/rest/.well-known/jwks.json", s.jwks)
+	s.playgroundRoutes(e)
 	e.POST("/*", s.submit, s.requireKey)
 	e.GET("/*", s.queueGet, s.requireKey)
 	e.PUT("/*", s.queuePut, s.requireKey)
