@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/falocal/falocal/internal/fetch"
 	"github.com/falocal/falocal/weights"
@@ -46,25 +47,38 @@ func fetcher(c *Config, log *slog.Logger) *fetch.Client {
 		Log: func(msg string, args ...any) { log.Info(msg, args...) }}
 }
 
-// installORT fetches and verifies the pinned CPU library unless present.
-func installORT(ctx context.Context, c *Config, log *slog.Logger) (string, error) {
+// installORT fetches and verifies the pinned CPU library unless present;
+// fresh says it was installed now.
+func installORT(ctx context.Context, c *Config, fc *fetch.Client, log *slog.Logger) (path string, fresh bool, err error) {
 	dst := bundledORT(c)
 	if fetch.VerifyFile(dst, ortSHA256) == nil {
-		return dst, nil
+		return dst, false, nil
 	}
-	tgz, err := fetcher(c, log).Get(ctx, ortPackage)
+	tgz, err := fc.Get(ctx, ortPackage)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if err := fetch.ExtractTarGz(tgz, map[string]string{"package/bin/napi-v6/linux/x64/libonnxruntime.so.1": dst}); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if err := fetch.VerifyFile(dst, ortSHA256); err != nil {
 		os.Remove(dst)
-		return "", err
+		return "", false, err
 	}
 	log.Info("installed ONNX Runtime", "version", ortVersion, "path", dst)
-	return dst, nil
+	return dst, true, nil
+}
+
+// setupResult is what setup did, for its summary.
+type setupResult struct {
+	ortPath, ortVersion, ortState string
+	models                        []setupModel
+	downloaded                    int64
+}
+
+type setupModel struct {
+	name, state string
+	size        int64
 }
 
 func setupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -75,35 +89,117 @@ func setupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := newLogger(c, stderr)
-	if c.ORTLibrary == "" {
-		if _, err := installORT(ctx, c, log); err != nil {
-			return fmt.Errorf("install ONNX Runtime: %w", err)
-		}
+	// On a terminal the log goes through the progress display, above its
+	// status line; JSON logs are for machines, so they get plain lines.
+	tty := isTerminal(stderr) && c.LogFormat != "json"
+	var log *slog.Logger
+	var prog *progress
+	if tty {
+		prog = newProgress(stderr, true, nil)
+		log = newLogger(c, prog)
+	} else {
+		log = newLogger(c, stderr)
+		prog = newProgress(stderr, false, log)
 	}
-	store, err := weights.Open(c.DataDir)
+	res, err := setup(ctx, c, models, prog, log)
+	prog.close()
 	if err != nil {
 		return err
 	}
-	for _, r := range pickRecipes(models) {
+	printSetupSummary(stdout, c, res)
+	return nil
+}
+
+// setup installs the runtime library and the models that spec names,
+// showing its progress on prog.
+func setup(ctx context.Context, c *Config, spec string, prog *progress, log *slog.Logger) (*setupResult, error) {
+	fc := fetcher(c, log)
+	fc.Log, fc.Progress = nil, prog.track // prog tells of each download
+	res := &setupResult{}
+	if c.ORTLibrary == "" {
+		prog.begin("installing", "ONNX Runtime "+ortVersion)
+		path, fresh, err := installORT(ctx, c, fc, log)
+		prog.end(err)
+		if err != nil {
+			return nil, fmt.Errorf("install ONNX Runtime: %w", err)
+		}
+		res.ortPath, res.ortVersion, res.ortState = path, ortVersion, "already present"
+		if fresh {
+			res.ortState = "installed"
+		}
+	} else {
+		res.ortPath, res.ortState = c.ORTLibrary, "your own (-ort-library)"
+	}
+	store, err := weights.Open(c.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range pickRecipes(spec) {
+		state := "installed"
 		if m, err := store.Get(r.Name); err == nil {
 			if r.Outdated(m) {
 				log.Info("reinstalling model installed by an older falocal", "model", r.Name)
+				state = "reinstalled (was older)"
 			} else if err := store.Verify(r.Name); err == nil {
+				res.models = append(res.models, setupModel{r.Name, "already present", modelSize(m)})
 				continue
 			} else {
 				log.Warn("reinstalling model that failed verification", "model", r.Name, "err", err)
+				state = "reinstalled (failed verification)"
 			}
 		} else if !errors.Is(err, weights.ErrNotInstalled) {
-			return err
+			return nil, err
 		}
-		log.Info("installing model", "model", r.Name)
-		if err := r.Install(ctx, store, fetcher(c, log)); err != nil {
-			return fmt.Errorf("install %s: %w", r.Name, err)
+		prog.begin("installing model", r.Name)
+		err := r.Install(ctx, store, fc)
+		prog.end(err)
+		if err != nil {
+			return nil, fmt.Errorf("install %s: %w", r.Name, err)
 		}
+		m, err := store.Get(r.Name)
+		if err != nil {
+			return nil, err
+		}
+		res.models = append(res.models, setupModel{r.Name, state, modelSize(m)})
 	}
-	fmt.Fprintln(stdout, "setup complete: data in", c.DataDir)
-	return nil
+	res.downloaded = prog.downloadedBytes()
+	return res, nil
+}
+
+func modelSize(m weights.Manifest) int64 {
+	var n int64
+	for _, f := range m.Files {
+		n += f.Size
+	}
+	return n
+}
+
+// printSetupSummary tells what is installed, where, and what to run next.
+func printSetupSummary(w io.Writer, c *Config, r *setupResult) {
+	fmt.Fprintln(w, "setup complete")
+	ver := r.ortVersion
+	if ver == "" {
+		ver = "version unknown"
+	}
+	fmt.Fprintf(w, "\nONNX Runtime %s: %s\n  %s\n", ver, r.ortState, r.ortPath)
+	store := c.DataDir
+	if abs, err := filepath.Abs(store); err == nil {
+		store = abs
+	}
+	fmt.Fprintf(w, "\nmodels (store %s):\n", store)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	var total int64
+	for _, m := range r.models {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", m.name, humanBytes(m.size), m.state)
+		total += m.size
+	}
+	tw.Flush()
+	if len(r.models) == 0 {
+		fmt.Fprintln(w, "  none named by -models")
+	}
+	fmt.Fprintf(w, "  %d model(s), %s\n", len(r.models), humanBytes(total))
+	fmt.Fprintf(w, "\ndownloaded: %s\ndata dir:   %s\ncache dir:  %s\n", humanBytes(r.downloaded), c.DataDir, c.CacheDir)
+	fmt.Fprintln(w, "\nnext: 'falocal serve' to serve the API ('falocal doctor' checks this machine first)")
 }
 
 func pickRecipes(spec string) []weights.Recipe {
