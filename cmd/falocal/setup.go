@@ -129,6 +129,13 @@ func setup(ctx context.Context, c *Config, spec string, prog *progress, log *slo
 		}
 	} else {
 		res.ortPath, res.ortState = c.ORTLibrary, "your own (-ort-library)"
+		// Loaded only for its version: serve (and doctor) say more when
+		// it fails.
+		if rt, _, err := openRuntime(c, slog.New(slog.DiscardHandler)); err != nil {
+			res.ortState += ", which does not load: " + err.Error()
+		} else {
+			res.ortVersion = rt.Info().Version
+		}
 	}
 	store, err := weights.Open(c.DataDir)
 	if err != nil {
