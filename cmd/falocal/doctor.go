@@ -123,8 +123,11 @@ func checkRuntime(c *Config) (engine.Runtime, finding) {
 	}
 	rt, _, err := openRuntime(c, slog.New(slog.DiscardHandler))
 	if err != nil {
-		return nil, fail(name, fmt.Sprintf("library %s does not load: %v", lib, err),
-			"point -ort-library at a libonnxruntime.so built for this machine, or leave it unset and run 'falocal setup'")
+		fix := "point -ort-library at a libonnxruntime.so built for this machine, or leave it unset and run 'falocal setup'"
+		if strings.Contains(err.Error(), "CGO_ENABLED=0") {
+			fix = "build falocal with cgo: CGO_ENABLED=1 go build ./cmd/falocal"
+		}
+		return nil, fail(name, fmt.Sprintf("library %s does not load: %v", lib, err), fix)
 	}
 	info := rt.Info()
 	return rt, ok(name, fmt.Sprintf("%s loads, version %s, providers %s", info.Library, info.Version, providerList(info.Providers)))
