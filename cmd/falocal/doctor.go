@@ -337,6 +337,24 @@ func checkModels(c *Config) []finding {
 			out = append(out, fail("model "+m.Name, err.Error(), fix))
 		}
 	}
+	// Models the settings name must be installed: serve refuses them on
+	// first use otherwise.
+	named := []struct{ flag, model string }{
+		{"-rembg-model", c.RembgModel}, {"-whisper-model", c.WhisperModel}, {"-wizper-model", c.WizperModel},
+	}
+	for model := range c.modelProviders {
+		named = append(named, struct{ flag, model string }{"-model-providers", model})
+	}
+	for _, n := range named {
+		if n.model == "" || slices.Contains(names, n.model) {
+			continue
+		}
+		fix := "install it (falocal weights install " + n.model + ") or name an installed model"
+		if _, ok := weights.Lookup(n.model); !ok {
+			fix = "name an installed model: falocal weights list"
+		}
+		out = append(out, fail("model "+n.model, n.flag+" names it, but it is not installed", fix))
+	}
 	var missing []string
 	for _, r := range weights.Catalog() {
 		if r.Default && !slices.Contains(names, r.Name) {
@@ -346,8 +364,8 @@ func checkModels(c *Config) []finding {
 	text := fmt.Sprintf("%d installed (%s) in %s: %s", len(all), humanBytes(size), store.Dir(), strings.Join(names, ", "))
 	switch {
 	case len(out) > 0:
-		text += fmt.Sprintf("; %d failed verification", len(out))
-		return append([]finding{fail(name, text, "see the failed models below")}, out...)
+		text += fmt.Sprintf("; %d model(s) failed verification or are missing", len(out))
+		return append([]finding{fail(name, text, "see the models below")}, out...)
 	case len(missing) > 0:
 		return []finding{warn(name, text+"; all verified, but default models are missing: "+strings.Join(missing, ", "), setup)}
 	}

@@ -97,7 +97,7 @@ func TestDoctor(t *testing.T) {
 				return d
 			},
 			want: map[string]want{
-				"models":           {"FAIL", "1 failed verification", "see the failed models below"},
+				"models":           {"FAIL", "1 model(s) failed verification or are missing", "see the models below"},
 				"model silero-vad": {"FAIL", "model file failed verification", "falocal weights install silero-vad"},
 			},
 		},
@@ -127,6 +127,16 @@ func TestDoctor(t *testing.T) {
 			args:    []string{"-model-providers", "whisper-base=cuda"},
 			want: map[string]want{"providers": {"FAIL", "cuda (asked by -model-providers whisper-base)",
 				"-ort-library"}},
+		},
+		{
+			name:    "settings name models not installed",
+			dataDir: func(t testing.TB) string { d, _ := vadStore(t); return d },
+			args:    []string{"-whisper-model", "whisper-tiny.en", "-rembg-model", "my-own", "-model-providers", "silero-vad=cpu"},
+			want: map[string]want{
+				"models":                {"FAIL", "2 model(s) failed verification or are missing", "see the models below"},
+				"model whisper-tiny.en": {"FAIL", "-whisper-model names it, but it is not installed", "falocal weights install whisper-tiny.en"},
+				"model my-own":          {"FAIL", "-rembg-model names it", "falocal weights list"},
+			},
 		},
 		{
 			name:    "disk under -min-free-disk",
