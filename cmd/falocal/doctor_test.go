@@ -241,3 +241,35 @@ func TestParseNvidiaSMI(t *testing.T) {
 		})
 	}
 }
+
+// Beside a running server: its address is taken by falocal (a warning, not
+// a failure) and its queue database is left alone.
+func TestDoctorBesideServer(t *testing.T) {
+	s := testenv.StartServer(t)
+	var out, errb bytes.Buffer
+	err := doctorCmd(context.Background(), []string{"-json", "-ort-library", testenv.ORTLibrary(t), "-data-dir", s.DataDir,
+		"-listen", strings.TrimPrefix(s.Base, "http://")}, &out, &errb)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	var found []finding
+	if err := json.Unmarshal(out.Bytes(), &found); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range found {
+		var want finding
+		switch f.Check {
+		case "listen":
+			want = finding{"listen", statusWarn, "is in use by falocal (pid ", "-listen 127.0.0.1:"}
+		case "queue":
+			want = finding{"queue", statusOK, "is in use by a running server", ""}
+		case "models":
+			want = finding{"models", statusOK, "all verified", ""}
+		default:
+			continue
+		}
+		if f.Status != want.Status || !strings.Contains(f.Text, want.Text) || !strings.Contains(f.Fix, want.Fix) {
+			t.Errorf("%s: got %+v, want %+v", f.Check, f, want)
+		}
+	}
+}
