@@ -541,8 +541,9 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 		if done || ctx.Err() != nil {
 			return err
 		}
+		// Only a lost connection is worth another try.
 		var f *failure
-		if errors.As(err, &f) && f.code != exitUnreachable {
+		if err != nil && !(errors.As(err, &f) && f.code == exitUnreachable) {
 			return err
 		}
 		if lost++; lost > 10 {
@@ -561,20 +562,9 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 
 // stream reads one status stream; done is true once COMPLETED arrived.
 func (c *client) stream(ctx context.Context, u string, printed *int) (done bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+	resp, err := c.do(ctx, "GET", u, nil, "", -1)
 	if err != nil {
 		return false, err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if c.args.key != "" && sameOrigin(u, c.args.url) {
-		req.Header.Set("Authorization", "Key "+c.args.key)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, ctx.Err()
-		}
-		return false, &failure{exitUnreachable, fmt.Sprintf("lost the server at %s (%v)", c.args.url, unwrapURLError(err))}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -785,7 +775,7 @@ type runProgress struct {
 }
 
 func newRunProgress(w io.Writer) *runProgress {
-	p := &runProgress{w: w, tty: charDevice(w), start: time.Now(), stop: make(chan struct{})}
+	p := &runProgress{w: w, tty: isTerminal(w), start: time.Now(), stop: make(chan struct{})}
 	if p.tty {
 		go func() {
 			t := time.NewTicker(200 * time.Millisecond)
@@ -806,17 +796,6 @@ func newRunProgress(w io.Writer) *runProgress {
 		}()
 	}
 	return p
-}
-
-// charDevice reports whether w is a character device (a terminal; also
-// /dev/null, where drawing costs nothing).
-func charDevice(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // draw redraws the status line (under p.mu).
