@@ -113,6 +113,10 @@ func setupCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // setup installs the runtime library and the models that spec names,
 // showing its progress on prog.
 func setup(ctx context.Context, c *Config, spec string, prog *progress, log *slog.Logger) (*setupResult, error) {
+	recipes, err := pickRecipes(spec)
+	if err != nil {
+		return nil, err
+	}
 	fc := fetcher(c, log)
 	fc.Log, fc.Progress = nil, prog.track // prog tells of each download
 	res := &setupResult{}
@@ -141,7 +145,7 @@ func setup(ctx context.Context, c *Config, spec string, prog *progress, log *slo
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range pickRecipes(spec) {
+	for _, r := range recipes {
 		state := "installed"
 		if m, err := store.Get(r.Name); err == nil {
 			if r.Outdated(m) {
@@ -209,16 +213,25 @@ func printSetupSummary(w io.Writer, c *Config, r *setupResult) {
 	fmt.Fprintln(w, "\nnext: 'falocal serve' to serve the API ('falocal doctor' checks this machine first)")
 }
 
-func pickRecipes(spec string) []weights.Recipe {
+// pickRecipes reads -models: default, all, or catalog names, comma
+// separated. A name not in the catalog is an error, not a silent no-op.
+func pickRecipes(spec string) ([]weights.Recipe, error) {
 	var out []weights.Recipe
 	names := map[string]bool{}
 	for _, n := range strings.Split(spec, ",") {
-		names[strings.TrimSpace(n)] = true
+		if n = strings.TrimSpace(n); n != "" {
+			names[n] = true
+		}
+	}
+	for n := range names {
+		if _, ok := weights.Lookup(n); !ok && n != "all" && n != "default" {
+			return nil, fmt.Errorf("-models: no model %q in the catalog ('falocal weights list' lists them)", n)
+		}
 	}
 	for _, r := range weights.Catalog() {
 		if names["all"] || (names["default"] && r.Default) || names[r.Name] {
 			out = append(out, r)
 		}
 	}
-	return out
+	return out, nil
 }

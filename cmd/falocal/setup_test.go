@@ -193,6 +193,20 @@ func TestSetupDownload(t *testing.T) {
 	}
 }
 
+// A -models name that is not in the catalog stops setup before it
+// installs anything.
+func TestSetupUnknownModel(t *testing.T) {
+	data, cache := t.TempDir(), t.TempDir()
+	var out, errb bytes.Buffer
+	err := setupCmd(context.Background(), []string{"-data-dir", data, "-cache-dir", cache, "-models", "silero-vad, whisper-bas"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), `no model "whisper-bas" in the catalog`) {
+		t.Errorf("err %v", err)
+	}
+	if ents, _ := os.ReadDir(cache); len(ents) > 0 {
+		t.Errorf("setup wrote %v into the cache", ents)
+	}
+}
+
 // inOrder checks that s holds each of want, in order.
 func inOrder(t *testing.T, what, s string, want []string) {
 	t.Helper()
