@@ -26,6 +26,9 @@ type progress struct {
 	now func() time.Time
 	// redraw is how often a terminal's line is drawn at most.
 	redraw time.Duration
+	// width is the terminal's (0 = unknown): a longer status line would
+	// wrap, and a carriage return cannot take back a wrapped line.
+	width int
 
 	mu         sync.Mutex
 	step       string
@@ -48,6 +51,11 @@ func isTerminal(w io.Writer) bool {
 // terminal a ticker keeps the spinner turning; close stops it.
 func newProgress(w io.Writer, tty bool, log *slog.Logger) *progress {
 	p := &progress{w: w, tty: tty, log: log, now: time.Now, redraw: 100 * time.Millisecond}
+	if f, ok := w.(*os.File); ok && tty {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil {
+			p.width = cols
+		}
+	}
 	if tty {
 		p.stop, p.stopped = make(chan struct{}), make(chan struct{})
 		go p.tick()
@@ -211,26 +219,33 @@ func (p *progress) draw(force bool) {
 		return
 	}
 	p.drawn = now
+	var line string
 	switch {
 	case p.dl != nil:
 		t := p.dl
-		fmt.Fprintf(p.w, "\r\x1b[K  %s  %s", t.name, bar(t.n, t.total, 24))
+		// The numbers go first: they matter more than a long file name.
+		line = "  " + bar(t.n, t.total, 24) + "  " + humanBytes(t.n)
 		if t.total > 0 {
-			fmt.Fprintf(p.w, "  %s / %s", humanBytes(t.n), humanBytes(t.total))
-		} else {
-			fmt.Fprintf(p.w, "  %s", humanBytes(t.n))
+			line += " / " + humanBytes(t.total)
 		}
-		fmt.Fprintf(p.w, "  %s", rate(t.n, now.Sub(t.start)))
+		line += "  " + rate(t.n, now.Sub(t.start)) + "  " + t.name
 	case p.step != "":
 		p.frame = (p.frame + 1) % len(spinner)
-		fmt.Fprintf(p.w, "\r\x1b[K%s %s  %s", spinner[p.frame], p.step, now.Sub(p.stepStart).Round(time.Second))
+		line = fmt.Sprintf("%s %s  %s", spinner[p.frame], p.step, now.Sub(p.stepStart).Round(time.Second))
+	default:
+		return
 	}
+	if r := []rune(line); p.width > 1 && len(r) >= p.width {
+		line = string(r[:p.width-1])
+	}
+	fmt.Fprint(p.w, "\r\x1b[K"+line)
 }
 
-// bar is a width-wide bar of n out of total ("" when the total is unknown).
+// bar is a width-wide bar of n out of total (of question marks when the
+// total is unknown).
 func bar(n, total int64, width int) string {
 	if total <= 0 {
-		return ""
+		return "[" + strings.Repeat("?", width) + "]"
 	}
 	full := int(min(n, total) * int64(width) / total)
 	return "[" + strings.Repeat("=", full) + strings.Repeat(" ", width-full) + "]"

@@ -59,7 +59,7 @@ func TestProgress(t *testing.T) {
 			tty:  true,
 			want: []string{
 				"\r\x1b[K⠙ installing model tiny",
-				"\r\x1b[K  pkg.tgz  [", "] ", " / 64.0 KiB", "/s",
+				"\r\x1b[K  [", "] ", " / 64.0 KiB", "/s  pkg.tgz",
 				"[========================]  64.0 KiB / 64.0 KiB",
 				"  ✓ pkg.tgz  64.0 KiB in ", "\n",
 				"  ✗ bad.tgz: checksum mismatch\n",
@@ -119,6 +119,23 @@ func TestProgressLogAboveBar(t *testing.T) {
 	if !strings.HasPrefix(got, "\r\x1b[Ktime=") || !strings.Contains(got, "msg=reinstalling\n\r\x1b[K") ||
 		!strings.HasSuffix(strings.TrimRight(got, "0123456789s"), "installing model tiny  ") {
 		t.Errorf("log line not drawn above the status line: %q", got)
+	}
+}
+
+// A status line is cut to the terminal's width: a wrapped line could not
+// be redrawn in place.
+func TestProgressWidth(t *testing.T) {
+	var out bytes.Buffer
+	p := &progress{w: &out, tty: true, now: fakeClock(time.Second), redraw: 100 * time.Millisecond, width: 40}
+	tr := p.track(fetch.Artifact{Name: "a-package-with-a-long-name-1.2.3.tgz"}, 1<<20)
+	tr.Write(make([]byte, 1<<19))
+	for _, l := range strings.Split(out.String(), "\r\x1b[K")[1:] {
+		if n := len([]rune(l)); n > 39 {
+			t.Errorf("%d columns: %q", n, l)
+		}
+	}
+	if !strings.Contains(out.String(), "[============            ]  512.0 KiB") {
+		t.Errorf("no half bar in %q", out.String())
 	}
 }
 
