@@ -122,6 +122,27 @@ func TestProgressLogAboveBar(t *testing.T) {
 	}
 }
 
+// On a terminal the spinner turns by itself while a step makes no
+// progress that it could report; close stops it and clears the line.
+func TestProgressSpinner(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgress(&out, true, nil)
+	p.begin("converting", "model")
+	time.Sleep(5 * p.redraw)
+	p.close()
+	got := out.String()
+	if n := strings.Count(got, " converting model  "); n < 3 {
+		t.Errorf("%d spinner frames in %q", n, got)
+	}
+	if !strings.HasSuffix(got, "\r\x1b[K") {
+		t.Errorf("status line not cleared: %q", got)
+	}
+	time.Sleep(2 * p.redraw)
+	if out.Len() != len(got) {
+		t.Error("drawn after close")
+	}
+}
+
 // A status line is cut to the terminal's width: a wrapped line could not
 // be redrawn in place.
 func TestProgressWidth(t *testing.T) {
