@@ -512,6 +512,10 @@ func (c *client) upload(ctx context.Context, file string) (string, error) {
 	return up.FileURL, nil
 }
 
+// reconnectFor is how long follow keeps trying to get the status stream
+// back: long enough for the server to restart.
+const reconnectFor = 30 * time.Second
+
 // statusEvent is the part of fal's queue status this client shows.
 type statusEvent struct {
 	Status        string `json:"status"`
@@ -535,7 +539,8 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 	q := su.Query()
 	q.Set("logs", "1")
 	su.RawQuery = q.Encode()
-	printed, lost := 0, 0
+	printed := 0
+	var lost time.Time // when the stream first ended early
 	for {
 		done, err := c.stream(ctx, su.String(), &printed)
 		if done || ctx.Err() != nil {
@@ -546,7 +551,10 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 		if err != nil && !(errors.As(err, &f) && f.code == exitUnreachable) {
 			return err
 		}
-		if lost++; lost > 10 {
+		if lost.IsZero() {
+			lost = time.Now()
+		}
+		if time.Since(lost) > reconnectFor {
 			if err == nil {
 				err = fmt.Errorf("the status stream keeps ending before the request completes")
 			}
@@ -555,7 +563,7 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
@@ -578,6 +586,9 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 	for sc.Scan() {
 		line := sc.Bytes()
 		if d, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+			if len(data) > 0 {
+				data = append(data, '\n') // SSE joins an event's data lines with newlines
+			}
 			data = append(data, bytes.TrimPrefix(d, []byte(" "))...)
 			continue
 		}
@@ -599,8 +610,6 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 			c.p.status("in queue" + pos)
 		case "IN_PROGRESS":
 			c.p.status("running")
-		case "COMPLETED":
-			c.p.status("completed")
 		}
 		for _, l := range ev.Logs {
 			if seen++; seen > *printed {
@@ -609,6 +618,7 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 			}
 		}
 		if ev.Status == "COMPLETED" {
+			c.p.status("completed")
 			return true, nil
 		}
 	}

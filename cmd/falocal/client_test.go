@@ -424,3 +424,51 @@ func TestClientRunAuth(t *testing.T) {
 		}
 	})
 }
+
+// TestClientRunServerRestart: the server stops (draining the running
+// request) and starts again on the same address while 'falocal run'
+// follows the request; the client gets its stream back, prints each log
+// line once and saves the result.
+func TestClientRunServerRestart(t *testing.T) {
+	addr, data := testenv.FreeAddr(t), testenv.NewDataDir(t)
+	s1 := testenv.StartServerAt(t, data, addr)
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.Binary(t), "run", "fal-ai/imageutils/rembg", "image_url=@"+testenv.Asset(t, "astronaut.png"), "-o", out)
+	cmd.Env = append(cliEnv(), "FALOCAL_URL="+s1.Base)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if sc.Text() == "[INFO] request started" {
+			break
+		}
+	}
+	if code := s1.Stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+		t.Fatalf("server exit %d after SIGTERM", code)
+	}
+	testenv.StartServerAt(t, data, addr)
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != exitOK {
+		t.Fatalf("exit %d across the restart:\n%s", code, log.String())
+	}
+	for _, l := range []string{"[INFO] request started\n", "[INFO] request completed in "} {
+		if n := strings.Count(log.String(), l); n != 1 {
+			t.Errorf("%q printed %d times, want once:\n%s", l, n, log.String())
+		}
+	}
+	checkAstronaut(t, savedPNG(t, out, cliResult{exitOK, stdout.String(), log.String()}))
+}
