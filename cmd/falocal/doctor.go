@@ -64,14 +64,14 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else {
 		printFindings(stdout, found)
 	}
-	failed := 0
+	nfail := 0
 	for _, f := range found {
 		if f.Status == statusFail {
-			failed++
+			nfail++
 		}
 	}
-	if failed > 0 {
-		return fmt.Errorf("doctor: %d check(s) failed", failed)
+	if nfail > 0 {
+		return fmt.Errorf("doctor: %d check(s) failed", nfail)
 	}
 	return nil
 }
@@ -104,11 +104,11 @@ func doctor(ctx context.Context, c *Config) []finding {
 	return out
 }
 
-func ok(check, text string) finding { return finding{check, statusOK, text, ""} }
+func passed(check, text string) finding { return finding{check, statusOK, text, ""} }
 
-func warn(check, text, fix string) finding { return finding{check, statusWarn, text, fix} }
+func warned(check, text, fix string) finding { return finding{check, statusWarn, text, fix} }
 
-func fail(check, text, fix string) finding { return finding{check, statusFail, text, fix} }
+func failed(check, text, fix string) finding { return finding{check, statusFail, text, fix} }
 
 // checkRuntime loads ONNX Runtime as serve does.
 func checkRuntime(c *Config) (engine.Runtime, finding) {
@@ -119,7 +119,7 @@ func checkRuntime(c *Config) (engine.Runtime, finding) {
 		if c.ORTLibrary != "" {
 			fix = "point -ort-library at an existing libonnxruntime.so, or leave it unset and run 'falocal setup'"
 		}
-		return nil, fail(name, "library "+lib+" not found", fix)
+		return nil, failed(name, "library "+lib+" not found", fix)
 	}
 	rt, _, err := openRuntime(c, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -127,10 +127,10 @@ func checkRuntime(c *Config) (engine.Runtime, finding) {
 		if strings.Contains(err.Error(), "CGO_ENABLED=0") {
 			fix = "build falocal with cgo: CGO_ENABLED=1 go build ./cmd/falocal"
 		}
-		return nil, fail(name, fmt.Sprintf("library %s does not load: %v", lib, err), fix)
+		return nil, failed(name, fmt.Sprintf("library %s does not load: %v", lib, err), fix)
 	}
 	info := rt.Info()
-	return rt, ok(name, fmt.Sprintf("%s loads, version %s, providers %s", info.Library, info.Version, providerList(info.Providers)))
+	return rt, passed(name, fmt.Sprintf("%s loads, version %s, providers %s", info.Library, info.Version, providerList(info.Providers)))
 }
 
 func providerList(ps []engine.Provider) string {
@@ -146,16 +146,16 @@ func providerList(ps []engine.Provider) string {
 func checkProviders(c *Config, info *engine.Info) finding {
 	const name = "providers"
 	if info == nil {
-		return fail(name, "unknown: the runtime library did not load", "fix the onnx runtime check first")
+		return failed(name, "unknown: the runtime library did not load", "fix the onnx runtime check first")
 	}
 	if c.Providers == "auto" && len(c.modelProviders) == 0 {
-		return ok(name, "auto: "+providerList(info.Providers))
+		return passed(name, "auto: "+providerList(info.Providers))
 	}
 	want := map[engine.Provider][]string{} // provider → who asks for it
 	if c.Providers != "auto" {
 		ps, err := engine.ParseProviders(c.Providers)
 		if err != nil {
-			return fail(name, err.Error(), "-providers auto")
+			return failed(name, err.Error(), "-providers auto")
 		}
 		for _, p := range ps {
 			want[p] = append(want[p], "-providers")
@@ -175,10 +175,10 @@ func checkProviders(c *Config, info *engine.Info) finding {
 		missing = append(missing, fmt.Sprintf("%s (asked by %s) is not in this library: %s", p, strings.Join(want[p], ", "), why))
 	}
 	if len(missing) > 0 {
-		return fail(name, strings.Join(missing, "; "),
+		return failed(name, strings.Join(missing, "; "),
 			"point -ort-library at ONNX Runtime's GPU build (docs/gpu.md), or run on the CPU with -providers cpu")
 	}
-	return ok(name, fmt.Sprintf("%s asked, all offered by the library (%s)", c.Providers, providerList(info.Providers)))
+	return passed(name, fmt.Sprintf("%s asked, all offered by the library (%s)", c.Providers, providerList(info.Providers)))
 }
 
 // unavailableReason shortens ONNX Runtime's refusal of a provider: a
@@ -243,28 +243,28 @@ func checkGPU(ctx context.Context, c *Config, info *engine.Info) finding {
 	if err != nil || len(r.gpus) == 0 {
 		text := "no NVIDIA GPU found (nvidia-smi: " + errText(err, "no GPUs listed") + ")"
 		if asked {
-			return fail(name, text+", but -providers asks for a GPU",
+			return failed(name, text+", but -providers asks for a GPU",
 				"install the NVIDIA driver (nvidia-smi must list the GPU), or run on the CPU with -providers cpu")
 		}
 		if info != nil && slices.ContainsFunc(info.Providers, isGPUProvider) {
-			return warn(name, text+"; the library offers "+providerList(info.Providers)+" but models will run on the CPU",
+			return warned(name, text+"; the library offers "+providerList(info.Providers)+" but models will run on the CPU",
 				"install the NVIDIA driver, or -providers cpu")
 		}
-		return ok(name, text+": models run on the CPU")
+		return passed(name, text+": models run on the CPU")
 	}
 	text := fmt.Sprintf("%s; driver %s, CUDA %s", strings.Join(r.gpus, "; "), r.driver, orUnknown(r.cuda))
 	if c.DeviceID >= len(r.gpus) {
-		return fail(name, fmt.Sprintf("%s; -device-id %d is not one of them", text, c.DeviceID),
+		return failed(name, fmt.Sprintf("%s; -device-id %d is not one of them", text, c.DeviceID),
 			fmt.Sprintf("-device-id 0 (up to %d)", len(r.gpus)-1))
 	}
 	if info != nil && !slices.ContainsFunc(info.Providers, isGPUProvider) {
-		return warn(name, text+"; but the runtime library is CPU-only, so the GPU stays unused",
+		return warned(name, text+"; but the runtime library is CPU-only, so the GPU stays unused",
 			"point -ort-library at ONNX Runtime's GPU build (docs/gpu.md)")
 	}
 	if !gpuBuilt {
 		text += "; this binary has no VRAM pool or own CUDA kernels (built without -tags cuda)"
 	}
-	return ok(name, text)
+	return passed(name, text)
 }
 
 func gpuAsked(c *Config) bool {
@@ -310,18 +310,18 @@ func checkModels(c *Config) []finding {
 	// The store is opened only when it exists: a doctor does not create
 	// a data directory.
 	if _, err := os.Stat(filepath.Join(c.DataDir, "manifests")); err != nil {
-		return []finding{fail(name, "no model store in "+c.DataDir, setup)}
+		return []finding{failed(name, "no model store in "+c.DataDir, setup)}
 	}
 	store, err := weights.Open(c.DataDir)
 	if err != nil {
-		return []finding{fail(name, err.Error(), setup)}
+		return []finding{failed(name, err.Error(), setup)}
 	}
 	all, err := store.List()
 	if err != nil {
-		return []finding{fail(name, err.Error(), setup)}
+		return []finding{failed(name, err.Error(), setup)}
 	}
 	if len(all) == 0 {
-		return []finding{fail(name, "no models installed in "+c.DataDir, setup)}
+		return []finding{failed(name, "no models installed in "+c.DataDir, setup)}
 	}
 	var out []finding
 	var size int64
@@ -334,7 +334,7 @@ func checkModels(c *Config) []finding {
 			if _, ok := weights.Lookup(m.Name); ok {
 				fix = "falocal weights install " + m.Name
 			}
-			out = append(out, fail("model "+m.Name, err.Error(), fix))
+			out = append(out, failed("model "+m.Name, err.Error(), fix))
 		}
 	}
 	// Models the settings name must be installed: serve refuses them on
@@ -353,7 +353,7 @@ func checkModels(c *Config) []finding {
 		if _, ok := weights.Lookup(n.model); !ok {
 			fix = "name an installed model: falocal weights list"
 		}
-		out = append(out, fail("model "+n.model, n.flag+" names it, but it is not installed", fix))
+		out = append(out, failed("model "+n.model, n.flag+" names it, but it is not installed", fix))
 	}
 	var missing []string
 	for _, r := range weights.Catalog() {
@@ -365,11 +365,11 @@ func checkModels(c *Config) []finding {
 	switch {
 	case len(out) > 0:
 		text += fmt.Sprintf("; %d model(s) failed verification or are missing", len(out))
-		return append([]finding{fail(name, text, "see the models below")}, out...)
+		return append([]finding{failed(name, text, "see the models below")}, out...)
 	case len(missing) > 0:
-		return []finding{warn(name, text+"; all verified, but default models are missing: "+strings.Join(missing, ", "), setup)}
+		return []finding{warned(name, text+"; all verified, but default models are missing: "+strings.Join(missing, ", "), setup)}
 	}
-	return []finding{ok(name, text+"; all verified")}
+	return []finding{passed(name, text+"; all verified")}
 }
 
 // checkDisk compares the data directory's free space with -min-free-disk,
@@ -386,20 +386,20 @@ func checkDisk(c *Config) finding {
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
-		return warn(name, "free space of "+dir+" unknown: "+err.Error(), "check that "+dir+" is readable")
+		return warned(name, "free space of "+dir+" unknown: "+err.Error(), "check that "+dir+" is readable")
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
 	text := fmt.Sprintf("%s free on the filesystem of %s", humanBytes(free), dir)
 	fix := fmt.Sprintf("free space on that filesystem, move the data with -data-dir, or lower -min-free-disk (now %d)", c.MinFreeDisk)
 	switch {
 	case c.MinFreeDisk <= 0:
-		return ok(name, text+" (-min-free-disk 0: no check)")
+		return passed(name, text+" (-min-free-disk 0: no check)")
 	case free < c.MinFreeDisk:
-		return fail(name, fmt.Sprintf("%s, under the %s the server keeps free: it answers 507 to new work", text, humanBytes(c.MinFreeDisk)), fix)
+		return failed(name, fmt.Sprintf("%s, under the %s the server keeps free: it answers 507 to new work", text, humanBytes(c.MinFreeDisk)), fix)
 	case free < 2*c.MinFreeDisk:
-		return warn(name, fmt.Sprintf("%s, close to the %s the server keeps free", text, humanBytes(c.MinFreeDisk)), fix)
+		return warned(name, fmt.Sprintf("%s, close to the %s the server keeps free", text, humanBytes(c.MinFreeDisk)), fix)
 	}
-	return ok(name, fmt.Sprintf("%s (the server keeps %s free)", text, humanBytes(c.MinFreeDisk)))
+	return passed(name, fmt.Sprintf("%s (the server keeps %s free)", text, humanBytes(c.MinFreeDisk)))
 }
 
 // checkListen binds -listen as serve would and says who holds it when
@@ -407,12 +407,12 @@ func checkDisk(c *Config) finding {
 func checkListen(c *Config) finding {
 	const name = "listen"
 	if err := checkExposure(c.Listen, c.keys()); err != nil {
-		return fail(name, err.Error(), "-listen 127.0.0.1:8080, or set -keys")
+		return failed(name, err.Error(), "-listen 127.0.0.1:8080, or set -keys")
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err == nil {
 		ln.Close()
-		return ok(name, c.Listen+" is free to bind")
+		return passed(name, c.Listen+" is free to bind")
 	}
 	host, port, _ := net.SplitHostPort(c.Listen)
 	alt := freePort(host)
@@ -422,15 +422,15 @@ func checkListen(c *Config) finding {
 		if p, ok := portHolder(port); ok {
 			who = p.String()
 			if p.comm == "falocal" {
-				return warn(name, c.Listen+" is in use by "+who+": a falocal server already runs there",
+				return warned(name, c.Listen+" is in use by "+who+": a falocal server already runs there",
 					"stop that server first, or serve another address: -listen "+alt)
 			}
 		}
-		return fail(name, c.Listen+" is in use by "+who, "-listen "+alt+" (free now), or stop what holds "+c.Listen)
+		return failed(name, c.Listen+" is in use by "+who, "-listen "+alt+" (free now), or stop what holds "+c.Listen)
 	case errors.Is(err, syscall.EACCES):
-		return fail(name, c.Listen+": "+err.Error()+" (ports under 1024 need privileges)", "-listen "+alt)
+		return failed(name, c.Listen+": "+err.Error()+" (ports under 1024 need privileges)", "-listen "+alt)
 	}
-	return fail(name, c.Listen+": "+err.Error(), "-listen "+alt)
+	return failed(name, c.Listen+": "+err.Error(), "-listen "+alt)
 }
 
 // freePort is a free address on host, for a fix to suggest.
@@ -516,17 +516,17 @@ func checkQueue(c *Config) finding {
 	const name = "queue"
 	path := filepath.Join(c.DataDir, "queue.db")
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return ok(name, "no queue database yet at "+path+" (a server creates it when it first starts)")
+		return passed(name, "no queue database yet at "+path+" (a server creates it when it first starts)")
 	}
 	rep, err := queue.Check(path)
 	switch {
 	case errors.Is(err, queue.ErrInUse):
-		return ok(name, path+" is in use by a running server (stop it to check the file; 'falocal queue backup' copies it meanwhile)")
+		return passed(name, path+" is in use by a running server (stop it to check the file; 'falocal queue backup' copies it meanwhile)")
 	case err != nil:
-		return fail(name, err.Error(), "falocal queue check -data-dir "+c.DataDir+" shows the details")
+		return failed(name, err.Error(), "falocal queue check -data-dir "+c.DataDir+" shows the details")
 	case rep.Damaged():
-		return fail(name, fmt.Sprintf("%s is damaged: %d request(s) readable, %d not", path, rep.Records, rep.Unreadable),
+		return failed(name, fmt.Sprintf("%s is damaged: %d request(s) readable, %d not", path, rep.Records, rep.Unreadable),
 			"falocal queue repair -data-dir "+c.DataDir+" (with the server stopped)")
 	}
-	return ok(name, fmt.Sprintf("%s is sound: %d request(s)", path, rep.Records))
+	return passed(name, fmt.Sprintf("%s is sound: %d request(s)", path, rep.Records))
 }
