@@ -446,20 +446,20 @@ func freePort(host string) string {
 	return ln.Addr().String()
 }
 
-type process struct {
+type portProcess struct {
 	pid  int
 	comm string
 }
 
-func (p process) String() string { return fmt.Sprintf("%s (pid %d)", p.comm, p.pid) }
+func (p portProcess) String() string { return fmt.Sprintf("%s (pid %d)", p.comm, p.pid) }
 
 // portHolder finds the process listening on a TCP port: the socket's inode
 // from /proc/net/tcp{,6}, then the process with that socket open. Other
 // users' processes cannot be read, so it may find none.
-func portHolder(port string) (process, bool) {
+func portHolder(port string) (portProcess, bool) {
 	n, err := strconv.Atoi(port)
 	if err != nil {
-		return process{}, false
+		return portProcess{}, false
 	}
 	inodes := map[string]bool{}
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
@@ -468,7 +468,7 @@ func portHolder(port string) (process, bool) {
 		}
 	}
 	if len(inodes) == 0 {
-		return process{}, false
+		return portProcess{}, false
 	}
 	procs, _ := os.ReadDir("/proc")
 	for _, d := range procs {
@@ -480,11 +480,11 @@ func portHolder(port string) (process, bool) {
 		for _, fd := range fds {
 			if l, err := os.Readlink(filepath.Join("/proc", d.Name(), "fd", fd.Name())); err == nil && inodes[l] {
 				comm, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "comm"))
-				return process{pid, strings.TrimSpace(string(comm))}, true
+				return portProcess{pid, strings.TrimSpace(string(comm))}, true
 			}
 		}
 	}
-	return process{}, false
+	return portProcess{}, false
 }
 
 // listeningInodes reads a /proc/net/tcp table for sockets listening on port.

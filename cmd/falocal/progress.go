@@ -193,19 +193,19 @@ func (t *tracker) Done(err error) {
 		if err != nil {
 			p.log.Warn("download failed", "file", t.name, "bytes", t.n, "err", err)
 		} else {
-			p.log.Info("downloaded", "file", t.name, "bytes", t.n, "took", took.Round(time.Millisecond), "rate", rate(t.n, took))
+			p.log.Info("downloaded", "file", t.name, "bytes", t.n, "took", took.Round(time.Millisecond), "rate", byteRate(t.n, took))
 		}
 		return
 	}
 	if err != nil {
 		fmt.Fprintf(p.w, "\r\x1b[K  ✗ %s: %v\n", t.name, err)
 	} else {
-		fmt.Fprintf(p.w, "\r\x1b[K  ✓ %s  %s in %s (%s)\n", t.name, humanBytes(t.n), took.Round(100*time.Millisecond), rate(t.n, took))
+		fmt.Fprintf(p.w, "\r\x1b[K  ✓ %s  %s in %s (%s)\n", t.name, humanBytes(t.n), took.Round(100*time.Millisecond), byteRate(t.n, took))
 	}
 	p.draw(true)
 }
 
-var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 
 // draw redraws the terminal's status line: the download's bar, else the
 // step's spinner. Unless forced it draws at most once per redraw interval.
@@ -224,14 +224,14 @@ func (p *progress) draw(force bool) {
 	case p.dl != nil:
 		t := p.dl
 		// The numbers go first: they matter more than a long file name.
-		line = "  " + bar(t.n, t.total, 24) + "  " + humanBytes(t.n)
+		line = "  " + progressBar(t.n, t.total, 24) + "  " + humanBytes(t.n)
 		if t.total > 0 {
 			line += " / " + humanBytes(t.total)
 		}
-		line += "  " + rate(t.n, now.Sub(t.start)) + "  " + t.name
+		line += "  " + byteRate(t.n, now.Sub(t.start)) + "  " + t.name
 	case p.step != "":
-		p.frame = (p.frame + 1) % len(spinner)
-		line = fmt.Sprintf("%s %s  %s", spinner[p.frame], p.step, now.Sub(p.stepStart).Round(time.Second))
+		p.frame = (p.frame + 1) % len(spinnerFrames)
+		line = fmt.Sprintf("%s %s  %s", spinnerFrames[p.frame], p.step, now.Sub(p.stepStart).Round(time.Second))
 	default:
 		return
 	}
@@ -241,9 +241,9 @@ func (p *progress) draw(force bool) {
 	fmt.Fprint(p.w, "\r\x1b[K"+line)
 }
 
-// bar is a width-wide bar of n out of total (of question marks when the
-// total is unknown).
-func bar(n, total int64, width int) string {
+// progressBar is a width-wide bar of n out of total (of question marks
+// when the total is unknown).
+func progressBar(n, total int64, width int) string {
 	if total <= 0 {
 		return "[" + strings.Repeat("?", width) + "]"
 	}
@@ -251,7 +251,7 @@ func bar(n, total int64, width int) string {
 	return "[" + strings.Repeat("=", full) + strings.Repeat(" ", width-full) + "]"
 }
 
-func rate(n int64, d time.Duration) string {
+func byteRate(n int64, d time.Duration) string {
 	if d <= 0 {
 		return "-/s"
 	}
