@@ -306,8 +306,10 @@ func (c *client) run(ctx context.Context, stdout io.Writer) int {
 		saveErr = c.saveFiles(ctx, out)
 	}
 	c.p.close()
-	pretty, _ := json.MarshalIndent(out, "", "  ")
-	fmt.Fprintf(stdout, "%s\n", pretty)
+	// Indented as the server wrote it (re-encoding would escape <, > and &).
+	var pretty bytes.Buffer
+	json.Indent(&pretty, bytes.TrimSpace(result), "", "  ")
+	fmt.Fprintf(stdout, "%s\n", pretty.Bytes())
 	if saveErr != nil {
 		return fail(saveErr)
 	}
