@@ -263,6 +263,29 @@ func TestClientRunE2E(t *testing.T) {
 		checkAstronaut(t, savedPNG(t, out, r))
 	})
 
+	t.Run("data URIs of sync_mode, two outputs", func(t *testing.T) {
+		out := filepath.Join(dir, "sync-out")
+		r := runCLI(t, dir, s.base, "fal-ai/birefnet/v2", "image_url=@"+astronaut, "sync_mode=true", "output_mask=true", "-o", out)
+		if r.code != exitOK {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stdout, `"url": "data:image/png;base64,`) {
+			t.Errorf("result without data URIs: %.300s", r.stdout)
+		}
+		checkAstronaut(t, savedPNG(t, out, r))
+		var res struct {
+			Mask imageOut `json:"mask_image"`
+		}
+		json.Unmarshal([]byte(r.stdout), &res)
+		b, err := os.ReadFile(filepath.Join(out, res.Mask.FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := png.DecodeConfig(bytes.NewReader(b)); err != nil || len(b) != res.Mask.FileSize || m.Width != 512 || m.Height != 512 {
+			t.Errorf("mask %s: %d bytes (result says %d), %+v, %v", res.Mask.FileName, len(b), res.Mask.FileSize, m, err)
+		}
+	})
+
 	t.Run("esrgan scale 3", func(t *testing.T) {
 		out := filepath.Join(dir, "esrgan-out")
 		r := runCLI(t, dir, "http://127.0.0.1:1", "fal-ai/esrgan", "image_url=@crop.png", "model=RealESRGAN_x4_v3", "scale=3", "-o", out, "--url", s.base)
