@@ -59,7 +59,7 @@ Ctrl-C cancels the request on the server before exiting.
 Exit codes:
   0    done
   1    the server refused or failed the request (its error is printed)
-  2    bad command line, or a local file cannot be read or written
+  2    bad command line, an unreadable file to upload or an unusable -o DIR
   3    the input was rejected (422); each invalid field is printed
   4    the server cannot be reached, or it refused the key (401, 403)
   130  interrupted (Ctrl-C); the request was cancelled on the server
