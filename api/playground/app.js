@@ -18,7 +18,7 @@ function el(tag, attrs, ...kids) {
     else if (v === true) n.setAttribute(k, "");
     else n.setAttribute(k, String(v));
   }
-  for (const k of kids.flat()) {
+  for (const k of kids.flat(Infinity)) {
     if (k === null || k === undefined || k === false) continue;
     n.append(k instanceof Node ? k : document.createTextNode(String(k)));
   }
