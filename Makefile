@@ -88,6 +88,12 @@ test-race: test-assets
 audit: build test-assets
 	FALOCAL_AUDIT_FULL=1 $(TEST_ENV) $(GO) test -run '^TestAudit' -count=1 -v -timeout 10m ./cmd/falocal
 
+# Screenshots of the playground (docs/playground.md) into docs/images/, taken by its browser test against the real
+# models; the test needs Chromium (the Debian package chromium), as make test does.
+.PHONY: screenshots
+screenshots: build test-assets
+	FALOCAL_SCREENSHOTS=$(CURDIR)/docs/images $(TEST_ENV) $(GO) test -run '^TestPlaygroundBrowser$$' -count=1 -v ./cmd/falocal
+
 # The fast loop for contributors: no downloads, no ~/.cache/falocal (tests that need assets skip, long ones
 # skip under -short).
 check: vet deps-check

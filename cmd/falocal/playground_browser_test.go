@@ -179,8 +179,8 @@ func (b *browser) screenshot(t *testing.T, dir, name string) {
 	if dir == "" {
 		return
 	}
-	// JPEG at quality 70 keeps each picture near 100 KB.
-	buf, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(70))
+	// JPEG at quality 60 keeps the three pictures near 300 KB together.
+	buf, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(60))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -247,8 +247,8 @@ func TestPlaygroundBrowser(t *testing.T) {
 			if id == "fal-ai/esrgan" && !(strings.Contains(r, "realesrgan-x4plus") && strings.Contains(r, "ready")) {
 				t.Errorf("esrgan row = %q, want its installed model and ready", r)
 			}
-			if id == "fal-ai/flux/dev" && !strings.Contains(r, "no model") {
-				t.Errorf("flux/dev row = %q, want no model (no diffusion weights installed)", r)
+			if strings.Contains(r, "ready") == strings.Contains(r, "no model") {
+				t.Errorf("%s row = %q, want either ready or no model", id, r)
 			}
 		}
 		if !found {
