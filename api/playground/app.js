@@ -607,7 +607,7 @@ function resultView(id, input, out) {
     if (Array.isArray(out.chunks) && out.chunks.length) {
       for (const c of out.chunks) {
         const [t0] = c.timestamp || [];
-        const b = el("button", { type: "button", class: "chunk", title: player ? "Play from here" : "" },
+        const b = el("button", { type: "button", class: "chunk", title: player ? "Play from here" : "", "data-start": t0 },
           el("span", { class: "ts", text: fmtTime(t0) }), c.text);
         if (player && typeof t0 === "number") b.addEventListener("click", () => { player.currentTime = t0; player.play().catch(() => {}); });
         tr.append(b, " ");

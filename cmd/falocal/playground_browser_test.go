@@ -302,10 +302,37 @@ func TestPlaygroundBrowser(t *testing.T) {
 		t.Errorf("client code does not carry scale 3:\n%s", code)
 	}
 
-	// The history lists both runs.
+	// Whisper at word level: the transcript's timestamps seek the player.
+	b.do(t, "open whisper", chromedp.Navigate(s.base+"/#/fal-ai/whisper"),
+		chromedp.WaitVisible(chromedp.CSS(`#run-form input[type=file][data-field=audio_url]`)))
+	b.checkForm(t, "whisper form")
+	b.do(t, "run whisper",
+		chromedp.SetUploadFiles(chromedp.CSS(`#run-form input[type=file][data-field=audio_url]`), []string{testenv.Asset(t, "whisper/jfk.wav")}),
+		chromedp.SetValue(chromedp.CSS(`#run-form [name=chunk_level]`), `"word"`),
+		chromedp.Click(chromedp.CSS("#run")))
+	b.waitJS(t, "whisper transcript", `document.querySelectorAll("#transcript .chunk").length > 5 && document.getElementById("result-audio").readyState >= 1`, 2*time.Minute)
+	if tr := strings.ToLower(b.text(t, "#transcript")); !strings.Contains(tr, "americans") || !strings.Contains(tr, "country") {
+		t.Errorf("transcript = %q", tr)
+	}
+	b.do(t, "click a word", chromedp.Click(chromedp.CSS("#transcript .chunk:nth-of-type(6)")))
+	start := js[float64](t, b, `Number(document.querySelector("#transcript .chunk:nth-of-type(6)").dataset.start)`)
+	if at := js[float64](t, b, `document.getElementById("result-audio").currentTime`); start <= 0 || at < start-0.05 || at > start+1 {
+		t.Errorf("clicking the word at %.2f s put the player at %.2f s", start, at)
+	}
+
+	// Kokoro: the speech plays in an audio player.
+	b.do(t, "open kokoro", chromedp.Navigate(s.base+"/#/fal-ai/kokoro/american-english"),
+		chromedp.WaitVisible(chromedp.CSS(`#run-form [name=prompt]`)))
+	b.checkForm(t, "kokoro form")
+	b.do(t, "run kokoro", chromedp.SetValue(chromedp.CSS(`#run-form [name=prompt]`), "Hello from the playground."),
+		chromedp.Click(chromedp.CSS("#run")))
+	b.waitJS(t, "kokoro audio", `(a => a && a.readyState >= 1 && a.duration > 0.5)(document.getElementById("result-audio"))`, 2*time.Minute)
+
+	// The history lists every run.
 	b.do(t, "open history", chromedp.Navigate(s.base+"/#/history"), chromedp.WaitVisible(chromedp.CSS("#history")))
-	if hist := b.text(t, "#history"); !strings.Contains(hist, "fal-ai/esrgan") || !strings.Contains(hist, "fal-ai/imageutils/rembg") {
-		t.Errorf("history = %q, want both runs", hist)
+	if hist := b.text(t, "#history"); !strings.Contains(hist, "fal-ai/esrgan") || !strings.Contains(hist, "fal-ai/imageutils/rembg") ||
+		!strings.Contains(hist, "fal-ai/whisper") || !strings.Contains(hist, "fal-ai/kokoro/american-english") {
+		t.Errorf("history = %q, want every run", hist)
 	}
 
 	if errs := b.consoleErrors(nil); len(errs) > 0 {
