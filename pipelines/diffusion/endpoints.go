@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"image"
 	"math"
+	"sort"
 	"strings"
 
 	"golang.org/x/image/draw"
@@ -200,54 +201,116 @@ type Output struct {
 
 const maxSide = 4096 // largest image side served (fal allows up to 14142; memory does not)
 
+// Describe documents the endpoint from its spec: the fields of its fal
+// schema with its defaults and bounds.
+func (e *endpoint) Describe() pipelines.Description {
+	s := e.spec
+	img := func(name, title, what string) pipelines.Field {
+		return pipelines.Field{Name: name, Type: pipelines.String, Title: title, Required: true, Media: "image",
+			Description: what + ": an http(s) URL this server may read (its own file URLs, allow-listed hosts) or a data: URI."}
+	}
+	fs := []pipelines.Field{{Name: "prompt", Type: pipelines.String, Required: true, Description: "What to generate.",
+		Examples: []any{"a photo of a red fox in the snow, golden hour"}}}
+	if s.sdxlFields {
+		fs = append(fs, pipelines.Field{Name: "negative_prompt", Type: pipelines.String, Default: "",
+			Description: "What the image should not show."})
+	}
+	switch s.kind {
+	case "t2i":
+		names := make([]string, 0, len(presets))
+		for n := range presets {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fs = append(fs, pipelines.Field{Name: "image_size", Default: s.size, Nullable: true,
+			Description: "The size of the image: a preset name or {width, height} (64 to " + fmt.Sprint(maxSide) + " on each side); a model exported at a fixed size runs at that size only.",
+			AnyOf:       []map[string]any{{"type": "string", "enum": names}, {"$ref": "#/components/schemas/ImageSize"}}})
+	case "i2i":
+		fs = append(fs, img("image_url", "Image", "The image to start from"))
+	case "inpaint":
+		fs = append(fs, img("image_url", "Image", "The image to paint into"), img("mask_url", "Mask", "White where the image is painted, black where it is kept"))
+	}
+	if s.kind != "t2i" {
+		fs = append(fs, pipelines.Field{Name: "strength", Type: pipelines.Number, Default: s.strength, Min: pipelines.Num(0), MinExclusive: true, Max: pipelines.Num(1),
+			Description: "How much the image changes: 1 ignores it, near 0 keeps it."})
+	}
+	fs = append(fs,
+		pipelines.Field{Name: "num_inference_steps", Type: pipelines.Integer, Default: s.steps, Min: pipelines.Num(1), Max: pipelines.Num(float64(s.maxSteps)),
+			Description: "Denoising steps: more is slower and often finer."},
+		pipelines.Field{Name: "seed", Type: pipelines.Integer, Nullable: true,
+			Description: "The same seed, prompt and settings give the same image; none picks one at random (returned as seed)."},
+		pipelines.Field{Name: "guidance_scale", Type: pipelines.Number, Default: s.cfg, Min: pipelines.Num(0), Max: pipelines.Num(20),
+			Description: "How closely the image follows the prompt."},
+		pipelines.Field{Name: "num_images", Type: pipelines.Integer, Default: 1, Min: pipelines.Num(1), Max: pipelines.Num(float64(s.maxImages)),
+			Description: "How many images to generate."})
+	if s.key == "fast-turbo-diffusion" {
+		fs = append(fs, pipelines.Field{Name: "model_name", Type: pipelines.String, Enum: []string{"stabilityai/sdxl-turbo", "stabilityai/sd-turbo"},
+			Default: "stabilityai/sdxl-turbo", Description: "Which distilled model; each needs its model installed on this server."})
+	}
+	if s.sdxlFields {
+		names := make([]string, 0, len(schedulers))
+		for n := range schedulers {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fs = append(fs,
+			pipelines.Field{Name: "format", Type: pipelines.String, Enum: []string{"jpeg", "png"}, Default: "jpeg", Description: "The format of the images."},
+			pipelines.Field{Name: "scheduler", Type: pipelines.String, Enum: names, Nullable: true, Advanced: true,
+				Description: "The sampler; none uses the model's own."},
+			pipelines.Field{Name: "loras", Type: pipelines.Array, Default: []any{}, Advanced: true, Items: &pipelines.Field{Type: pipelines.Object},
+				Description: "LoRA weights; not supported by this server, send an empty list."},
+			pipelines.Field{Name: "embeddings", Type: pipelines.Array, Default: []any{}, Advanced: true, Items: &pipelines.Field{Type: pipelines.Object},
+				Description: "Textual-inversion embeddings; not supported by this server, send an empty list."},
+			pipelines.Field{Name: "expand_prompt", Type: pipelines.Boolean, Default: false, Advanced: true,
+				Description: "Expand the prompt with a language model; not available on this server."},
+			pipelines.Field{Name: "safety_checker_version", Type: pipelines.String, Enum: []string{"v1", "v2"}, Default: "v1", Advanced: true,
+				Description: "fal's safety checker version; this server runs no safety checker."})
+	} else {
+		fs = append(fs, pipelines.Field{Name: "output_format", Type: pipelines.String, Enum: []string{"jpeg", "png"}, Default: "jpeg",
+			Description: "The format of the images."})
+	}
+	fs = append(fs,
+		pipelines.Field{Name: "acceleration", Type: pipelines.String, Enum: []string{"none", "regular", "high"}, Default: "none", Advanced: true,
+			Description: "fal's speed-for-quality trade; the same computation here."},
+		pipelines.Field{Name: "enable_safety_checker", Type: pipelines.Boolean, Default: true, Advanced: true,
+			Description: "fal's NSFW checker; this server runs none and reports has_nsfw_concepts false."},
+		pipelines.Field{Name: "sync_mode", Type: pipelines.Boolean, Default: false, Advanced: true,
+			Description: "Return the images as data URIs in the response instead of file URLs on this server."})
+	titles := map[string]string{"t2i": "text to image", "i2i": "image to image", "inpaint": "inpainting"}
+	cat := map[string]string{"t2i": "text-to-image", "i2i": "image-to-image", "inpaint": "image-to-image"}[s.kind]
+	return pipelines.Description{Title: s.key + ", " + titles[s.kind], Category: cat,
+		Summary: "Generates images with " + s.key + " (" + titles[s.kind] + ") from an installed diffusers ONNX export.",
+		Input: pipelines.Schema{Fields: fs, Components: map[string]map[string]any{"ImageSize": {
+			"type": "object", "title": "ImageSize", "required": []string{"width", "height"},
+			"properties": map[string]any{
+				"width":  map[string]any{"type": "integer", "minimum": 64, "maximum": maxSide, "default": 512},
+				"height": map[string]any{"type": "integer", "minimum": 64, "maximum": maxSide, "default": 512},
+			}}}},
+		Output: Output{}}
+}
+
 func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error) {
 	var in input
-	if err := pipelines.DecodeInput(req.Input, &in); err != nil {
+	given, err := e.Describe().Input.Decode(req.Input, &in)
+	if err != nil {
 		return nil, err
 	}
 	s := e.spec
 	v := &pipelines.ValidationError{}
-	prompt := pipelines.Required(v, "prompt", in.Prompt)
-	steps := s.steps
-	if in.Steps != nil {
-		steps = *in.Steps
-		if steps < 1 || steps > s.maxSteps {
-			v.Add("num_inference_steps", "value_error", fmt.Sprintf("Input should be between 1 and %d", s.maxSteps))
-		}
-	}
-	guidance := s.cfg
-	if in.Guidance != nil {
-		guidance = *in.Guidance
-		if math.IsNaN(guidance) || guidance < 0 || guidance > 20 {
-			v.Add("guidance_scale", "value_error", "Input should be between 0 and 20")
-		}
-	}
-	n := 1
-	if in.NumImages != nil {
-		n = *in.NumImages
-		if n < 1 || n > s.maxImages {
-			v.Add("num_images", "value_error", fmt.Sprintf("Input should be between 1 and %d", s.maxImages))
-		}
-	}
-	var format string
+	prompt, steps, guidance, n := *in.Prompt, *in.Steps, *in.Guidance, *in.NumImages
+	format := ""
 	if s.sdxlFields {
-		format = pipelines.Literal(v, "format", in.Format, "jpeg", "jpeg", "png")
+		format = *in.Format
 	} else {
-		format = pipelines.Literal(v, "output_format", in.OutputFormat, "jpeg", "jpeg", "png")
+		format = *in.OutputFormat
 	}
-	pipelines.Literal(v, "acceleration", in.Acceleration, "none", "none", "regular", "high")
-	pipelines.Literal(v, "safety_checker_version", in.SafetyVersion, "v1", "v1", "v2")
 	variant := ""
 	if s.key == "fast-turbo-diffusion" {
-		variant = pipelines.Literal(v, "model_name", in.ModelName, "stabilityai/sdxl-turbo", "stabilityai/sdxl-turbo", "stabilityai/sd-turbo")
+		variant = *in.ModelName
 	}
 	sched := ""
-	if in.Scheduler != nil {
-		if c, ok := schedulers[*in.Scheduler]; ok && s.families[0] != Flux {
-			sched = c
-		} else {
-			v.Add("scheduler", "literal_error", "Input should be one of: Euler, Euler A, DPM++ 2M, DPM++ 2M Karras, DDIM, LCM")
-		}
+	if s.sdxlFields && in.Scheduler != nil {
+		sched = schedulers[*in.Scheduler]
 	}
 	if len(in.Loras) > 0 {
 		v.Add("loras", "value_error", "LoRA weights are not supported by this local server; send an empty list")
@@ -255,26 +318,20 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	if len(in.Embeddings) > 0 {
 		v.Add("embeddings", "value_error", "textual-inversion embeddings are not supported by this local server; send an empty list")
 	}
-	if in.ExpandPrompt != nil && *in.ExpandPrompt {
+	if s.sdxlFields && *in.ExpandPrompt {
 		v.Add("expand_prompt", "value_error", "prompt expansion needs a language model, which does not run here; set it to false")
 	}
 	var width, height int
 	if s.kind == "t2i" {
 		width, height = parseSize(v, in.ImageSize, s.size)
 	}
-	strength := s.strength
 	var imgURL, maskURL string
+	strength := s.strength
 	if s.kind != "t2i" {
-		imgURL = pipelines.Required(v, "image_url", in.ImageURL)
-		if in.Strength != nil {
-			strength = *in.Strength
-			if !(strength > 0 && strength <= 1) {
-				v.Add("strength", "value_error", "Input should be greater than 0 and at most 1")
-			}
-		}
+		imgURL, strength = *in.ImageURL, *in.Strength
 	}
 	if s.kind == "inpaint" {
-		maskURL = pipelines.Required(v, "mask_url", in.MaskURL)
+		maskURL = *in.MaskURL
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -306,7 +363,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	// generates at: the same, or the next size on the model's grid, cropped
 	// (text-to-image) or resized (image-to-image) back.
 	outW, outH := width, height
-	chosen := in.ImageSize != nil && string(*in.ImageSize) != "null"
+	chosen := given["image_size"] && in.ImageSize != nil
 	var img *image.NRGBA
 	if s.kind != "t2i" {
 		if img, _, err = pipelines.LoadImage(ctx, req, e.p.deps.Config, "image_url", imgURL); err != nil {

@@ -124,35 +124,30 @@ type Output struct {
 	Audio File `json:"audio"`
 }
 
+// Describe documents one language's endpoint.
+func (e *endpoint) Describe() pipelines.Description {
+	return pipelines.Description{Title: "Text to speech (Kokoro, " + e.lang.Name + ")", Category: "text-to-speech",
+		Summary: "Speaks " + e.lang.Name + " text with Kokoro-82M in one of its voices, as a WAV file.",
+		Input: pipelines.Schema{Fields: []pipelines.Field{
+			{Name: "prompt", Type: pipelines.String, Title: "Text", Required: true, MaxLength: MaxPromptChars,
+				Description: "The text to speak.", Examples: []any{"The quick brown fox jumped over the lazy dog."}},
+			{Name: "voice", Type: pipelines.String, Enum: e.lang.Voices, OpenEnum: true, Default: e.lang.Default,
+				Description: "The voice: one of fal's, or one an imported voice pack adds for this language."},
+			{Name: "speed", Type: pipelines.Number, Default: 1.0, Min: pipelines.Num(0.1), Max: pipelines.Num(5),
+				Description: "Speaking rate; 1 is the voice's own."},
+		}},
+		Output: Output{}}
+}
+
 func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error) {
 	var in input
-	if err := pipelines.DecodeInput(req.Input, &in); err != nil {
+	if _, err := e.Describe().Input.Decode(req.Input, &in); err != nil {
 		return nil, err
 	}
 	v := &pipelines.ValidationError{}
-	prompt := pipelines.Required(v, "prompt", in.Prompt)
-	if in.Prompt != nil && *in.Prompt != "" && strings.TrimSpace(prompt) == "" {
+	prompt, voice, speed := *in.Prompt, *in.Voice, *in.Speed
+	if strings.TrimSpace(prompt) == "" {
 		v.Add("prompt", "value_error", "prompt has no text to speak")
-	}
-	if n := utf8.RuneCountInString(prompt); n > MaxPromptChars {
-		v.Add("prompt", "string_too_long", fmt.Sprintf("String should have at most %d characters (it has %d)", MaxPromptChars, n))
-	}
-	if !utf8.ValidString(prompt) {
-		v.Add("prompt", "string_unicode", "Input should be a valid string")
-	}
-	speed := 1.0
-	if in.Speed != nil {
-		speed = *in.Speed
-		switch {
-		case speed < 0.1:
-			v.Add("speed", "greater_than_equal", "Input should be greater than or equal to 0.1")
-		case speed > 5:
-			v.Add("speed", "less_than_equal", "Input should be less than or equal to 5")
-		}
-	}
-	voice := e.lang.Default
-	if in.Voice != nil {
-		voice = *in.Voice
 	}
 	var m *Model
 	if !slices.Contains(e.lang.Voices, voice) {

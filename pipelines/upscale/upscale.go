@@ -154,37 +154,38 @@ type Output struct {
 	Image pipelines.ImageFile `json:"image"`
 }
 
+// Describe documents fal-ai/esrgan.
+func (e endpoint) Describe() pipelines.Description {
+	return pipelines.Description{Title: "Upscaling (Real-ESRGAN)", Category: "image-to-image",
+		Summary: "Upscales an image with the Real-ESRGAN family, by any factor from 1 to 8 (the network's own factor, then resized).",
+		Input: pipelines.Schema{Fields: []pipelines.Field{
+			{Name: "image_url", Type: pipelines.String, Title: "Image", Required: true, Media: "image",
+				Description: "The image to upscale: an http(s) URL this server may read (its own file URLs, allow-listed hosts) or a data: URI.",
+				Examples:    []any{"https://storage.googleapis.com/falserverless/model_tests/upscale/owl.png"}},
+			{Name: "scale", Type: pipelines.Number, Default: 2.0, Min: pipelines.Num(1), Max: pipelines.Num(8),
+				Description: "How many times larger the output is on each side."},
+			{Name: "model", Type: pipelines.String, Enum: Models, Default: "RealESRGAN_x4plus",
+				Description: "Which Real-ESRGAN network; each needs its model installed on this server."},
+			{Name: "output_format", Type: pipelines.String, Enum: formats, Default: "png", Description: "The format of the output image."},
+			{Name: "tile", Type: pipelines.Integer, Default: 0, Min: pipelines.Num(0), Advanced: true,
+				Description: "Tile size in input pixels for large images (0: the server's choice)."},
+			{Name: "face", Type: pipelines.Boolean, Default: false, Advanced: true,
+				Description: "Face enhancement (GFPGAN); needs a face-restoration model, which this server does not have."},
+			{Name: "sync_mode", Type: pipelines.Boolean, Default: false, Advanced: true,
+				Description: "Return the output image as a data URI in the response instead of a file URL on this server."},
+		}},
+		Output: Output{}}
+}
+
 // Run validates the input, upscales and stores the result.
 func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error) {
 	var in input
-	if err := pipelines.DecodeInput(req.Input, &in); err != nil {
+	if _, err := (endpoint{p}).Describe().Input.Decode(req.Input, &in); err != nil {
 		return nil, err
 	}
-	v := &pipelines.ValidationError{}
-	url := pipelines.Required(v, "image_url", in.ImageURL)
-	scale := 2.0
-	if in.Scale != nil {
-		scale = *in.Scale
-		switch {
-		case math.IsNaN(scale) || scale < 1:
-			v.Add("scale", "greater_than_equal", "Input should be greater than or equal to 1")
-		case scale > 8:
-			v.Add("scale", "less_than_equal", "Input should be less than or equal to 8")
-		}
-	}
-	tile := 0
-	if in.Tile != nil {
-		if tile = *in.Tile; tile < 0 {
-			v.Add("tile", "greater_than_equal", "Input should be greater than or equal to 0")
-		}
-	}
-	if pipelines.Bool(in.Face, false) {
-		v.Add("face", "value_error", "face enhancement is not available on this server: no face-restoration model (GFPGAN) is installed; send face: false")
-	}
-	name := pipelines.Literal(v, "model", in.Model, "RealESRGAN_x4plus", Models...)
-	format := pipelines.Literal(v, "output_format", in.OutputFormat, "png", formats...)
-	if err := v.Err(); err != nil {
-		return nil, err
+	url, scale, tile, name, format := *in.ImageURL, *in.Scale, *in.Tile, *in.Model, *in.OutputFormat
+	if *in.Face {
+		return nil, pipelines.Invalid("face", "face enhancement is not available on this server: no face-restoration model (GFPGAN) is installed; send face: false")
 	}
 	md, err := p.resolve(name, scale)
 	if err != nil {
@@ -236,7 +237,7 @@ func (p *Pipeline) Run(ctx context.Context, req *pipelines.Request) (any, error)
 		return nil, err
 	}
 	res := Output{}
-	if res.Image, err = pipelines.SaveImage(ctx, req, out, format, pipelines.Bool(in.SyncMode, false), req.ID); err != nil {
+	if res.Image, err = pipelines.SaveImage(ctx, req, out, format, *in.SyncMode, req.ID); err != nil {
 		return nil, err
 	}
 	req.Logf(pipelines.Info, "done in %.2fs", time.Since(t0).Seconds())

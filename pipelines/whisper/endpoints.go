@@ -142,21 +142,63 @@ type WizperOutput struct {
 	Languages []string `json:"languages"`
 }
 
+// Describe documents fal-ai/whisper and fal-ai/wizper.
+func (e *endpoint) Describe() pipelines.Description {
+	codes := make([]string, 0, len(tokenizer.LanguageNames))
+	for c := range tokenizer.LanguageNames {
+		codes = append(codes, c)
+	}
+	sort.Strings(codes)
+	lang := pipelines.Field{Name: "language", Type: pipelines.String, Enum: codes, OpenEnum: true, Nullable: true,
+		Description: "The language spoken, as a code ('en', 'de', 'zh', …) or an English name; null detects it."}
+	if e.wizper {
+		lang.Default = "en"
+		lang.Description = "The language spoken, as a code ('en', 'de', 'zh', …) or an English name; null detects it (default 'en')."
+	}
+	fs := []pipelines.Field{
+		{Name: "audio_url", Type: pipelines.String, Title: "Audio", Required: true, Media: "audio",
+			Description: "The audio to transcribe (WAV, MP3, FLAC, Ogg/Opus/Vorbis, M4A/AAC, WebM): an http(s) URL this server may read (its own file URLs, allow-listed hosts) or a data: URI.",
+			Examples:    []any{"https://storage.googleapis.com/falserverless/model_tests/whisper/dinner_conversation.mp3"}},
+		{Name: "task", Type: pipelines.String, Enum: []string{"transcribe", "translate"}, Default: "transcribe",
+			Description: "Transcribe in the spoken language, or translate into English."},
+		lang,
+		{Name: "chunk_level", Type: pipelines.String, Enum: []string{"none", "segment", "word"}, Default: "segment",
+			Description: "The timestamped chunks returned: none, one per segment, or one per word."},
+		{Name: "version", Type: pipelines.String, Enum: []string{"3"}, Default: "3", Advanced: true,
+			Description: "fal's Whisper version; the installed model answers whatever it is."},
+		{Name: "batch_size", Type: pipelines.Integer, Default: 64, Min: pipelines.Num(1), Max: pipelines.Num(64), Advanced: true,
+			Description: "How many 30-second windows are decoded together; 1 decodes sequentially, each window conditioned on the text before it."},
+		{Name: "prompt", Type: pipelines.String, Default: "", Advanced: true,
+			Description: "Text that comes before the audio, to guide spelling and style."},
+	}
+	if e.wizper {
+		fs = append(fs,
+			pipelines.Field{Name: "max_segment_len", Type: pipelines.Number, Default: 29.0, Min: pipelines.Num(10), Max: pipelines.Num(29), Advanced: true,
+				Description: "The longest merged chunk, in seconds."},
+			pipelines.Field{Name: "merge_chunks", Type: pipelines.Boolean, Default: true, Advanced: true,
+				Description: "Merge consecutive segments into chunks of up to max_segment_len seconds."})
+		return pipelines.Description{Title: "Speech to text (Wizper)", Category: "speech-to-text",
+			Summary: "Transcribes or translates speech with Whisper, returning merged timestamped chunks.",
+			Input:   pipelines.Schema{Fields: fs}, Output: WizperOutput{}}
+	}
+	fs = append(fs,
+		pipelines.Field{Name: "diarize", Type: pipelines.Boolean, Default: false, Advanced: true,
+			Description: "Label speakers; needs a diarization model, which this server does not have."},
+		pipelines.Field{Name: "num_speakers", Type: pipelines.Integer, Min: pipelines.Num(1), Nullable: true, Advanced: true,
+			Description: "How many speakers, for diarization."})
+	return pipelines.Description{Title: "Speech to text (Whisper)", Category: "speech-to-text",
+		Summary: "Transcribes or translates speech with Whisper, with segment or word timestamps.",
+		Input:   pipelines.Schema{Fields: fs}, Output: WhisperOutput{}}
+}
+
 func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error) {
 	var in input
-	if err := pipelines.DecodeInput(req.Input, &in); err != nil {
+	if _, err := e.Describe().Input.Decode(req.Input, &in); err != nil {
 		return nil, err
 	}
 	v := &pipelines.ValidationError{}
-	url := pipelines.Required(v, "audio_url", in.AudioURL)
-	task := pipelines.Literal(v, "task", in.Task, "transcribe", "transcribe", "translate")
-	levels := []string{"none", "segment", "word"}
-	level := pipelines.Literal(v, "chunk_level", in.ChunkLevel, "segment", levels...)
-	pipelines.Literal(v, "version", in.Version, "3", "3")
+	url, task, level, batch := *in.AudioURL, *in.Task, *in.ChunkLevel, *in.BatchSize
 	lang := ""
-	if e.wizper && in.Language == nil {
-		lang = "en" // wizper's default; an explicit null asks for detection
-	}
 	if in.Language != nil {
 		lang = strings.ToLower(*in.Language)
 		if code, ok := tokenizer.LanguageCode(lang); ok {
@@ -165,27 +207,12 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 			v.Add("language", "literal_error", "Input should be a language code Whisper knows, such as 'en', 'de' or 'zh', or null to detect it")
 		}
 	}
-	// fal's wizper schema has no batch_size; here it takes it as whisper
-	// does, so that either endpoint can run the sequential algorithm
-	batch := 64
-	if in.BatchSize != nil {
-		batch = *in.BatchSize
-		if batch < 1 || batch > 64 {
-			v.Add("batch_size", "value_error", "Input should be between 1 and 64")
-		}
-	}
 	maxSeg := 29.0
-	if e.wizper && in.MaxSegmentLen != nil {
+	if e.wizper {
 		maxSeg = *in.MaxSegmentLen
-		if !(maxSeg >= 10 && maxSeg <= 29) {
-			v.Add("max_segment_len", "value_error", "Input should be between 10 and 29")
-		}
 	}
-	if !e.wizper && pipelines.Bool(in.Diarize, false) {
+	if !e.wizper && *in.Diarize {
 		v.Add("diarize", "value_error", "speaker diarization needs a diarization model, and none runs locally; set diarize to false")
-	}
-	if in.NumSpeakers != nil && *in.NumSpeakers < 1 {
-		v.Add("num_speakers", "value_error", "Input should be greater than or equal to 1")
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -238,10 +265,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	m = m.Held(hold)
 
 	opt := TranscribeOptions{Options: Options{Task: task, Language: lang}, WordTimestamps: level == "word"}
-	var prompt string
-	if in.Prompt != nil {
-		prompt = *in.Prompt
-	}
+	prompt := *in.Prompt
 	var tr *Transcript
 	windows := int(math.Ceil(dur / chunkSecs))
 	if batch > 1 && windows > 1 {
@@ -264,7 +288,7 @@ func (e *endpoint) Run(ctx context.Context, req *pipelines.Request) (any, error)
 	}
 	req.Logf(pipelines.Info, "done: %d segments, language %s, %.2fx real time", len(tr.Segments), tr.Language, dur/time.Since(t0).Seconds())
 	chunks := toChunks(tr, level, dur)
-	if e.wizper && pipelines.Bool(in.MergeChunks, true) && level == "segment" {
+	if e.wizper && *in.MergeChunks && level == "segment" {
 		chunks = mergeChunks(chunks, maxSeg)
 	}
 	text := strings.TrimSpace(tr.Text)
