@@ -229,7 +229,6 @@ func TestNotFound(t *testing.T) {
 	e := newEnv(t, nil, x, echoEP("fal-ai/birefnet"))
 	for _, tc := range []struct{ method, path, detail string }{
 		{"GET", "/x", "Path /x not found"},
-		{"GET", "/", "Path / not found"},
 		{"GET", "/fal-ai/x", "Path /fal-ai/x not found"},
 		{"PUT", "/fal-ai/x", "Path /fal-ai/x not found"},
 		{"GET", "/cdn/files", "Path /cdn/files not found"},

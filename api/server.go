@@ -157,6 +157,7 @@ func Open(cfg Config) (*Server, error) {
 	e.GET("/.well-known/jwks.json", s.jwks)
 	e.GET("/rest/.well-known/jwks.json", s.jwks)
 	s.playgroundRoutes(e)
+	s.openapiRoutes(e)
 	e.POST("/*", s.submit, s.requireKey)
 	e.GET("/*", s.queueGet, s.requireKey)
 	e.PUT("/*", s.queuePut, s.requireKey)
