@@ -190,6 +190,16 @@ async function home() {
   main.append(el("div", { class: "cards" },
     el("section", { class: "card" }, el("h2", { text: "Runtime" }), rtList),
     el("section", { class: "card" }, el("h2", { text: "Queue" }), qList)));
+  // The queue changes while the page is open: refresh its counts.
+  const timer = setInterval(async () => {
+    try {
+      const q = (await api("/playground/api/info")).queue;
+      const dd = qList.querySelectorAll("dd");
+      dd[0].textContent = q.queued;
+      dd[1].textContent = q.running;
+    } catch (e) { clearInterval(timer); }
+  }, 3000);
+  current = () => clearInterval(timer);
 
   const tb = el("tbody");
   for (const ep of info.endpoints) {
@@ -327,7 +337,7 @@ function help(p) {
     const hi = p.maximum !== undefined ? `≤ ${p.maximum}` : "";
     bits.push("(" + [lo, hi].filter(Boolean).join(", ") + ")");
   }
-  if (p.default !== undefined && typeof p.default !== "object") bits.push(`Default: ${p.default}.`);
+  if (p.default !== undefined && p.default !== "" && typeof p.default !== "object") bits.push(`Default: ${p.default}.`);
   return bits.join(" ");
 }
 
@@ -359,7 +369,7 @@ function makeField(doc, name, p, required) {
         const nid = id + "-" + k;
         nums[k] = el("input", { id: nid, type: "number", step: sp.type === "integer" ? 1 : "any", min: sp.minimum, max: sp.maximum,
           value: typeof p.default === "object" && p.default ? p.default[k] : sp.default !== undefined ? sp.default : 1024 });
-        size.append(el("div", {}, el("label", { for: nid, text: sp.title || k }), nums[k]));
+        size.append(el("div", {}, el("label", { for: nid, text: sp.title || k[0].toUpperCase() + k.slice(1) }), nums[k]));
       }
       const sync = () => { size.hidden = sel.value !== "__custom"; };
       sel.addEventListener("change", sync);
