@@ -1,9 +1,13 @@
 package api
 
 import (
+	"errors"
+	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/falocal/falocal/api/files"
 )
 
 // inlineSafe reports media types a browser shows without running code.
@@ -17,10 +21,17 @@ func inlineSafe(ct string) bool {
 
 // serveFile serves stored files (with Range support via http.ServeContent).
 func (s *Server) serveFile(c echo.Context) error {
-	m, p, err := s.cfg.Files.Get(c.Param("id"))
+	m, f, err := s.cfg.Files.Open(c.Param("id"))
+	if errors.Is(err, files.ErrNotFound) {
+		return echo.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
 	// The name must match exactly: a different name that cleans to the
 	// stored one (e.g. ".." for "file") is another URL and not ours.
-	if err != nil || c.Param("name") != m.Name {
+	if c.Param("name") != m.Name {
 		return echo.ErrNotFound
 	}
 	h := c.Response().Header()
@@ -32,5 +43,6 @@ func (s *Server) serveFile(c echo.Context) error {
 	if !inlineSafe(m.ContentType) {
 		h.Set("Content-Disposition", "attachment")
 	}
-	return c.File(p)
+	http.ServeContent(c.Response(), c.Request(), m.Name, m.Created, f)
+	return nil
 }

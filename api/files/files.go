@@ -1,10 +1,10 @@
 // Package files stores the files the server hands out (outputs and uploads)
-// under the data directory and finds them again by id. Multipart uploads keep
-// their parts under <dir>/multipart/<id>/ until they are assembled.
+// and finds them again by id: in a local directory (Local, the default) or in
+// an S3-compatible bucket (S3), behind the same Backend. Multipart uploads
+// keep their parts apart until they are assembled.
 package files
 
 import (
-	"bytes"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/hex"
@@ -43,20 +43,27 @@ type Meta struct {
 	Created     time.Time `json:"created"`
 }
 
-// Store keeps each file as <dir>/<id>.bin with <dir>/<id>.json beside it.
-type Store struct {
+// Local keeps each file as <dir>/<id>.bin with <dir>/<id>.json beside it,
+// and the parts of multipart uploads under <dir>/multipart/<id>/.
+type Local struct {
 	dir string
-	// Space, when set, is the free-space floor the API checks before it
-	// accepts an upload or a request (set it before serving).
-	Space *SpaceGuard
 }
 
-// Open opens (creating) a store in dir.
-func Open(dir string) (*Store, error) {
+// OpenLocal opens (creating) a local store in dir.
+func OpenLocal(dir string) (*Local, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &Store{dir: dir}, nil
+	return &Local{dir: dir}, nil
+}
+
+// Open opens (creating) a store of files in the local directory dir.
+func Open(dir string) (*Store, error) {
+	l, err := OpenLocal(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{Backend: l}, nil
 }
 
 var (
@@ -81,11 +88,6 @@ func CleanName(name string) string {
 	return name
 }
 
-// Put stores data and returns its metadata.
-func (s *Store) Put(data []byte, contentType, name string) (Meta, error) {
-	return s.PutReader("", bytes.NewReader(data), contentType, name, 0)
-}
-
 // NewID returns a fresh random file id: a file's URL can be handed out
 // before its bytes arrive (PutReader with that id).
 func NewID() (string, error) {
@@ -105,7 +107,7 @@ func ValidID(id string) bool { return validID.MatchString(id) }
 // fails with ErrTooLarge and stores nothing. An id that already holds a file
 // (or is being written) fails with ErrExists; callers must not write one id
 // from two places.
-func (s *Store) PutReader(id string, r io.Reader, contentType, name string, limit int64) (Meta, error) {
+func (s *Local) PutReader(id string, r io.Reader, contentType, name string, limit int64) (Meta, error) {
 	if id == "" {
 		var err error
 		if id, err = NewID(); err != nil {
@@ -163,7 +165,7 @@ func (s *Store) PutReader(id string, r io.Reader, contentType, name string, limi
 }
 
 // Get returns a file's metadata and the path of its bytes.
-func (s *Store) Get(id string) (Meta, string, error) {
+func (s *Local) Get(id string) (Meta, string, error) {
 	var m Meta
 	if !validID.MatchString(id) {
 		return m, "", ErrNotFound
@@ -178,24 +180,27 @@ func (s *Store) Get(id string) (Meta, string, error) {
 	return m, filepath.Join(s.dir, id+".bin"), nil
 }
 
-// Read returns a file's metadata and bytes, refusing files over limit bytes.
-func (s *Store) Read(id string, limit int64) (Meta, []byte, error) {
+// Stat returns a file's metadata.
+func (s *Local) Stat(id string) (Meta, error) {
+	m, _, err := s.Get(id)
+	return m, err
+}
+
+// Open returns a file's metadata and its bytes, to be closed.
+func (s *Local) Open(id string) (Meta, io.ReadSeekCloser, error) {
 	m, p, err := s.Get(id)
 	if err != nil {
 		return m, nil, err
 	}
-	if limit > 0 && m.Size > limit {
-		return m, nil, fmt.Errorf("file %s has %d bytes, over the %d byte limit: %w", id, m.Size, limit, ErrTooLarge)
-	}
-	data, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if err != nil {
 		return m, nil, ErrNotFound
 	}
-	return m, data, nil
+	return m, f, nil
 }
 
 // Sweep deletes files created before cutoff and returns how many went.
-func (s *Store) Sweep(cutoff time.Time) (int, error) {
+func (s *Local) Sweep(cutoff time.Time) (int, error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return 0, err
@@ -241,7 +246,7 @@ func writeAtomic(p string, data []byte) error {
 }
 
 // Delete removes a file (no error when it is already gone).
-func (s *Store) Delete(id string) error {
+func (s *Local) Delete(id string) error {
 	if !validID.MatchString(id) {
 		return ErrNotFound
 	}
@@ -265,9 +270,9 @@ type Part struct {
 	Size int64
 }
 
-func (s *Store) partDir(id string) string { return filepath.Join(s.dir, "multipart", id) }
+func (s *Local) partDir(id string) string { return filepath.Join(s.dir, "multipart", id) }
 
-func (s *Store) partPath(id string, p Part) string {
+func (s *Local) partPath(id string, p Part) string {
 	return filepath.Join(s.partDir(id), fmt.Sprintf("%d.%s.part", p.Number, p.ETag))
 }
 
@@ -275,7 +280,7 @@ func (s *Store) partPath(id string, p Part) string {
 // version of a part is kept under its etag, so a retried or concurrent
 // upload of the same part never corrupts the version another caller was
 // told about. With limit > 0, more than limit bytes fail with ErrTooLarge.
-func (s *Store) PutPart(id string, n int, r io.Reader, limit int64) (Part, error) {
+func (s *Local) PutPart(id string, n int, r io.Reader, limit int64) (Part, error) {
 	if !validID.MatchString(id) || n < 1 || n > MaxParts {
 		return Part{}, fmt.Errorf("invalid part %d of file %q", n, id)
 	}
@@ -311,7 +316,7 @@ func (s *Store) PutPart(id string, n int, r io.Reader, limit int64) (Part, error
 }
 
 // RemovePart deletes one stored version of a part.
-func (s *Store) RemovePart(id string, p Part) error {
+func (s *Local) RemovePart(id string, p Part) error {
 	if !validID.MatchString(id) || !validETag.MatchString(p.ETag) {
 		return ErrPartNotFound
 	}
@@ -322,7 +327,7 @@ func (s *Store) RemovePart(id string, p Part) error {
 // id (as PutReader does, limit included) and then drops all of the upload's
 // parts. A part never stored with that number and etag fails with
 // ErrPartNotFound before anything is written.
-func (s *Store) AssembleParts(id string, parts []Part, contentType, name string, limit int64) (Meta, error) {
+func (s *Local) AssembleParts(id string, parts []Part, contentType, name string, limit int64) (Meta, error) {
 	if !validID.MatchString(id) {
 		return Meta{}, fmt.Errorf("invalid file id %q", id)
 	}
@@ -356,7 +361,7 @@ func (s *Store) AssembleParts(id string, parts []Part, contentType, name string,
 }
 
 // DropParts deletes every stored part of the upload of file id.
-func (s *Store) DropParts(id string) error {
+func (s *Local) DropParts(id string) error {
 	if !validID.MatchString(id) {
 		return nil
 	}
@@ -366,7 +371,7 @@ func (s *Store) DropParts(id string) error {
 // SweepParts deletes the parts of uploads whose directory has not changed
 // since cutoff (a part written or replaced touches it), except those keep
 // reports as live, and returns how many uploads went.
-func (s *Store) SweepParts(cutoff time.Time, keep func(id string) bool) (int, error) {
+func (s *Local) SweepParts(cutoff time.Time, keep func(id string) bool) (int, error) {
 	ents, err := os.ReadDir(filepath.Join(s.dir, "multipart"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil

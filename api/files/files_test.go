@@ -44,7 +44,7 @@ func TestPutGetRead(t *testing.T) {
 	if m.Created.Before(before) || m.Created.After(time.Now().Add(time.Second)) || m.Created.Location() != time.UTC {
 		t.Errorf("created %v", m.Created)
 	}
-	gm, p, err := s.Get(m.ID)
+	gm, p, err := s.Backend.(*Local).Get(m.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +122,8 @@ func TestGetInvalidIDs(t *testing.T) {
 		m.ID + "\x00", m.ID[:31] + "g", " " + m.ID, m.ID + "\n",
 		strings.Repeat("0", 32), // well formed, absent
 	} {
-		if _, _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
-			t.Errorf("Get(%q) = %v, want ErrNotFound", id, err)
+		if _, err := s.Stat(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Stat(%q) = %v, want ErrNotFound", id, err)
 		}
 		if _, _, err := s.Read(id, 0); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Read(%q) = %v, want ErrNotFound", id, err)
@@ -160,7 +160,7 @@ func TestReadLimit(t *testing.T) {
 	// Corrupt metadata is an error, not a panic and not a hit.
 	m2, _ := s.Put([]byte("y"), "", "y")
 	os.WriteFile(filepath.Join(dir, m2.ID+".json"), []byte("{not json"), 0o644)
-	if _, _, err := s.Get(m2.ID); err == nil {
+	if _, err := s.Stat(m2.ID); err == nil {
 		t.Error("Get of corrupt metadata succeeded")
 	}
 }
@@ -275,7 +275,7 @@ func TestSweep(t *testing.T) {
 	if _, data, err := s.Read(fresh.ID, 0); err != nil || string(data) != "fresh" {
 		t.Errorf("fresh file after sweep: %q %v", data, err)
 	}
-	if _, _, err := s.Get(oldFile.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Stat(oldFile.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("old file after sweep: %v", err)
 	}
 	// A second sweep has nothing left to do.
@@ -415,7 +415,7 @@ func TestPutReader(t *testing.T) {
 	if err != nil || !ValidID(id) {
 		t.Fatalf("NewID = %q %v", id, err)
 	}
-	if _, _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Stat(id); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("reserved id is visible before its bytes: %v", err)
 	}
 	m, err := s.PutReader(id, strings.NewReader("12345"), "text/plain", "../a b.txt", 5)
@@ -470,7 +470,7 @@ func TestMultipartParts(t *testing.T) {
 		}
 		parts[i] = p
 	}
-	if _, _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Stat(id); !errors.Is(err, ErrNotFound) {
 		t.Errorf("file visible before assembly: %v", err)
 	}
 	// A re-upload of part 2 with other bytes is another version; the old one stays valid.
@@ -503,7 +503,7 @@ func TestMultipartParts(t *testing.T) {
 	if _, err := s.AssembleParts(id, parts, "", "x", 10); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("assemble over limit: %v", err)
 	}
-	if _, _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Stat(id); !errors.Is(err, ErrNotFound) {
 		t.Errorf("failed assembly left a file: %v", err)
 	}
 	m, err := s.AssembleParts(id, parts, "video/mp4", "clip.mp4", 100)
