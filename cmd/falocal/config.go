@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/engine"
 )
 
@@ -49,6 +50,7 @@ type Config struct {
 	WebhookHosts   string
 	MaxUploadBytes int64
 	MinFreeDisk    int64
+	Storage        string // "" = <data-dir>/files; s3://bucket/prefix?endpoint=…
 	RembgModel     string
 	WhisperModel   string
 	WizperModel    string
@@ -268,6 +270,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.WebhookHosts, "webhook-hosts", "FALOCAL_WEBHOOK_HOSTS", "", "hosts (or *.domain) that may receive fal_webhook posts, besides loopback")
 	num(&c.MaxUploadBytes, "max-upload-bytes", "FALOCAL_MAX_UPLOAD_BYTES", 1<<30, "largest uploaded file")
 	num(&c.MinFreeDisk, "min-free-disk", "FALOCAL_MIN_FREE_DISK", 512<<20, "bytes the data directory's disk keeps free: below that, uploads, runs and submissions get a 507 until space returns (0 = no check)")
+	str(&c.Storage, "storage", "FALOCAL_STORAGE", "", "where files (outputs and uploads) are kept: empty for <data-dir>/files, or a bucket of an S3-compatible service, s3://bucket/prefix?endpoint=host:port&region=name&secure=false (endpoint default s3.amazonaws.com, secure default true), with the credentials of $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY ($AWS_SESSION_TOKEN if set); servers that share a bucket serve each other's files (docs/serving.md)")
 	str(&c.RembgModel, "rembg-model", "FALOCAL_REMBG_MODEL", "", "installed model used by imageutils/rembg and BiRefNet 'General Use (Light)' (default: the one whose manifest serves them)")
 	str(&c.WhisperModel, "whisper-model", "FALOCAL_WHISPER_MODEL", "", "installed Whisper model used by fal-ai/whisper (default: the first installed)")
 	str(&c.WizperModel, "wizper-model", "FALOCAL_WIZPER_MODEL", "", "installed Whisper model used by fal-ai/wizper (default: the whisper model)")
@@ -395,6 +398,11 @@ func (c *Config) validate() error {
 	}
 	if c.MinFreeDisk < 0 {
 		return fmt.Errorf("-min-free-disk must not be negative")
+	}
+	if c.Storage != "" {
+		if _, err := files.ParseS3URL(c.Storage); err != nil {
+			return fmt.Errorf("-storage: %w", err)
+		}
 	}
 	return nil
 }

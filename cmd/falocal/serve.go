@@ -175,11 +175,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("-preload: %w", err)
 	}
 
-	fstore, err := files.Open(filepath.Join(c.DataDir, "files"))
+	fstore, err := openFiles(ctx, c, log)
 	if err != nil {
 		return err
 	}
-	fstore.Space = &files.SpaceGuard{Dir: c.DataDir, Min: c.MinFreeDisk}
 	if err := checkExposure(c.Listen, c.keys()); err != nil {
 		return err
 	}
@@ -361,4 +360,31 @@ func auditWriter(f *os.File) io.Writer {
 		return nil
 	}
 	return f
+}
+
+// openFiles opens the file store: the data directory's files/, whose disk
+// the -min-free-disk guard watches, or the -storage bucket.
+func openFiles(ctx context.Context, c *Config, log *slog.Logger) (*files.Store, error) {
+	if c.Storage == "" {
+		fstore, err := files.Open(filepath.Join(c.DataDir, "files"))
+		if err != nil {
+			return nil, err
+		}
+		fstore.Space = &files.SpaceGuard{Dir: c.DataDir, Min: c.MinFreeDisk}
+		return fstore, nil
+	}
+	sc, err := files.ParseS3URL(c.Storage)
+	if err != nil {
+		return nil, fmt.Errorf("-storage: %w", err)
+	}
+	sc.AccessKey, sc.SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	sc.SessionToken = os.Getenv("AWS_SESSION_TOKEN")
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	fstore, err := files.OpenS3Store(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("-storage: %w", err)
+	}
+	log.Info("files on S3-compatible storage", "bucket", sc.String())
+	return fstore, nil
 }
