@@ -230,8 +230,8 @@ func TestPlaygroundBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	s := startServer(t) // first: without the models it skips before a browser starts
 	b := newBrowser(t)
-	s := startServer(t)
 
 	// Home: every served endpoint, its models, the runtime and the queue.
 	b.do(t, "open home", chromedp.Navigate(s.base+"/"),
@@ -343,8 +343,8 @@ func TestPlaygroundBrowser(t *testing.T) {
 // With -keys the page loads without a key, asks for one, refuses a wrong
 // one, and runs requests once given the right one.
 func TestPlaygroundBrowserKeys(t *testing.T) {
-	b := newBrowser(t)
 	s := startServer(t, "--keys", "pg:secret")
+	b := newBrowser(t)
 	b.do(t, "open home", chromedp.Navigate(s.base+"/"), chromedp.WaitVisible(chromedp.CSS("#keyform")))
 	b.checkForm(t, "key form")
 	b.do(t, "wrong key", chromedp.SendKeys(chromedp.CSS("#keyform input"), "pg:wrong"), chromedp.Click(chromedp.CSS("#keyform button[type=submit]")),
