@@ -57,9 +57,13 @@ func (s *S3Server) Keys(t testing.TB, prefix string) []string {
 // `go tool` from the module cache), on its posix backend in a temporary
 // directory, with random credentials, and creates a bucket. The gateway
 // stops when the test ends. Without the go command or the module it
-// skips, or under FALOCAL_REQUIRE_ASSETS=1 fails.
+// skips, or under FALOCAL_REQUIRE_ASSETS=1 fails; under -short too (its
+// first build takes minutes), unless FALOCAL_REQUIRE_ASSETS=1.
 func S3(t testing.TB) *S3Server {
 	t.Helper()
+	if testing.Short() && !required() {
+		t.Skip("the versitygw S3 gateway is not built under -short")
+	}
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		missing(t, "the go command (to build the versitygw S3 gateway)")
