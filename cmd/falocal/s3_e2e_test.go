@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/falocal/falocal/internal/testenv"
 )
@@ -169,6 +170,47 @@ func TestS3Storage(t *testing.T) {
 	if st != 200 || h.Get("Content-Type") != "image/png" || !bytes.Equal(got, output) {
 		t.Errorf("second server: GET %s: %d %q, %d bytes (want %d)", other, st, h.Get("Content-Type"), len(got), len(output))
 	}
+
+	// fal-client's (Python) v3 upload, on the second server.
+	st, _, body = s3Do(t, "POST", b.base+"/cdn/files/upload", "text/plain", []byte("hello, bucket"), "X-Fal-File-Name", "hello.txt")
+	var v3 struct {
+		AccessURL string `json:"access_url"`
+	}
+	if err := json.Unmarshal(body, &v3); st != 200 || err != nil {
+		t.Fatalf("v3 upload: %d %s", st, body)
+	}
+	if st, h, got := s3Do(t, "GET", v3.AccessURL, "", nil); st != 200 || string(got) != "hello, bucket" || !strings.HasPrefix(h.Get("Content-Type"), "text/plain") {
+		t.Errorf("GET the v3 upload: %d %q %q", st, h.Get("Content-Type"), got)
+	}
+
+	// The retention sweep deletes the objects (a prefix of its own: it
+	// would sweep the other servers' files too).
+	t.Run("retention", func(t *testing.T) {
+		c := startServer(t, "--storage", s3.URL("short/"), "--retention", "2s")
+		st, _, body := s3Do(t, "POST", c.base+"/cdn/files/upload", "text/plain", []byte("brief"), "X-Fal-File-Name", "brief.txt")
+		var v3 struct {
+			AccessURL string `json:"access_url"`
+		}
+		if err := json.Unmarshal(body, &v3); st != 200 || err != nil {
+			t.Fatalf("v3 upload: %d %s", st, body)
+		}
+		if keys := s3.Keys(t, "short/files/"); len(keys) != 1 {
+			t.Fatalf("objects after the upload: %v", keys)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for len(s3.Keys(t, "short/files/")) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("objects still there after 15 s: %v", s3.Keys(t, "short/files/"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if st, _, _ := s3Do(t, "GET", v3.AccessURL, "", nil); st != 404 {
+			t.Errorf("GET a swept file: %d, want 404", st)
+		}
+		if keys := s3.Keys(t, "site/files/"); len(keys) != 4 {
+			t.Errorf("the other prefix lost files: %v", keys)
+		}
+	})
 
 	// A bad -storage stops the server at start with a message.
 	t.Run("bad storage", func(t *testing.T) {
