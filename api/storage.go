@@ -24,7 +24,7 @@ import (
 	"github.com/falocal/falocal/pipelines"
 )
 
-// fal's storage upload flows, stored in the local file store and served
+// fal's storage upload flows, stored in the file store (a local directory or an S3 bucket) and served
 // from /cdn/files/<id>/<name>:
 //
 //	JS @fal-ai/client: POST /rest/storage/upload/initiate → PUT upload_url;
@@ -50,7 +50,7 @@ const (
 	// request lists at most files.MaxParts parts).
 	maxJSONBody = 1 << 20
 	// pruneEvery throttles the sweep of expired sessions and tokens;
-	// sweepPartsEvery that of orphaned part directories on disk.
+	// sweepPartsEvery that of orphaned parts (left by a restart).
 	pruneEvery      = time.Minute
 	sweepPartsEvery = time.Hour
 )
@@ -93,7 +93,7 @@ type rtToken struct {
 	expires time.Time
 }
 
-// storage holds the sessions and tokens in memory; the bytes are on disk.
+// storage holds the sessions and tokens in memory; the bytes are in the file store.
 type storage struct {
 	s     *Server
 	limit int64
@@ -661,7 +661,7 @@ func (st *storage) receivePart(c echo.Context, key string, kind uploadKind) erro
 		return err
 	}
 	// The parts must fit the cap together: this one gets what the others
-	// leave (and the total is checked again once it is on disk, as parts
+	// leave (and the total is checked again once it is stored, as parts
 	// may arrive concurrently).
 	budget := st.limit - partsSizeExcept(u, n)
 	u.inflight++
