@@ -286,6 +286,21 @@ func (s *S3) Sweep(cutoff time.Time) (int, error) {
 	if _, err := s.SweepParts(cutoff, nil); firstErr == nil {
 		firstErr = err
 	}
+	// Multipart uploads of files that were never completed (a server
+	// stopped while it streamed one) hold storage until aborted.
+	for u := range s.c.ListIncompleteUploads(ctx, s.bucket, s.prefix, true) {
+		if u.Err != nil {
+			if firstErr == nil {
+				firstErr = u.Err
+			}
+			break
+		}
+		if u.Initiated.Before(cutoff) {
+			if err := s.c.RemoveIncompleteUpload(ctx, s.bucket, u.Key); err != nil && !notFound(err) && firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
 	return n, firstErr
 }
 

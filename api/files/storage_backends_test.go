@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
 	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/internal/testenv"
 )
@@ -255,4 +257,45 @@ func TestBackends(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestS3SweepIncompleteUploads: a multipart upload left open (a server
+// stopped while it streamed a file) is aborted by the sweep once it is
+// older than the cutoff.
+func TestS3SweepIncompleteUploads(t *testing.T) {
+	srv := testenv.S3(t)
+	c, err := files.ParseS3URL(srv.URL("inc/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.AccessKey, c.SecretKey = srv.AccessKey, srv.SecretKey
+	s, err := files.OpenS3Store(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id, _ := files.NewID()
+	core := minio.Core{Client: srv.Client}
+	if _, err := core.NewMultipartUpload(ctx, srv.Bucket, "inc/files/"+id, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	open := func() int {
+		n := 0
+		for u := range srv.Client.ListIncompleteUploads(ctx, srv.Bucket, "inc/", true) {
+			if u.Err != nil {
+				t.Fatal(u.Err)
+			}
+			n++
+		}
+		return n
+	}
+	if n := open(); n != 1 {
+		t.Fatalf("%d open uploads, want 1", n)
+	}
+	if _, err := s.Sweep(time.Now().Add(-time.Hour)); err != nil || open() != 1 {
+		t.Errorf("Sweep of an hour ago: %v, %d open uploads; want the new one kept", err, open())
+	}
+	if _, err := s.Sweep(time.Now().Add(time.Minute)); err != nil || open() != 0 {
+		t.Errorf("Sweep after it: %v, %d open uploads; want none", err, open())
+	}
 }
