@@ -214,7 +214,7 @@ func clientRunCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return exitUsage
 		}
 	}
-	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(stderr)}
+	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(stderr), reconnectFor: reconnectFor}
 	defer c.p.close()
 	return c.run(ctx, stdout)
 }
@@ -224,6 +224,8 @@ type client struct {
 	args *runArgs
 	hc   *http.Client
 	p    *runProgress
+	// reconnectFor is how long a lost status stream is tried again.
+	reconnectFor time.Duration
 }
 
 // failure is how a step ended short of success: the exit code and what to
@@ -274,13 +276,21 @@ func (c *client) run(ctx context.Context, stdout io.Writer) int {
 	}
 	var sub submitReply
 	c.p.status("submitting to " + c.args.endpoint)
-	if err := c.call(ctx, "POST", c.args.url+"/"+c.args.endpoint, bytes.NewReader(body), "application/json", &sub); err != nil {
+	// Ctrl-C does not abort a submission under way: the server may have
+	// queued it already, and only its answer names the request to cancel.
+	sctx, sdone := context.WithTimeout(context.WithoutCancel(ctx), submitWait)
+	err = c.call(sctx, "POST", c.args.url+"/"+c.args.endpoint, bytes.NewReader(body), "application/json", &sub)
+	sdone()
+	if err != nil {
 		return fail(err)
 	}
 	if sub.RequestID == "" || sub.StatusURL == "" || sub.ResponseURL == "" {
 		return fail(fmt.Errorf("the server's answer to the submission lacks request_id, status_url or response_url"))
 	}
 	c.p.line("falocal run: request " + sub.RequestID)
+	if ctx.Err() != nil {
+		return c.cancel(sub)
+	}
 
 	if err := c.follow(ctx, sub); err != nil {
 		if ctx.Err() != nil {
@@ -490,7 +500,7 @@ func (c *client) upload(ctx context.Context, file string) (string, error) {
 			return "", &failure{exitUsage, err.Error()}
 		}
 	}
-	c.p.status(fmt.Sprintf("uploading %s (%s)", filepath.Base(file), humanSize(st.Size())))
+	c.p.status(fmt.Sprintf("uploading %s (%s)", filepath.Base(file), humanBytes(st.Size())))
 	init, _ := json.Marshal(map[string]string{"content_type": ct, "file_name": filepath.Base(file)})
 	var up struct {
 		UploadURL string `json:"upload_url"`
@@ -518,6 +528,10 @@ func (c *client) upload(ctx context.Context, file string) (string, error) {
 // back: long enough for the server to restart.
 const reconnectFor = 30 * time.Second
 
+// submitWait bounds the wait for the answer to a submission, which Ctrl-C
+// does not cut short.
+const submitWait = 30 * time.Second
+
 // statusEvent is the part of fal's queue status this client shows.
 type statusEvent struct {
 	Status        string `json:"status"`
@@ -542,9 +556,9 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 	q.Set("logs", "1")
 	su.RawQuery = q.Encode()
 	printed := 0
-	var lost time.Time // when the stream first ended early
+	var lost time.Time // when the stream ended early with no event since
 	for {
-		done, err := c.stream(ctx, su.String(), &printed)
+		done, events, err := c.stream(ctx, su.String(), &printed)
 		if done || ctx.Err() != nil {
 			return err
 		}
@@ -553,10 +567,12 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 		if err != nil && !(errors.As(err, &f) && f.code == exitUnreachable) {
 			return err
 		}
+		if events > 0 {
+			lost = time.Time{} // the stream worked: each loss gets its own reconnectFor
+		}
 		if lost.IsZero() {
 			lost = time.Now()
-		}
-		if time.Since(lost) > reconnectFor {
+		} else if time.Since(lost) > c.reconnectFor {
 			if err == nil {
 				err = fmt.Errorf("the status stream keeps ending before the request completes")
 			}
@@ -570,16 +586,17 @@ func (c *client) follow(ctx context.Context, sub submitReply) error {
 	}
 }
 
-// stream reads one status stream; done is true once COMPLETED arrived.
-func (c *client) stream(ctx context.Context, u string, printed *int) (done bool, err error) {
+// stream reads one status stream; done is true once COMPLETED arrived,
+// events counts the events read.
+func (c *client) stream(ctx context.Context, u string, printed *int) (done bool, events int, err error) {
 	resp, err := c.do(ctx, "GET", u, nil, "", -1)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return false, replyFailure("GET "+u, resp.StatusCode, b)
+		return false, 0, replyFailure("GET "+u, resp.StatusCode, b)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 64<<20) // an event's log lines can be long
@@ -601,8 +618,9 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 		err := json.Unmarshal(data, &ev)
 		data = data[:0]
 		if err != nil {
-			return false, fmt.Errorf("a status event is not JSON: %v", err)
+			return false, events, fmt.Errorf("a status event is not JSON: %v", err)
 		}
+		events++
 		switch ev.Status {
 		case "IN_QUEUE":
 			pos := ""
@@ -621,13 +639,13 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 		}
 		if ev.Status == "COMPLETED" {
 			c.p.status("completed")
-			return true, nil
+			return true, events, nil
 		}
 	}
 	if ctx.Err() != nil {
-		return false, ctx.Err()
+		return false, events, ctx.Err()
 	}
-	return false, nil
+	return false, events, nil
 }
 
 // outputFile is a file the result names.
@@ -685,7 +703,7 @@ func (c *client) saveFiles(ctx context.Context, result any) error {
 		if err != nil {
 			return err
 		}
-		c.p.line(fmt.Sprintf("falocal run: saved %s (%s)", dst, humanSize(n)))
+		c.p.line(fmt.Sprintf("falocal run: saved %s (%s)", dst, humanBytes(n)))
 	}
 	return nil
 }
@@ -760,36 +778,31 @@ func sameOrigin(a, b string) bool {
 	return err1 == nil && err2 == nil && ua.Scheme == ub.Scheme && strings.EqualFold(ua.Host, ub.Host)
 }
 
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
-
 // runProgress shows what the client is doing on stderr: on a terminal, one
 // status line redrawn in place with the time elapsed; otherwise a plain
 // line per change, which logs and pipes keep readable.
 type runProgress struct {
 	w     io.Writer
 	tty   bool
+	width int // the terminal's columns (0 = unknown)
 	start time.Time
 
-	mu     sync.Mutex
-	state  string
-	drawn  bool
-	frame  int
-	stop   chan struct{}
-	closed bool
+	mu      sync.Mutex
+	state   string
+	drawn   bool
+	frame   int
+	stop    chan struct{}
+	stopped chan struct{} // closed when the ticker's goroutine has returned
+	closed  bool
 }
 
 func newRunProgress(w io.Writer) *runProgress {
-	p := &runProgress{w: w, tty: isTerminal(w), start: time.Now(), stop: make(chan struct{})}
+	p := &runProgress{w: w, tty: isTerminal(w), start: time.Now()}
 	if p.tty {
+		p.width = termWidth(w)
+		p.stop, p.stopped = make(chan struct{}), make(chan struct{})
 		go func() {
+			defer close(p.stopped)
 			t := time.NewTicker(200 * time.Millisecond)
 			defer t.Stop()
 			for {
@@ -813,7 +826,8 @@ func newRunProgress(w io.Writer) *runProgress {
 // draw redraws the status line (under p.mu).
 func (p *runProgress) draw() {
 	spin := `|/-\`[p.frame%4]
-	fmt.Fprintf(p.w, "\r\033[K%c %s %.1fs", spin, p.state, time.Since(p.start).Seconds())
+	line := fmt.Sprintf("%c %s %.1fs", spin, p.state, time.Since(p.start).Seconds())
+	fmt.Fprint(p.w, "\r\033[K"+fitWidth(line, p.width))
 	p.drawn = true
 }
 
@@ -850,14 +864,19 @@ func (p *runProgress) line(s string) {
 	}
 }
 
-// close erases the status line for good; it may be called more than once.
+// close erases the status line for good and stops the ticker; it may be
+// called more than once.
 func (p *runProgress) close() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return
 	}
 	p.closed = true
 	p.clear()
-	close(p.stop)
+	p.mu.Unlock()
+	if p.stop != nil {
+		close(p.stop)
+		<-p.stopped
+	}
 }

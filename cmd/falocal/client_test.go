@@ -7,14 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"image"
 	"image/png"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -494,4 +497,106 @@ func TestClientRunServerRestart(t *testing.T) {
 		}
 	}
 	checkAstronaut(t, savedPNG(t, out, cliResult{exitOK, stdout.String(), log.String()}))
+}
+
+// fakeQueue is a queue server for one request, r1 of fal-ai/x: submit
+// (if not nil) runs before the submission's answer, stream serves the
+// status stream, and each cancel sends the id on cancelled.
+func fakeQueue(t *testing.T, submit, stream http.HandlerFunc, cancelled chan<- string) *httptest.Server {
+	t.Helper()
+	var srv *httptest.Server
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /fal-ai/x", func(w http.ResponseWriter, r *http.Request) {
+		if submit != nil {
+			submit(w, r)
+		}
+		base := srv.URL + "/fal-ai/x/requests/r1"
+		json.NewEncoder(w).Encode(submitReply{RequestID: "r1", StatusURL: base + "/status", ResponseURL: base, CancelURL: base + "/cancel"})
+	})
+	mux.HandleFunc("GET /fal-ai/x/requests/r1/status/stream", stream)
+	mux.HandleFunc("GET /fal-ai/x/requests/r1", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"ok":true}`))
+	})
+	mux.HandleFunc("PUT /fal-ai/x/requests/r1/cancel", func(w http.ResponseWriter, r *http.Request) {
+		cancelled <- "r1"
+		w.Write([]byte(`{"status":"CANCELLATION_REQUESTED"}`))
+	})
+	srv = httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// Ctrl-C while the submission is in flight: the server may have queued
+// the request, so the client waits for the answer and cancels it.
+func TestClientRunInterruptedSubmission(t *testing.T) {
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	cancelled := make(chan string, 1)
+	srv := fakeQueue(t, func(w http.ResponseWriter, r *http.Request) {
+		interrupt()
+		// A client that gave up on the submission closes the connection.
+		select {
+		case <-r.Context().Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}, func(w http.ResponseWriter, r *http.Request) {
+		t.Error("the stream followed after Ctrl-C")
+	}, cancelled)
+	var stdout, stderr bytes.Buffer
+	code := clientRunCmd(ctx, []string{"fal-ai/x", "--url", srv.URL, "--key", ""}, &stdout, &stderr)
+	if code != exitInterrupted || len(cancelled) != 1 || !strings.Contains(stderr.String(), "request r1 cancelled") {
+		t.Errorf("exit %d, %d cancel(s); stderr:\n%s", code, len(cancelled), stderr.String())
+	}
+}
+
+// A status stream that keeps delivering events and ending is followed
+// however long the request takes, however many times it ends; each log
+// line is printed once.
+func TestClientRunStreamEndsOften(t *testing.T) {
+	var streams atomic.Int32
+	srv := fakeQueue(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		n := int(streams.Add(1))
+		status := "IN_PROGRESS"
+		if n == 3 {
+			status = "COMPLETED"
+		}
+		var logs []string
+		for i := 1; i <= n; i++ {
+			logs = append(logs, fmt.Sprintf(`{"message":"step %d","level":"INFO"}`, i))
+		}
+		fmt.Fprintf(w, "data: {\"status\":%q,\"logs\":[%s]}\n\n", status, strings.Join(logs, ","))
+	}, nil)
+	a, err := parseRunArgs([]string{"fal-ai/x", "--url", srv.URL, "--key", ""}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	// No grace after a loss: only the events since the last one keep it going.
+	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(&stderr), reconnectFor: 0}
+	if code := c.run(context.Background(), &stdout); code != exitOK || stdout.String() != "{\n  \"ok\": true\n}\n" {
+		t.Fatalf("exit %d, stdout %q; stderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	for i := 1; i <= 3; i++ {
+		if n := strings.Count(stderr.String(), fmt.Sprintf("[INFO] step %d\n", i)); n != 1 {
+			t.Errorf("step %d printed %d times:\n%s", i, n, stderr.String())
+		}
+	}
+}
+
+// On a terminal the status line is cut to its width, so that it can be
+// redrawn in place.
+func TestClientRunProgressWidth(t *testing.T) {
+	var out bytes.Buffer
+	p := &runProgress{w: &out, tty: true, width: 30, start: time.Now()}
+	p.status("uploading a-photo-with-a-very-long-name.jpg (1.5 MiB)")
+	p.line("[INFO] a log line longer than the terminal stays whole")
+	p.close()
+	for _, l := range strings.Split(out.String(), "\r\x1b[K") {
+		if l != "" && !strings.HasSuffix(l, "\n") && len([]rune(l)) > 29 {
+			t.Errorf("%d columns: %q", len([]rune(l)), l)
+		}
+	}
+	if !strings.Contains(out.String(), "[INFO] a log line longer than the terminal stays whole\n") {
+		t.Errorf("log line cut: %q", out.String())
+	}
 }

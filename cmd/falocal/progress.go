@@ -51,12 +51,8 @@ func isTerminal(w io.Writer) bool {
 // terminal a ticker keeps the spinner turning; close stops it.
 func newProgress(w io.Writer, tty bool, log *slog.Logger) *progress {
 	p := &progress{w: w, tty: tty, log: log, now: time.Now, redraw: 100 * time.Millisecond}
-	if f, ok := w.(*os.File); ok && tty {
-		if cols, _, err := term.GetSize(int(f.Fd())); err == nil {
-			p.width = cols
-		}
-	}
 	if tty {
+		p.width = termWidth(w)
 		p.stop, p.stopped = make(chan struct{}), make(chan struct{})
 		go p.tick()
 	}
@@ -235,10 +231,26 @@ func (p *progress) draw(force bool) {
 	default:
 		return
 	}
-	if r := []rune(line); p.width > 1 && len(r) >= p.width {
-		line = string(r[:p.width-1])
+	fmt.Fprint(p.w, "\r\x1b[K"+fitWidth(line, p.width))
+}
+
+// termWidth is the columns of the terminal w is (0 = unknown).
+func termWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil {
+			return cols
+		}
 	}
-	fmt.Fprint(p.w, "\r\x1b[K"+line)
+	return 0
+}
+
+// fitWidth cuts a status line short of width columns (0 = unknown): a
+// line that wraps cannot be redrawn in place by a carriage return.
+func fitWidth(line string, width int) string {
+	if r := []rune(line); width > 1 && len(r) >= width {
+		return string(r[:width-1])
+	}
+	return line
 }
 
 // progressBar is a width-wide bar of n out of total (of question marks
