@@ -128,12 +128,20 @@ func TestProgressSpinner(t *testing.T) {
 	var out bytes.Buffer
 	p := newProgress(&out, true, nil)
 	p.begin("converting", "model")
-	time.Sleep(5 * p.redraw)
+	frames := func() int {
+		p.mu.Lock() // the ticker writes under it
+		defer p.mu.Unlock()
+		return strings.Count(out.String(), " converting model  ")
+	}
+	// begin draws one frame, the ticker the others: wait for two of them,
+	// however busy the machine is.
+	for deadline := time.Now().Add(time.Minute); frames() < 3; time.Sleep(p.redraw) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spinner frames in a minute", frames())
+		}
+	}
 	p.close()
 	got := out.String()
-	if n := strings.Count(got, " converting model  "); n < 3 {
-		t.Errorf("%d spinner frames in %q", n, got)
-	}
 	if !strings.HasSuffix(got, "\r\x1b[K") {
 		t.Errorf("status line not cleared: %q", got)
 	}
