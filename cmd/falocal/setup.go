@@ -47,26 +47,22 @@ func fetcher(c *Config, log *slog.Logger) *fetch.Client {
 		Log: func(msg string, args ...any) { log.Info(msg, args...) }}
 }
 
-// installORT fetches and verifies the pinned CPU library unless present;
-// fresh says it was installed now.
-func installORT(ctx context.Context, c *Config, fc *fetch.Client, log *slog.Logger) (path string, fresh bool, err error) {
+// installORT fetches, extracts and verifies the pinned CPU library.
+func installORT(ctx context.Context, c *Config, fc *fetch.Client, log *slog.Logger) error {
 	dst := bundledORT(c)
-	if fetch.VerifyFile(dst, ortSHA256) == nil {
-		return dst, false, nil
-	}
 	tgz, err := fc.Get(ctx, ortPackage)
 	if err != nil {
-		return "", false, err
+		return err
 	}
 	if err := fetch.ExtractTarGz(tgz, map[string]string{"package/bin/napi-v6/linux/x64/libonnxruntime.so.1": dst}); err != nil {
-		return "", false, err
+		return err
 	}
 	if err := fetch.VerifyFile(dst, ortSHA256); err != nil {
 		os.Remove(dst)
-		return "", false, err
+		return err
 	}
 	log.Info("installed ONNX Runtime", "version", ortVersion, "path", dst)
-	return dst, true, nil
+	return nil
 }
 
 // setupResult is what setup did, for its summary.
@@ -124,7 +120,7 @@ func setup(ctx context.Context, c *Config, spec string, prog *progress, log *slo
 		res.ortPath, res.ortVersion, res.ortState = bundledORT(c), ortVersion, "already present"
 		if fetch.VerifyFile(res.ortPath, ortSHA256) != nil {
 			prog.begin("installing", "ONNX Runtime "+ortVersion)
-			_, _, err := installORT(ctx, c, fc, log)
+			err := installORT(ctx, c, fc, log)
 			prog.end(err)
 			if err != nil {
 				return nil, fmt.Errorf("install ONNX Runtime: %w", err)
