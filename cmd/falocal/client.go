@@ -645,6 +645,9 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 	if ctx.Err() != nil {
 		return false, events, ctx.Err()
 	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		return false, events, fmt.Errorf("a status event is over 64 MiB") // it would be again on the next try
+	}
 	return false, events, nil
 }
 
