@@ -240,22 +240,37 @@ func checkGPU(ctx context.Context, c *Config, info *engine.Info) finding {
 	const name = "gpu"
 	asked := gpuAsked(c)
 	r, err := probeGPU(ctx)
+	var text, fix string
+	visible := 0 // the GPUs CUDA numbers
 	if err != nil || len(r.gpus) == 0 {
-		text := "no NVIDIA GPU found (nvidia-smi: " + errText(err, "no GPUs listed") + ")"
+		text = "no NVIDIA GPU found (nvidia-smi: " + errText(err, "no GPUs listed") + ")"
+		fix = "install the NVIDIA driver (nvidia-smi must list the GPU)"
+	} else {
+		text = fmt.Sprintf("%s; driver %s, CUDA %s", strings.Join(r.gpus, "; "), r.driver, orUnknown(r.cuda))
+		visible = len(r.gpus)
+		// nvidia-smi lists every GPU; CUDA numbers only those it is shown.
+		if v, ok := os.LookupEnv("CUDA_VISIBLE_DEVICES"); ok {
+			visible = visibleGPUs(v, len(r.gpus))
+			text += fmt.Sprintf("; CUDA_VISIBLE_DEVICES=%q shows %d", v, visible)
+			fix = "set CUDA_VISIBLE_DEVICES to the GPUs to use"
+		}
+	}
+	if visible == 0 {
 		if asked {
-			return failed(name, text+", but -providers asks for a GPU",
-				"install the NVIDIA driver (nvidia-smi must list the GPU), or run on the CPU with -providers cpu")
+			return failed(name, text+", but -providers asks for a GPU", fix+", or run on the CPU with -providers cpu")
 		}
 		if info != nil && slices.ContainsFunc(info.Providers, isGPUProvider) {
 			return warned(name, text+"; the library offers "+providerList(info.Providers)+" but models will run on the CPU",
-				"install the NVIDIA driver, or -providers cpu")
+				fix+", or -providers cpu")
 		}
 		return passed(name, text+": models run on the CPU")
 	}
-	text := fmt.Sprintf("%s; driver %s, CUDA %s", strings.Join(r.gpus, "; "), r.driver, orUnknown(r.cuda))
-	if c.DeviceID >= len(r.gpus) {
-		return failed(name, fmt.Sprintf("%s; -device-id %d is not one of them", text, c.DeviceID),
-			fmt.Sprintf("-device-id 0 (up to %d)", len(r.gpus)-1))
+	if c.DeviceID >= visible {
+		f := fmt.Sprintf("-device-id 0 (up to %d)", visible-1)
+		if fix != "" {
+			f += ", or " + fix
+		}
+		return failed(name, fmt.Sprintf("%s; -device-id %d is not one of them", text, c.DeviceID), f)
 	}
 	if info != nil && !slices.ContainsFunc(info.Providers, isGPUProvider) {
 		return warned(name, text+"; but the runtime library is CPU-only, so the GPU stays unused",
@@ -265,6 +280,25 @@ func checkGPU(ctx context.Context, c *Config, info *engine.Info) finding {
 		text += "; this binary has no VRAM pool or own CUDA kernels (built without -tags cuda)"
 	}
 	return passed(name, text)
+}
+
+// visibleGPUs is how many of n GPUs CUDA numbers under
+// CUDA_VISIBLE_DEVICES=v: the entries (indices, GPU- or MIG- UUIDs) up to
+// the first invalid one, which ends the list for CUDA.
+func visibleGPUs(v string, n int) int {
+	count := 0
+	for _, e := range strings.Split(v, ",") {
+		e = strings.TrimSpace(e)
+		if i, err := strconv.Atoi(e); err == nil {
+			if i < 0 || i >= n {
+				break
+			}
+		} else if !strings.HasPrefix(e, "GPU-") && !strings.HasPrefix(e, "MIG-") {
+			break
+		}
+		count++
+	}
+	return min(count, n)
 }
 
 func gpuAsked(c *Config) bool {

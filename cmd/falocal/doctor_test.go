@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/weights"
 )
@@ -271,5 +272,42 @@ func TestDoctorBesideServer(t *testing.T) {
 		if f.Status != want.Status || !strings.Contains(f.Text, want.Text) || !strings.Contains(f.Fix, want.Fix) {
 			t.Errorf("%s: got %+v, want %+v", f.Check, f, want)
 		}
+	}
+}
+
+// CUDA_VISIBLE_DEVICES hides GPUs that nvidia-smi still lists: the gpu
+// check counts only the ones CUDA numbers.
+func TestDoctorVisibleGPUs(t *testing.T) {
+	bin := t.TempDir()
+	smi := "#!/bin/sh\nif [ $# -gt 0 ]; then echo 'NVIDIA L4, 23034 MiB, 535.104.05'; echo 'NVIDIA L4, 23034 MiB, 535.104.05'; " +
+		"else echo '| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |'; fi\n"
+	if err := os.WriteFile(filepath.Join(bin, "nvidia-smi"), []byte(smi), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cuda := &engine.Info{Providers: []engine.Provider{engine.CUDA, engine.CPU}}
+	for _, tc := range []struct {
+		visible      string // "unset" = not set
+		deviceID     int
+		status, text string
+	}{
+		{"unset", 1, statusOK, "NVIDIA L4, 23034 MiB; NVIDIA L4, 23034 MiB; driver 535.104.05, CUDA 12.2"},
+		{"1", 0, statusOK, `CUDA_VISIBLE_DEVICES="1" shows 1`},
+		{"1", 1, statusFail, "-device-id 1 is not one of them"},
+		{"GPU-8f3a, 0", 1, statusOK, "shows 2"},
+		{"0,7,1", 1, statusFail, "shows 1"}, // CUDA stops at 7
+		{"", 0, statusFail, `CUDA_VISIBLE_DEVICES="" shows 0, but -providers asks for a GPU`},
+		{"-1", 0, statusFail, "shows 0"},
+	} {
+		t.Run(tc.visible+"/"+fmt.Sprint(tc.deviceID), func(t *testing.T) {
+			t.Setenv("CUDA_VISIBLE_DEVICES", tc.visible) // restored after the test
+			if tc.visible == "unset" {
+				os.Unsetenv("CUDA_VISIBLE_DEVICES")
+			}
+			f := checkGPU(context.Background(), &Config{Providers: "cuda", DeviceID: tc.deviceID}, cuda)
+			if f.Status != tc.status || !strings.Contains(f.Text, tc.text) {
+				t.Errorf("got %+v, want %s with %q", f, tc.status, tc.text)
+			}
+		})
 	}
 }
