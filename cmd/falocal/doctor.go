@@ -266,11 +266,11 @@ func checkGPU(ctx context.Context, c *Config, info *engine.Info) finding {
 		return passed(name, text+": models run on the CPU")
 	}
 	if c.DeviceID >= visible {
-		f := fmt.Sprintf("-device-id 0 (up to %d)", visible-1)
+		f := fmt.Sprintf("-device 0 (up to %d)", visible-1)
 		if fix != "" {
 			f += ", or " + fix
 		}
-		return failed(name, fmt.Sprintf("%s; -device-id %d is not one of them", text, c.DeviceID), f)
+		return failed(name, fmt.Sprintf("%s; -device %d is not one of them", text, c.DeviceID), f)
 	}
 	if info != nil && !slices.ContainsFunc(info.Providers, isGPUProvider) {
 		return warned(name, text+"; but the runtime library is CPU-only, so the GPU stays unused",

@@ -293,7 +293,7 @@ func TestDoctorVisibleGPUs(t *testing.T) {
 	}{
 		{"unset", 1, statusOK, "NVIDIA L4, 23034 MiB; NVIDIA L4, 23034 MiB; driver 535.104.05, CUDA 12.2"},
 		{"1", 0, statusOK, `CUDA_VISIBLE_DEVICES="1" shows 1`},
-		{"1", 1, statusFail, "-device-id 1 is not one of them"},
+		{"1", 1, statusFail, "-device 1 is not one of them"}, // the flag's name, as the user gives it
 		{"GPU-8f3a, 0", 1, statusOK, "shows 2"},
 		{"0,7,1", 1, statusFail, "shows 1"}, // CUDA stops at 7
 		{"", 0, statusFail, `CUDA_VISIBLE_DEVICES="" shows 0, but -providers asks for a GPU`},
