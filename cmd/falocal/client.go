@@ -21,6 +21,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/pipelines"
 )
 
 // Exit codes of 'falocal run', for scripts.
@@ -429,11 +432,7 @@ func replyFailure(what string, status int, body []byte) *failure {
 	}
 	json.Unmarshal(body, &e)
 	var text string
-	var fields []struct {
-		Loc  []any  `json:"loc"`
-		Msg  string `json:"msg"`
-		Type string `json:"type"`
-	}
+	var fields []pipelines.FieldError
 	if json.Unmarshal(e.Detail, &text) != nil && json.Unmarshal(e.Detail, &fields) != nil {
 		text = strings.TrimSpace(string(body))
 		if len(text) > 500 {
@@ -534,12 +533,9 @@ const submitWait = 30 * time.Second
 
 // statusEvent is the part of fal's queue status this client shows.
 type statusEvent struct {
-	Status        string `json:"status"`
-	QueuePosition *int   `json:"queue_position"`
-	Logs          []struct {
-		Message string `json:"message"`
-		Level   string `json:"level"`
-	} `json:"logs"`
+	Status        queue.Status     `json:"status"`
+	QueuePosition *int             `json:"queue_position"`
+	Logs          []queue.LogEntry `json:"logs"`
 }
 
 // follow watches the request through the status stream until it
@@ -622,13 +618,13 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 		}
 		events++
 		switch ev.Status {
-		case "IN_QUEUE":
+		case queue.InQueue:
 			pos := ""
 			if ev.QueuePosition != nil {
 				pos = fmt.Sprintf(" (position %d)", *ev.QueuePosition)
 			}
 			c.p.status("in queue" + pos)
-		case "IN_PROGRESS":
+		case queue.InProgress:
 			c.p.status("running")
 		}
 		for _, l := range ev.Logs {
@@ -637,7 +633,7 @@ func (c *client) stream(ctx context.Context, u string, printed *int) (done bool,
 				c.p.line("[" + l.Level + "] " + l.Message)
 			}
 		}
-		if ev.Status == "COMPLETED" {
+		if ev.Status == queue.Completed {
 			c.p.status("completed")
 			return true, events, nil
 		}
