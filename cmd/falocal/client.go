@@ -65,7 +65,7 @@ Exit codes:
   2    bad command line, an unreadable file to upload or an unusable -o DIR
   3    the input was rejected (422); each invalid field is printed
   4    the server cannot be reached, or it refused the key (401, 403)
-  130  interrupted (Ctrl-C); the request was cancelled on the server
+  130  interrupted (Ctrl-C); a submitted request was cancelled on the server
 `
 
 // runArgs is a parsed 'falocal run' command line.
