@@ -777,65 +777,25 @@ func sameOrigin(a, b string) bool {
 	return err1 == nil && err2 == nil && ua.Scheme == ub.Scheme && strings.EqualFold(ua.Host, ub.Host)
 }
 
-// runProgress shows what the client is doing on stderr: on a terminal, one
-// status line redrawn in place with the time elapsed; otherwise a plain
-// line per change, which logs and pipes keep readable.
+// runProgress shows what the client is doing on stderr: on a terminal,
+// setup's status line, redrawn in place with the time elapsed; otherwise
+// a plain line per change, which logs and pipes keep readable.
 type runProgress struct {
 	w     io.Writer
-	tty   bool
-	width int // the terminal's columns (0 = unknown)
 	start time.Time
+	bar   *progress // on a terminal; nil elsewhere
 
-	mu      sync.Mutex
-	state   string
-	drawn   bool
-	frame   int
-	stop    chan struct{}
-	stopped chan struct{} // closed when the ticker's goroutine has returned
-	closed  bool
+	mu     sync.Mutex
+	state  string
+	closed bool
 }
 
 func newRunProgress(w io.Writer) *runProgress {
-	p := &runProgress{w: w, tty: isTerminal(w), start: time.Now()}
-	if p.tty {
-		p.width = termWidth(w)
-		p.stop, p.stopped = make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(p.stopped)
-			t := time.NewTicker(200 * time.Millisecond)
-			defer t.Stop()
-			for {
-				select {
-				case <-p.stop:
-					return
-				case <-t.C:
-					p.mu.Lock()
-					if !p.closed && p.state != "" {
-						p.frame++
-						p.draw()
-					}
-					p.mu.Unlock()
-				}
-			}
-		}()
+	p := &runProgress{w: w, start: time.Now()}
+	if isTerminal(w) {
+		p.bar = newProgress(w, true, nil)
 	}
 	return p
-}
-
-// draw redraws the status line (under p.mu).
-func (p *runProgress) draw() {
-	spin := `|/-\`[p.frame%4]
-	line := fmt.Sprintf("%c %s %.1fs", spin, p.state, time.Since(p.start).Seconds())
-	fmt.Fprint(p.w, "\r\033[K"+fitWidth(line, p.width))
-	p.drawn = true
-}
-
-// clear erases the status line (under p.mu).
-func (p *runProgress) clear() {
-	if p.drawn {
-		io.WriteString(p.w, "\r\033[K")
-		p.drawn = false
-	}
 }
 
 func (p *runProgress) status(s string) {
@@ -845,37 +805,37 @@ func (p *runProgress) status(s string) {
 		return
 	}
 	p.state = s
-	if p.tty {
-		p.draw()
+	if p.bar == nil {
+		fmt.Fprintf(p.w, "falocal run: %s (%.1fs)\n", s, time.Since(p.start).Seconds())
 		return
 	}
-	fmt.Fprintf(p.w, "falocal run: %s (%.1fs)\n", s, time.Since(p.start).Seconds())
+	p.bar.mu.Lock()
+	defer p.bar.mu.Unlock()
+	p.bar.step, p.bar.stepStart = s, p.start // the time shown is the run's
+	p.bar.draw(true)
 }
 
 // line prints a line (a log line, a saved file) above the status line.
 func (p *runProgress) line(s string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.clear()
-	fmt.Fprintln(p.w, s)
-	if p.tty && !p.closed && p.state != "" {
-		p.draw()
+	if p.bar == nil || p.closed {
+		fmt.Fprintln(p.w, s)
+		return
 	}
+	p.bar.Write([]byte(s + "\n"))
 }
 
-// close erases the status line for good and stops the ticker; it may be
+// close erases the status line for good and stops its ticker; it may be
 // called more than once.
 func (p *runProgress) close() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
 		return
 	}
 	p.closed = true
-	p.clear()
-	p.mu.Unlock()
-	if p.stop != nil {
-		close(p.stop)
-		<-p.stopped
+	if p.bar != nil {
+		p.bar.close()
 	}
 }

@@ -584,19 +584,22 @@ func TestClientRunStreamEndsOften(t *testing.T) {
 }
 
 // On a terminal the status line is cut to its width, so that it can be
-// redrawn in place.
-func TestClientRunProgressWidth(t *testing.T) {
+// redrawn in place, log lines go above it whole, and close clears it.
+func TestClientRunProgressTerminal(t *testing.T) {
 	var out bytes.Buffer
-	p := &runProgress{w: &out, tty: true, width: 30, start: time.Now()}
+	p := &runProgress{w: &out, start: time.Now(), bar: &progress{w: &out, tty: true, now: time.Now, redraw: time.Hour, width: 30}}
 	p.status("uploading a-photo-with-a-very-long-name.jpg (1.5 MiB)")
 	p.line("[INFO] a log line longer than the terminal stays whole")
 	p.close()
-	for _, l := range strings.Split(out.String(), "\r\x1b[K") {
-		if l != "" && !strings.HasSuffix(l, "\n") && len([]rune(l)) > 29 {
+	p.status("after close")
+	got := out.String()
+	for _, l := range strings.Split(got, "\r\x1b[K") {
+		if !strings.HasSuffix(l, "\n") && len([]rune(l)) > 29 {
 			t.Errorf("%d columns: %q", len([]rune(l)), l)
 		}
 	}
-	if !strings.Contains(out.String(), "[INFO] a log line longer than the terminal stays whole\n") {
-		t.Errorf("log line cut: %q", out.String())
+	if !strings.Contains(got, "\r\x1b[K[INFO] a log line longer than the terminal stays whole\n") ||
+		!strings.HasSuffix(got, "\r\x1b[K") || strings.Contains(got, "after close") {
+		t.Errorf("output %q", got)
 	}
 }
