@@ -4,7 +4,7 @@
 
 const BASE = location.origin;
 const KEY_STORE = "falocal_key";
-const main = document.getElementById("main");
+const root = document.getElementById("main");
 
 // ---- small helpers ----
 
@@ -90,7 +90,7 @@ let asking = false;
 function askKey(problem) {
   if (asking) return;
   asking = true;
-  main.textContent = "";
+  root.textContent = "";
   const id = uid("key");
   const form = el("form", { class: "run", id: "keyform" },
     el("h1", { text: "API key" }),
@@ -107,7 +107,7 @@ function askKey(problem) {
     updateKeyState();
     route();
   });
-  main.append(form);
+  root.append(form);
   form.querySelector("input").focus();
 }
 
@@ -148,24 +148,36 @@ function endpointDoc(doc, id) {
 window.addEventListener("hashchange", route);
 window.addEventListener("DOMContentLoaded", () => { updateKeyState(); route(); });
 
-let current = null; // the page's cleanup (an open status stream)
+let current = null; // the shown page's cleanup (a timer, an open status stream)
+let routeSeq = 0;
 async function route() {
   if (current) { current(); current = null; }
   if (asking) return;
+  const seq = ++routeSeq;
   const h = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
-  main.textContent = "";
+  // Each page builds its own view, shown once it is ready unless another
+  // route started meanwhile.
+  const view = el("div");
+  let cleanup = null;
   try {
-    if (h === "") await home();
-    else if (h === "history") await history();
-    else await endpointPage(h);
+    if (h === "") cleanup = await home(view);
+    else if (h === "history") await history(view);
+    else cleanup = await endpointPage(h, view);
   } catch (e) {
-    if (!asking) showError(main, e);
+    if (!asking) showError(view, e);
   }
+  if (seq !== routeSeq || asking) {
+    if (cleanup) cleanup();
+    return;
+  }
+  current = cleanup;
+  root.replaceChildren(view);
+  root.focus();
 }
 
 // ---- home ----
 
-async function home() {
+async function home(main) {
   const [info, doc] = await Promise.all([api("/playground/api/info"), loadOpenAPI()]);
   document.title = "falocal playground";
   main.append(el("h1", { text: "Endpoints" }));
@@ -199,7 +211,6 @@ async function home() {
       dd[1].textContent = q.running;
     } catch (e) { clearInterval(timer); }
   }, 3000);
-  current = () => clearInterval(timer);
 
   const tb = el("tbody");
   for (const ep of info.endpoints) {
@@ -220,11 +231,12 @@ async function home() {
     el("table", { id: "endpoints" }, el("thead", {}, el("tr", {}, el("th", { text: "Endpoint" }), el("th", { text: "What it does" }),
       el("th", { text: "Installed models (default in bold)" }), el("th", { text: "State" }))), tb));
   if (doc.unavailable) main.append(el("p", { class: "muted", text: "No input schemas (/openapi.json: " + doc.unavailable + "): forms take raw JSON." }));
+  return () => clearInterval(timer);
 }
 
 // ---- history ----
 
-async function history() {
+async function history(main) {
   document.title = "History · falocal playground";
   const h = await api("/playground/api/history?limit=30");
   main.append(el("h1", { text: "Recent requests" }));
@@ -262,13 +274,13 @@ function fmtLog(l) {
 // ---- endpoint page: the form ----
 
 // A field knows how to read its value (undefined: leave it out of the input).
-async function endpointPage(id) {
+async function endpointPage(id, main) {
   const [info, doc] = await Promise.all([api("/playground/api/info"), loadOpenAPI()]);
   const ep = info.endpoints.find((e) => e.id === id);
   if (!ep) { main.append(el("h1", { text: id }), el("div", { class: "error", text: `This server does not serve ${id}.` })); return; }
   document.title = id + " · falocal playground";
   const d = endpointDoc(doc, id);
-  main.append(el("h1", { text: id }));
+  main.append(el("h1", { text: id, "data-endpoint": id }));
   if (d && d.post.summary) main.append(el("p", { text: d.post.summary }));
   if (d && d.post.description && d.post.description !== d.post.summary) main.append(el("details", {}, el("summary", { text: "About this endpoint" }), el("p", { text: d.post.description })));
   if (!ep.usable && ep.models) main.append(el("div", { class: "error", text: "No installed model serves this endpoint: " + (ep.models.missing || "") }));
@@ -303,7 +315,6 @@ async function endpointPage(id) {
   main.append(el("div", { class: "layout" }, form, out));
 
   let stop = null;
-  current = () => { if (stop) stop(); };
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     out.textContent = "";
@@ -325,6 +336,7 @@ async function endpointPage(id) {
       cancelBtn.disabled = true;
     }
   });
+  return () => { if (stop) stop(); };
 }
 
 function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }

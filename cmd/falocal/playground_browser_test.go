@@ -189,6 +189,16 @@ func (b *browser) screenshot(t *testing.T, dir, name string) {
 	}
 }
 
+// openEndpoint opens an endpoint's page and waits until it shows (the
+// page before stays until the next is ready).
+func openEndpoint(base, id string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(chromedp.Navigate(base+"/#/"+id), chromedp.WaitVisible(chromedp.CSS(`h1[data-endpoint="`+id+`"]`)))
+}
+
+// runByKeyboard presses Run with the keyboard: focus, then Enter (a mouse
+// click could miss while the chosen file's preview still moves the button).
+var runByKeyboard = chromedp.Steps(chromedp.Focus(chromedp.CSS("#run")), chromedp.KeyEvent("\r"))
+
 // resultImage waits for the result's output image and returns its natural size.
 func (b *browser) resultImage(t *testing.T, what string, timeout time.Duration) (w, h int) {
 	t.Helper()
@@ -264,12 +274,12 @@ func TestPlaygroundBrowser(t *testing.T) {
 	b.screenshot(t, shots, "playground-home.jpg")
 
 	// Background removal of a photograph uploaded through the file input.
-	b.do(t, "open rembg", chromedp.Navigate(s.base+"/#/fal-ai/imageutils/rembg"),
+	b.do(t, "open rembg", openEndpoint(s.base, "fal-ai/imageutils/rembg"),
 		chromedp.WaitVisible(chromedp.CSS(`#run-form input[type=file][data-field=image_url]`)))
 	b.checkForm(t, "rembg form")
 	b.do(t, "upload photo", chromedp.SetUploadFiles(chromedp.CSS(`#run-form input[type=file][data-field=image_url]`),
 		[]string{testenv.Asset(t, "astronaut.png")}))
-	b.do(t, "run rembg", chromedp.Click(chromedp.CSS("#run")))
+	b.do(t, "run rembg", runByKeyboard)
 	if w, h := b.resultImage(t, "rembg result", 2*time.Minute); w != 512 || h != 512 {
 		t.Errorf("rembg output is %d×%d, want the photograph's 512×512", w, h)
 	}
@@ -287,14 +297,14 @@ func TestPlaygroundBrowser(t *testing.T) {
 	b.screenshot(t, shots, "playground-result.jpg")
 
 	// An upscale of a 96×64 crop at scale 3 (the default is 2).
-	b.do(t, "open esrgan", chromedp.Navigate(s.base+"/#/fal-ai/esrgan"),
+	b.do(t, "open esrgan", openEndpoint(s.base, "fal-ai/esrgan"),
 		chromedp.WaitVisible(chromedp.CSS(`#run-form [name=scale]`)))
 	b.checkForm(t, "esrgan form")
 	b.do(t, "fill esrgan",
 		chromedp.SetUploadFiles(chromedp.CSS(`#run-form input[type=file][data-field=image_url]`), []string{cropPNG(t, "chelsea.png", 120, 70, 96, 64)}),
 		chromedp.SetValue(chromedp.CSS(`#run-form [name=scale]`), "3"))
 	b.screenshot(t, shots, "playground-form.jpg")
-	b.do(t, "run esrgan", chromedp.Click(chromedp.CSS("#run")))
+	b.do(t, "run esrgan", runByKeyboard)
 	if w, h := b.resultImage(t, "esrgan result", 3*time.Minute); w != 288 || h != 192 {
 		t.Errorf("upscale ×3 of 96×64 is %d×%d, want 288×192", w, h)
 	}
@@ -302,14 +312,28 @@ func TestPlaygroundBrowser(t *testing.T) {
 		t.Errorf("client code does not carry scale 3:\n%s", code)
 	}
 
+	// Cancel: a long upscale (the whole photograph ×4) stopped while it runs.
+	b.do(t, "long esrgan", openEndpoint(s.base, "fal-ai/birefnet"), openEndpoint(s.base, "fal-ai/esrgan"),
+		chromedp.WaitNotPresent(chromedp.CSS("#result")),
+		chromedp.WaitVisible(chromedp.CSS(`#run-form [name=scale]`)),
+		chromedp.SetUploadFiles(chromedp.CSS(`#run-form input[type=file][data-field=image_url]`), []string{testenv.Asset(t, "chelsea.png")}),
+		chromedp.SetValue(chromedp.CSS(`#run-form [name=scale]`), "4"),
+		runByKeyboard)
+	b.waitJS(t, "long esrgan running", `/^Running/.test((document.getElementById("run-status") || {}).textContent)`, time.Minute)
+	b.do(t, "cancel", chromedp.Click(chromedp.CSS("#cancel")))
+	b.waitJS(t, "cancelled", `document.getElementById("run-error")`, time.Minute)
+	if e := b.text(t, "#run-error"); !strings.Contains(strings.ToLower(e), "cancel") {
+		t.Errorf("cancelled run shows %q", e)
+	}
+
 	// Whisper at word level: the transcript's timestamps seek the player.
-	b.do(t, "open whisper", chromedp.Navigate(s.base+"/#/fal-ai/whisper"),
+	b.do(t, "open whisper", openEndpoint(s.base, "fal-ai/whisper"),
 		chromedp.WaitVisible(chromedp.CSS(`#run-form input[type=file][data-field=audio_url]`)))
 	b.checkForm(t, "whisper form")
 	b.do(t, "run whisper",
 		chromedp.SetUploadFiles(chromedp.CSS(`#run-form input[type=file][data-field=audio_url]`), []string{testenv.Asset(t, "whisper/jfk.wav")}),
 		chromedp.SetValue(chromedp.CSS(`#run-form [name=chunk_level]`), `"word"`),
-		chromedp.Click(chromedp.CSS("#run")))
+		runByKeyboard)
 	b.waitJS(t, "whisper transcript", `document.querySelectorAll("#transcript .chunk").length > 5 && document.getElementById("result-audio").readyState >= 1`, 2*time.Minute)
 	if tr := strings.ToLower(b.text(t, "#transcript")); !strings.Contains(tr, "americans") || !strings.Contains(tr, "country") {
 		t.Errorf("transcript = %q", tr)
@@ -321,11 +345,11 @@ func TestPlaygroundBrowser(t *testing.T) {
 	}
 
 	// Kokoro: the speech plays in an audio player.
-	b.do(t, "open kokoro", chromedp.Navigate(s.base+"/#/fal-ai/kokoro/american-english"),
+	b.do(t, "open kokoro", openEndpoint(s.base, "fal-ai/kokoro/american-english"),
 		chromedp.WaitVisible(chromedp.CSS(`#run-form [name=prompt]`)))
 	b.checkForm(t, "kokoro form")
 	b.do(t, "run kokoro", chromedp.SetValue(chromedp.CSS(`#run-form [name=prompt]`), "Hello from the playground."),
-		chromedp.Click(chromedp.CSS("#run")))
+		runByKeyboard)
 	b.waitJS(t, "kokoro audio", `(a => a && a.readyState >= 1 && a.duration > 0.5)(document.getElementById("result-audio"))`, 2*time.Minute)
 
 	// The history lists every run.
@@ -335,7 +359,10 @@ func TestPlaygroundBrowser(t *testing.T) {
 		t.Errorf("history = %q, want every run", hist)
 	}
 
-	if errs := b.consoleErrors(nil); len(errs) > 0 {
+	// The cancelled request's result answers 499, which the page reads for its error body.
+	if errs := b.consoleErrors(func(e string) bool {
+		return strings.Contains(e, "Failed to load resource") && strings.Contains(e, "status of 499")
+	}); len(errs) > 0 {
 		t.Errorf("console errors: %v", errs)
 	}
 }
@@ -355,10 +382,10 @@ func TestPlaygroundBrowserKeys(t *testing.T) {
 	if k := js[string](t, b, `sessionStorage.getItem("falocal_key")`); k != "pg:secret" {
 		t.Errorf("sessionStorage key = %q", k)
 	}
-	b.do(t, "run rembg", chromedp.Navigate(s.base+"/#/fal-ai/imageutils/rembg"),
+	b.do(t, "run rembg", openEndpoint(s.base, "fal-ai/imageutils/rembg"),
 		chromedp.WaitVisible(chromedp.CSS(`#run-form input[type=file][data-field=image_url]`)),
 		chromedp.SetUploadFiles(chromedp.CSS(`#run-form input[type=file][data-field=image_url]`), []string{cropPNG(t, "astronaut.png", 100, 40, 160, 160)}),
-		chromedp.Click(chromedp.CSS("#run")))
+		runByKeyboard)
 	if w, h := b.resultImage(t, "rembg result with a key", 2*time.Minute); w != 160 || h != 160 {
 		t.Errorf("rembg output is %d×%d, want 160×160", w, h)
 	}
