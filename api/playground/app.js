@@ -283,6 +283,7 @@ async function endpointPage(id, main) {
   main.append(el("h1", { text: id, "data-endpoint": id }));
   if (d && d.post.summary) main.append(el("p", { text: d.post.summary }));
   if (d && d.post.description && d.post.description !== d.post.summary) main.append(el("details", {}, el("summary", { text: "About this endpoint" }), el("p", { text: d.post.description })));
+  if (ep.models && ep.models.default) main.append(el("p", { class: "muted", id: "endpoint-model" }, "Runs on ", el("strong", { text: ep.models.default }), " by default."));
   if (!ep.usable && ep.models) main.append(el("div", { class: "error", text: "No installed model serves this endpoint: " + (ep.models.missing || "") }));
 
   const form = el("form", { class: "run", id: "run-form", novalidate: true });

@@ -300,6 +300,9 @@ func TestPlaygroundBrowser(t *testing.T) {
 	b.do(t, "open esrgan", openEndpoint(s.base, "fal-ai/esrgan"),
 		chromedp.WaitVisible(chromedp.CSS(`#run-form [name=scale]`)))
 	b.checkForm(t, "esrgan form")
+	if m := b.text(t, "#endpoint-model"); !strings.Contains(m, "realesrgan-x4plus") {
+		t.Errorf("esrgan page names its model as %q", m)
+	}
 	b.do(t, "fill esrgan",
 		chromedp.SetUploadFiles(chromedp.CSS(`#run-form input[type=file][data-field=image_url]`), []string{cropPNG(t, "chelsea.png", 120, 70, 96, 64)}),
 		chromedp.SetValue(chromedp.CSS(`#run-form [name=scale]`), "3"))
