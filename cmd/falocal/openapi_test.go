@@ -203,7 +203,7 @@ func TestOpenAPI(t *testing.T) {
 	// the image and speech models of the default store; the diffusion
 	// test exports in a store of their own
 	s := startServer(t)
-	diffDir := testenv.NewDataDir(t)
+	diffDir := t.TempDir() // a store of its own: not the installed one's
 	for _, m := range []struct{ name, dir string }{
 		{"flux-dev", "flux-dev-tiny"}, {"flux-schnell", "flux-schnell-tiny"}, {"sdxl", "sdxl-tiny"}, {"sd15", "sd15-tiny"},
 	} {
