@@ -29,6 +29,7 @@ run: setup
 test-assets: setup
 	$(GO) run ./tools/testassets -dir $(CACHE_DIR)/testdata -packages $(CACHE_DIR)/packages \
 		$(if $(FALOCAL_NPM_REGISTRY),-npm-registry $(FALOCAL_NPM_REGISTRY))
+	$(GO) tool -n versitygw >/dev/null  # the S3-compatible server of the storage tests, built once (go.mod's tool)
 
 # fal's real clients for tests/clients: @fal-ai/client from package-lock.json (integrity-checked by npm ci), an
 # older @fal-ai/client (1.2.x, REST at rest.alpha.fal.ai) from js-old's package-lock.json the same way, and
@@ -70,7 +71,7 @@ TEST_ENV := FALOCAL_REQUIRE_ASSETS=1 FALOCAL_TEST_ORT=$(CACHE_DIR)/onnxruntime-1
 # FALOCAL_REQUIRE_ASSETS and FALOCAL_REQUIRE_NCNN make every missing asset, client or Vulkan driver a failure,
 # never a skip (apt-get install mesa-vulkan-drivers gives the lavapipe driver the ncnn reference test needs).
 test: test-assets client-deps vet deps-check kernels-check cuda-check
-	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./...
+	$(TEST_ENV) $(GO) test -count=1 -timeout 40m ./...
 	$(RACE_TEST)
 
 # The race detector on the concurrent packages (server, queue, engine, pipelines), full tests with the real
