@@ -199,6 +199,19 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer audit.Close()
 	}
+	// what the playground's home page and /healthz show of the card: asked
+	// once, nvidia-smi is slow
+	var gpus map[string]any
+	if device != "cpu" {
+		if r, err := probeGPU(ctx); err == nil {
+			gpus = map[string]any{"gpus": r.gpus, "driver": r.driver, "cuda": r.cuda}
+			if g != nil {
+				gpus["pool_total_bytes"] = g.total
+			}
+		} else {
+			log.Warn("nvidia-smi could not describe the GPU", "err", err)
+		}
+	}
 	hooks := list(c.WebhookHosts)
 	srv, err := api.Open(api.Config{
 		Registry: reg, Files: fstore, Logger: log,
@@ -211,8 +224,13 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0, Preloading: c.preload,
 		Audit: auditWriter(audit),
 		Health: func() map[string]any {
-			return map[string]any{"version": version, "onnxruntime": map[string]any{
-				"library": info.Library, "version": info.Version, "providers": providers}}
+			h := map[string]any{"version": version, "onnxruntime": map[string]any{
+				"library": info.Library, "version": info.Version, "providers": providers},
+				"device": device, "memory_budget_bytes": budget}
+			if gpus != nil {
+				h["gpu"] = gpus
+			}
+			return h
 		},
 	})
 	if err != nil {
