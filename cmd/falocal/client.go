@@ -217,7 +217,7 @@ func clientRunCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return exitUsage
 		}
 	}
-	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(stderr), reconnectFor: reconnectFor}
+	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(stderr), reconnectFor: reconnectFor, submitWait: submitWait}
 	defer c.p.close()
 	return c.run(ctx, stdout)
 }
@@ -229,6 +229,8 @@ type client struct {
 	p    *runProgress
 	// reconnectFor is how long a lost status stream is tried again.
 	reconnectFor time.Duration
+	// submitWait bounds the wait for the answer to the submission.
+	submitWait time.Duration
 }
 
 // failure is how a step ended short of success: the exit code and what to
@@ -281,7 +283,7 @@ func (c *client) run(ctx context.Context, stdout io.Writer) int {
 	c.p.status("submitting to " + c.args.endpoint)
 	// Ctrl-C does not abort a submission under way: the server may have
 	// queued it already, and only its answer names the request to cancel.
-	sctx, sdone := context.WithTimeout(context.WithoutCancel(ctx), submitWait)
+	sctx, sdone := context.WithTimeout(context.WithoutCancel(ctx), c.submitWait)
 	err = c.call(sctx, "POST", c.args.url+"/"+c.args.endpoint, bytes.NewReader(body), "application/json", &sub)
 	sdone()
 	if err != nil {
@@ -368,7 +370,7 @@ func (c *client) do(ctx context.Context, method, u string, body io.Reader, conte
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, &failure{exitInterrupted, "interrupted"}
 		}
 		return nil, &failure{exitUnreachable, fmt.Sprintf("cannot reach the server at %s (%v); is 'falocal serve' running? (--url or $FALOCAL_URL name another)", c.args.url, unwrapURLError(err))}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -572,7 +573,7 @@ func TestClientRunStreamEndsOften(t *testing.T) {
 	}
 	var stdout, stderr bytes.Buffer
 	// No grace after a loss: only the events since the last one keep it going.
-	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(&stderr), reconnectFor: 0}
+	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(&stderr), reconnectFor: 0, submitWait: submitWait}
 	if code := c.run(context.Background(), &stdout); code != exitOK || stdout.String() != "{\n  \"ok\": true\n}\n" {
 		t.Fatalf("exit %d, stdout %q; stderr:\n%s", code, stdout.String(), stderr.String())
 	}
@@ -601,5 +602,23 @@ func TestClientRunProgressTerminal(t *testing.T) {
 	if !strings.Contains(got, "\r\x1b[K[INFO] a log line longer than the terminal stays whole\n") ||
 		!strings.HasSuffix(got, "\r\x1b[K") || strings.Contains(got, "after close") {
 		t.Errorf("output %q", got)
+	}
+}
+
+// A submission left unanswered is a server that cannot be reached (exit
+// 4), not an interruption.
+func TestClientRunSubmissionUnanswered(t *testing.T) {
+	srv := fakeQueue(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // the server notices a closed connection only after the body
+		<-r.Context().Done()        // until the client gives up
+	}, http.NotFound, nil)
+	a, err := parseRunArgs([]string{"fal-ai/x", "--url", srv.URL, "--key", ""}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	c := &client{args: a, hc: &http.Client{}, p: newRunProgress(&stderr), submitWait: 50 * time.Millisecond}
+	if code := c.run(context.Background(), &stdout); code != exitUnreachable || !strings.Contains(stderr.String(), "cannot reach the server") {
+		t.Errorf("exit %d; stderr:\n%s", code, stderr.String())
 	}
 }
