@@ -54,6 +54,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "config":
 		err = configCmd(ctx, args, stdout, stderr)
 	case "run":
+		// After the first Ctrl-C, which cancels the request, a second one
+		// ends the client at once rather than wait for the server's answer.
+		context.AfterFunc(ctx, stop)
 		// a client command: its exit codes tell a script what went wrong
 		return clientRunCmd(ctx, args, stdout, stderr)
 	case "doctor":
