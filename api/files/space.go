@@ -19,12 +19,13 @@ type LowSpaceError struct {
 
 func (e *LowSpaceError) Error() string {
 	return fmt.Sprintf("not enough free disk space: the data directory %s has %s free, under the %s this server keeps free (-min-free-disk); "+
-		"uploads and new requests are refused until space is freed", e.Dir, human(e.Free), human(e.Min))
+		"uploads and new requests are refused until space is freed", e.Dir, HumanBytes(e.Free), HumanBytes(e.Min))
 }
 
 func (e *LowSpaceError) Unwrap() error { return ErrLowSpace }
 
-func human(n int64) string {
+// HumanBytes writes a byte count in binary units: "512 B", "1.5 MiB".
+func HumanBytes(n int64) string {
 	const unit = 1 << 10
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
@@ -76,7 +77,7 @@ func (g *SpaceGuard) Check() error {
 	if t := now(); g.checked.IsZero() || t.Sub(g.checked) >= recheck || t.Before(g.checked) {
 		free := g.Free
 		if free == nil {
-			free = statfsFree
+			free = FreeSpace
 		}
 		g.free, g.err = free(g.Dir)
 		g.checked = t
@@ -87,9 +88,10 @@ func (g *SpaceGuard) Check() error {
 	return &LowSpaceError{Dir: g.Dir, Free: g.free, Min: g.Min}
 }
 
-// statfsFree is the space available to unprivileged users (what a write by
-// this process may use short of root's reserve).
-func statfsFree(dir string) (int64, error) {
+// FreeSpace is the space available to unprivileged users on the
+// filesystem holding dir (what a write by this process may use short of
+// root's reserve).
+func FreeSpace(dir string) (int64, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, err

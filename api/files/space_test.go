@@ -59,7 +59,7 @@ func TestSpaceGuard(t *testing.T) {
 // than any disk holds refuses.
 func TestSpaceGuardStatfs(t *testing.T) {
 	dir := t.TempDir()
-	n, err := statfsFree(dir)
+	n, err := FreeSpace(dir)
 	if err != nil || n <= 0 {
 		t.Fatalf("statfs %s: %d, %v", dir, n, err)
 	}

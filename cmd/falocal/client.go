@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/api/queue"
 	"github.com/falocal/falocal/pipelines"
 )
@@ -501,7 +502,7 @@ func (c *client) upload(ctx context.Context, file string) (string, error) {
 			return "", &failure{exitUsage, err.Error()}
 		}
 	}
-	c.p.status(fmt.Sprintf("uploading %s (%s)", filepath.Base(file), humanBytes(st.Size())))
+	c.p.status(fmt.Sprintf("uploading %s (%s)", filepath.Base(file), files.HumanBytes(st.Size())))
 	init, _ := json.Marshal(map[string]string{"content_type": ct, "file_name": filepath.Base(file)})
 	var up struct {
 		UploadURL string `json:"upload_url"`
@@ -678,10 +679,10 @@ func findFiles(v any, out *[]outputFile) {
 
 // saveFiles downloads every file of the result into the output directory.
 func (c *client) saveFiles(ctx context.Context, result any) error {
-	var files []outputFile
-	findFiles(result, &files)
+	var outs []outputFile
+	findFiles(result, &outs)
 	used := map[string]bool{}
-	for i, f := range files {
+	for i, f := range outs {
 		name := safeName(f.name)
 		if name == "" && !strings.HasPrefix(f.url, "data:") {
 			if u, err := url.Parse(f.url); err == nil {
@@ -704,7 +705,7 @@ func (c *client) saveFiles(ctx context.Context, result any) error {
 		if err != nil {
 			return err
 		}
-		c.p.line(fmt.Sprintf("falocal run: saved %s (%s)", dst, humanBytes(n)))
+		c.p.line(fmt.Sprintf("falocal run: saved %s (%s)", dst, files.HumanBytes(n)))
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/api/queue"
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/weights"
@@ -395,7 +396,7 @@ func checkModels(c *Config) []finding {
 			missing = append(missing, r.Name)
 		}
 	}
-	text := fmt.Sprintf("%d installed (%s) in %s: %s", len(all), humanBytes(size), store.Dir(), strings.Join(names, ", "))
+	text := fmt.Sprintf("%d installed (%s) in %s: %s", len(all), files.HumanBytes(size), store.Dir(), strings.Join(names, ", "))
 	switch {
 	case len(out) > 0:
 		text += fmt.Sprintf("; %d model(s) failed verification or are missing", len(out))
@@ -418,22 +419,21 @@ func checkDisk(c *Config) finding {
 		}
 		dir = filepath.Dir(dir)
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
+	free, err := files.FreeSpace(dir)
+	if err != nil {
 		return warned(name, "free space of "+dir+" unknown: "+err.Error(), "check that "+dir+" is readable")
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	text := fmt.Sprintf("%s free on the filesystem of %s", humanBytes(free), dir)
+	text := fmt.Sprintf("%s free on the filesystem of %s", files.HumanBytes(free), dir)
 	fix := fmt.Sprintf("free space on that filesystem, move the data with -data-dir, or lower -min-free-disk (now %d)", c.MinFreeDisk)
 	switch {
 	case c.MinFreeDisk <= 0:
 		return passed(name, text+" (-min-free-disk 0: no check)")
 	case free < c.MinFreeDisk:
-		return failed(name, fmt.Sprintf("%s, under the %s the server keeps free: it answers 507 to new work", text, humanBytes(c.MinFreeDisk)), fix)
+		return failed(name, fmt.Sprintf("%s, under the %s the server keeps free: it answers 507 to new work", text, files.HumanBytes(c.MinFreeDisk)), fix)
 	case free < 2*c.MinFreeDisk:
-		return warned(name, fmt.Sprintf("%s, close to the %s the server keeps free", text, humanBytes(c.MinFreeDisk)), fix)
+		return warned(name, fmt.Sprintf("%s, close to the %s the server keeps free", text, files.HumanBytes(c.MinFreeDisk)), fix)
 	}
-	return passed(name, fmt.Sprintf("%s (the server keeps %s free)", text, humanBytes(c.MinFreeDisk)))
+	return passed(name, fmt.Sprintf("%s (the server keeps %s free)", text, files.HumanBytes(c.MinFreeDisk)))
 }
 
 // checkListen binds -listen as serve would and says who holds it when

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/internal/fetch"
 )
 
@@ -196,7 +197,7 @@ func (t *tracker) Done(err error) {
 	if err != nil {
 		fmt.Fprintf(p.w, "\r\x1b[K  ✗ %s: %v\n", t.name, err)
 	} else {
-		fmt.Fprintf(p.w, "\r\x1b[K  ✓ %s  %s in %s (%s)\n", t.name, humanBytes(t.n), took.Round(100*time.Millisecond), byteRate(t.n, took))
+		fmt.Fprintf(p.w, "\r\x1b[K  ✓ %s  %s in %s (%s)\n", t.name, files.HumanBytes(t.n), took.Round(100*time.Millisecond), byteRate(t.n, took))
 	}
 	p.draw(true)
 }
@@ -220,9 +221,9 @@ func (p *progress) draw(force bool) {
 	case p.dl != nil:
 		t := p.dl
 		// The numbers go first: they matter more than a long file name.
-		line = "  " + progressBar(t.n, t.total, 24) + "  " + humanBytes(t.n)
+		line = "  " + progressBar(t.n, t.total, 24) + "  " + files.HumanBytes(t.n)
 		if t.total > 0 {
-			line += " / " + humanBytes(t.total)
+			line += " / " + files.HumanBytes(t.total)
 		}
 		line += "  " + byteRate(t.n, now.Sub(t.start)) + "  " + t.name
 	case p.step != "":
@@ -267,19 +268,5 @@ func byteRate(n int64, d time.Duration) string {
 	if d <= 0 {
 		return "-/s"
 	}
-	return humanBytes(int64(float64(n)/d.Seconds())) + "/s"
-}
-
-// humanBytes writes n in binary units: 512 B, 1.5 KiB, 108.3 MiB.
-func humanBytes(n int64) string {
-	const unit = 1 << 10
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+	return files.HumanBytes(int64(float64(n)/d.Seconds())) + "/s"
 }

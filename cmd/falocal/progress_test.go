@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/internal/fetch"
 )
 
@@ -170,8 +171,8 @@ func TestProgressWidth(t *testing.T) {
 
 func TestHumanBytes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1536: "1.5 KiB", 113507888: "108.2 MiB", 5 << 40: "5.0 TiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		if got := files.HumanBytes(n); got != want {
+			t.Errorf("files.HumanBytes(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

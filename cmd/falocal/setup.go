@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/internal/fetch"
 	"github.com/falocal/falocal/weights"
 )
@@ -197,15 +198,15 @@ func printSetupSummary(w io.Writer, c *Config, r *setupResult) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	var total int64
 	for _, m := range r.models {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", m.name, humanBytes(m.size), m.state)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", m.name, files.HumanBytes(m.size), m.state)
 		total += m.size
 	}
 	tw.Flush()
 	if len(r.models) == 0 {
 		fmt.Fprintln(w, "  none named by -models")
 	}
-	fmt.Fprintf(w, "  %d model(s), %s\n", len(r.models), humanBytes(total))
-	fmt.Fprintf(w, "\ndownloaded: %s\ndata dir:   %s\ncache dir:  %s\n", humanBytes(r.downloaded), c.DataDir, c.CacheDir)
+	fmt.Fprintf(w, "  %d model(s), %s\n", len(r.models), files.HumanBytes(total))
+	fmt.Fprintf(w, "\ndownloaded: %s\ndata dir:   %s\ncache dir:  %s\n", files.HumanBytes(r.downloaded), c.DataDir, c.CacheDir)
 	fmt.Fprintln(w, "\nnext: 'falocal serve' to serve the API ('falocal doctor' checks this machine first)")
 }
 
