@@ -1,4 +1,6 @@
-package pipelinetest_test
+// Package describecheck checks that every pipeline's endpoints describe
+// themselves; a package of its own, so that it can register them all.
+package describecheck_test
 
 import (
 	"context"
@@ -10,8 +12,12 @@ import (
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/enginetest"
 	"github.com/falocal/falocal/pipelines"
+	_ "github.com/falocal/falocal/pipelines/diffusion"
 	_ "github.com/falocal/falocal/pipelines/kokoro"
 	"github.com/falocal/falocal/pipelines/pipelinetest"
+	_ "github.com/falocal/falocal/pipelines/rembg"
+	_ "github.com/falocal/falocal/pipelines/upscale"
+	_ "github.com/falocal/falocal/pipelines/whisper"
 )
 
 var types = []pipelines.Type{pipelines.String, pipelines.Integer, pipelines.Number, pipelines.Boolean, pipelines.Array, pipelines.Object}
