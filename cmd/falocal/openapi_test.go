@@ -29,15 +29,7 @@ import (
 // and returns a validator for requests and responses, and the document.
 func openapiDoc(t *testing.T, u string) (validator.Validator, map[string]any) {
 	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
-	}
+	b := getBody(t, u)
 	doc, err := libopenapi.NewDocument(b)
 	if err != nil {
 		t.Fatalf("%s: %v", u, err)
