@@ -87,6 +87,9 @@ type Record struct {
 	// MaxQueueLength, when positive, refuses the submission (ErrFull) if
 	// that many requests already wait: fal's fal_max_queue_length.
 	MaxQueueLength int `json:"-"`
+	// Stream marks a sync /stream run, whose partial outputs a shared queue
+	// carries from the node that runs it to the node that holds its caller.
+	Stream bool `json:"stream,omitempty"`
 }
 
 // Failed reports whether the request completed with an error.
