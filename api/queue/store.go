@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -43,3 +44,8 @@ type Store interface {
 }
 
 var _ Store = (*Queue)(nil)
+
+// ErrUnavailable wraps the errors of a store that cannot reach its
+// database for now (a shared queue while PostgreSQL restarts): the request
+// keeps its state, the caller may try again.
+var ErrUnavailable = errors.New("queue database unreachable")
