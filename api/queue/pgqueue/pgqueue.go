@@ -11,14 +11,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/falocal/falocal/api/queue"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -197,6 +201,15 @@ func Open(ctx context.Context, dsn string, run queue.Runner, opts Options) (*Que
 		pool.Close()
 		return nil, fmt.Errorf("queue database: register node: %w", err)
 	}
+	// Requests an earlier process of this name was running cannot still
+	// run: their leases end now, and the reaper queues them again (once)
+	// without waiting for the expiry.
+	if _, err := pool.Exec(ctx, `UPDATE falocal_requests SET lease_until = now() - interval '1 second'
+		WHERE worker = $1 AND status = 'IN_PROGRESS'`, opts.Node); err != nil {
+		conn.Close(ctx)
+		pool.Close()
+		return nil, fmt.Errorf("queue database: recover: %w", err)
+	}
 	q.bg.Add(3)
 	go q.listen(conn)
 	go q.heartbeatLoop()
@@ -219,12 +232,36 @@ func (q *Queue) isClosed() bool {
 	return q.closed
 }
 
-// dbErr turns an error of a call racing Close into ErrClosed.
+// dbErr turns an error of a call racing Close into ErrClosed, and one of
+// an unreachable database into queue.ErrUnavailable (the caller may try
+// again: nothing was lost).
 func (q *Queue) dbErr(err error) error {
-	if err != nil && q.isClosed() {
+	if err == nil {
+		return nil
+	}
+	if q.isClosed() {
 		return queue.ErrClosed
 	}
+	if unavailable(err) {
+		return fmt.Errorf("%w: %w", queue.ErrUnavailable, err)
+	}
 	return err
+}
+
+// unavailable reports whether err is the database being out of reach (down,
+// restarting, refusing connections, too slow) rather than a statement
+// failing.
+func unavailable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// connection exceptions, shutdown and startup, too many connections
+		return strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P") || pe.Code == "53300"
+	}
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) || pgconn.SafeToRetry(err) ||
+		strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "closed pool")
 }
 
 func (q *Queue) logEntry(level, msg string) queue.LogEntry {
@@ -558,11 +595,21 @@ func (q *Queue) finishWithLogs(ctx context.Context, where string, out queue.Outc
 		files = files || ARRAY(SELECT f FROM unnest($5::text[]) f WHERE NOT f = ANY(files)),
 		webhook_claim_until = CASE WHEN webhook <> '' AND NOT ephemeral THEN now() + $6::float8 * interval '1 second' END
 		WHERE `+renumber(where)+` RETURNING `+cols,
-		append([]any{q.opts.Now(), o, elapsed, jsonb(logs), files, seconds(q.opts.webhookClaim)}, args...)...)
+		append([]any{q.opts.Now(), o, elapsed, jsonb(logs), files, q.claimSeconds()}, args...)...)
 	if err != nil {
 		return nil, err
 	}
 	return collect(rows)
+}
+
+// claimSeconds is how long a webhook delivery this node starts is its
+// own: none when it delivers none (no OnComplete), so another node's
+// recovery loop takes it at once.
+func (q *Queue) claimSeconds() float64 {
+	if q.opts.OnComplete == nil {
+		return 0
+	}
+	return seconds(q.opts.webhookClaim)
 }
 
 // renumber moves where's placeholders ($1 on, as callers write them) past
@@ -683,7 +730,7 @@ func (q *Queue) Sweep(cutoff time.Time) (int, []string, error) {
 	for rows.Next() {
 		var f []string
 		if err := rows.Scan(&f); err != nil {
-			return n, files, err
+			return n, files, q.dbErr(err)
 		}
 		files = append(files, f...)
 		n++
@@ -708,7 +755,7 @@ func (q *Queue) Recent(limit int, keep func(id string) bool) ([]queue.Record, er
 	for rows.Next() {
 		r, err := scanRecord(rows)
 		if err != nil {
-			return nil, err
+			return nil, q.dbErr(err)
 		}
 		if keep != nil && !keep(r.ID) {
 			continue
@@ -807,12 +854,12 @@ func (q *Queue) Ready() error {
 		return queue.ErrClosed
 	}
 	if lerr != nil {
-		return fmt.Errorf("queue database: listen: %w", lerr)
+		return fmt.Errorf("%w: listen: %w", queue.ErrUnavailable, lerr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := q.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("queue database: %w", err)
+		return fmt.Errorf("%w: %w", queue.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -835,7 +882,7 @@ func (q *Queue) Fleet(ctx context.Context) ([]Node, error) {
 		var n Node
 		var info []byte
 		if err := rows.Scan(&n.Name, &n.Role, &n.Endpoints, &n.Resident, &info, &n.Running, &n.Seen, &n.Alive); err != nil {
-			return nil, err
+			return nil, q.dbErr(err)
 		}
 		if len(info) > 0 {
 			if err := json.Unmarshal(info, &n.Info); err != nil {

@@ -158,7 +158,10 @@ func TestQueue(t *testing.T) {
 			<-release
 			logf("INFO", "step 2")
 			return queue.Outcome{Output: json.RawMessage(`{"images": [1, 2]}`)}
-		}, func(o *Options) { o.OnFinish = func(queue.Record) { workFinish.Add(1) } })
+		}, func(o *Options) {
+			o.OnFinish = func(queue.Record) { workFinish.Add(1) }
+			o.Info = func() map[string]any { return map[string]any{"device": "cpu"} }
+		})
 		ch, stop := api.Subscribe("a1")
 		defer stop()
 		submit(t, api, queue.Record{ID: "a1", Origin: "http://o", CDN: "http://c", Host: "h"})
@@ -201,7 +204,7 @@ func TestQueue(t *testing.T) {
 			t.Fatalf("get unknown: %v", err)
 		}
 		fleet, err := api.Fleet(context.Background())
-		if err != nil || len(fleet) != 2 || fleet[0].Name != "api" || fleet[0].Role != "api" || fleet[1].Role != "worker" || !fleet[1].Alive {
+		if err != nil || len(fleet) != 2 || fleet[0].Name != "api" || fleet[0].Role != "api" || fleet[1].Role != "worker" || !fleet[1].Alive || fleet[1].Info["device"] != "cpu" {
 			t.Fatalf("fleet %+v %v", fleet, err)
 		}
 		if err := api.Ready(); err != nil {
@@ -427,6 +430,25 @@ func TestQueue(t *testing.T) {
 		r = wait(t, api, "twice")
 		if r.Outcome == nil || r.Outcome.Status != 503 || r.Outcome.ErrorType != "runner_disconnected" {
 			t.Fatalf("outcome %+v logs %q", r.Outcome, messages(r))
+		}
+	})
+
+	t.Run("SameNameRestarts", func(t *testing.T) {
+		t.Parallel()
+		dsn := pg.NewDatabase(t)
+		long := func(o *Options) { o.Lease = 30 * time.Second }
+		started := make(chan string, 1)
+		w := open(t, dsn, "node-a", 1, blocking(started), long)
+		submit(t, w, queue.Record{ID: "sr"})
+		<-started
+		w.crash()
+		// The next process of that name does not wait for the 30 s lease.
+		again := open(t, dsn, "node-a", 1, nil, long)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := again.Wait(ctx, "sr")
+		if err != nil || r.Failed() || r.Attempts != 2 || !hasLog(r, "it was queued again") {
+			t.Fatalf("%v %+v %q", err, r.Outcome, messages(r))
 		}
 	})
 
@@ -781,8 +803,14 @@ func TestRestart(t *testing.T) {
 	})
 	pg.Stop(t)
 	waitFor(t, "Ready to report the outage", 5*time.Second, func() bool { return api.Ready() != nil })
-	if _, err := api.Submit(queue.Record{ID: "during", Endpoint: "e", App: "e"}); err == nil {
-		t.Fatal("submit during the outage succeeded")
+	if _, err := api.Submit(queue.Record{ID: "during", Endpoint: "e", App: "e"}); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("submit during the outage: %v", err)
+	}
+	if _, _, err := api.Get("x0"); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("get during the outage: %v", err)
+	}
+	if err := api.Ready(); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("ready during the outage: %v", err)
 	}
 	time.Sleep(500 * time.Millisecond)
 	pg.Start(t)
