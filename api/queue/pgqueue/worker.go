@@ -350,7 +350,10 @@ func (q *Queue) beat(ctx context.Context) error {
 		return err
 	}
 	for id, j := range jobs {
-		if !held[id] {
+		q.mu.Lock()
+		still := q.running[id] == j // not one that completed meanwhile
+		q.mu.Unlock()
+		if !held[id] && still {
 			q.log.Warn("queue: lease lost; interrupting the run (another node owns the request now)", "id", id)
 			j.cancel()
 		}
