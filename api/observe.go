@@ -24,13 +24,22 @@ func (s *Server) readyz(c echo.Context) error {
 	case !s.ready.Load():
 		return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "starting", "detail": "models are being preloaded"})
 	}
+	if s.shared != nil {
+		if err := s.shared.Ready(); err != nil {
+			// Requests keep their state in the database; this node takes
+			// no new work until it reaches the database again.
+			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "disconnected", "detail": "the shared queue is unreachable: " + err.Error()})
+		}
+	}
 	return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
 }
 
 // metrics serves Prometheus' text format, with the queue gauges read now.
 func (s *Server) metrics(c echo.Context) error {
-	queued, _ := s.q.Depth()
+	queued, running := s.q.Depth()
 	s.m.SetQueueDepth(queued)
+	s.m.SetQueueRunning(running)
+	s.recordFleet(c.Request().Context())
 	s.m.Handler().ServeHTTP(c.Response(), c.Request())
 	return nil
 }

@@ -75,16 +75,15 @@ func (s *Server) runRecord(ctx context.Context, rec *queue.Record, logf func(lev
 			s.log.Debug("progress", "request_id", rec.ID, "level", level, "msg", msg)
 		},
 	}
-	if v, ok := s.streams.Load(rec.ID); ok {
-		ch := v.(chan []byte)
+	if rec.Stream {
+		// The caller may be held by another server of a shared queue.
+		publish := s.partial
+		if s.shared != nil {
+			publish = s.shared.Publish
+		}
 		req.Partial = func(out any) {
-			b, err := json.Marshal(out)
-			if err != nil {
-				return
-			}
-			select {
-			case ch <- b:
-			default: // a slow reader misses previews, never the result
+			if b, err := json.Marshal(out); err == nil {
+				publish(rec.ID, b)
 			}
 		}
 	}
@@ -122,6 +121,9 @@ func queueError(err error) error {
 			Msg: "the queue is full; try again later", Err: err}
 	case errors.Is(err, queue.ErrClosed):
 		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure", Msg: "the server is shutting down"}
+	case errors.Is(err, queue.ErrUnavailable):
+		return &pipelines.HTTPError{Status: http.StatusServiceUnavailable, Type: "runner_scheduling_failure",
+			Msg: "the shared queue is unreachable; try again shortly", Err: err}
 	}
 	return err
 }
@@ -325,18 +327,22 @@ func (s *Server) statusStream(c echo.Context, id string, logs bool) error {
 	now := origin(c.Request())
 	for {
 		rec, pos, err := s.q.Get(id)
-		if err != nil {
+		if errors.Is(err, queue.ErrNotFound) || errors.Is(err, queue.ErrClosed) {
 			return nil
 		}
-		rec.Origin = now
-		if rec.Status != last || (logs && len(rec.Logs) > sent) || (rec.Status == queue.InQueue && pos != lastPos) {
-			b, _ := json.Marshal(statusBody(rec, pos, logs, sent))
-			writeEvent(w, b)
-			last, sent, lastPos = rec.Status, len(rec.Logs), pos
+		if err == nil {
+			rec.Origin = now
+			if rec.Status != last || (logs && len(rec.Logs) > sent) || (rec.Status == queue.InQueue && pos != lastPos) {
+				b, _ := json.Marshal(statusBody(rec, pos, logs, sent))
+				writeEvent(w, b)
+				last, sent, lastPos = rec.Status, len(rec.Logs), pos
+			}
+			if rec.Status == queue.Completed {
+				return nil
+			}
 		}
-		if rec.Status == queue.Completed {
-			return nil
-		}
+		// Otherwise a shared queue's database is out of reach for a moment:
+		// the stream waits for it, as the request does.
 		select {
 		case <-c.Request().Context().Done():
 			return nil

@@ -41,6 +41,7 @@ func (s *Server) run(c echo.Context) error {
 	r := c.Request()
 	rec := s.newRecord(r, reqID, ep, body)
 	rec.Ephemeral = true
+	rec.Stream = streaming
 	var partials chan []byte
 	if streaming {
 		partials = make(chan []byte, 4)
@@ -95,6 +96,16 @@ func (s *Server) run(c echo.Context) error {
 			}
 			if done.Failed() {
 				return nil // mid-stream: just close, as fal does
+			}
+			// Partials that arrived with the completion go first.
+			for drained := false; !drained; {
+				select {
+				case b := <-partials:
+					start()
+					writeEvent(w, b)
+				default:
+					drained = true
+				}
 			}
 			// ...then the full output, and close.
 			start()

@@ -13,6 +13,8 @@ package api
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -27,6 +29,7 @@ import (
 
 	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/api/queue/pgqueue"
 	"github.com/falocal/falocal/api/webhook"
 	"github.com/falocal/falocal/internal/metrics"
 	"github.com/falocal/falocal/pipelines"
@@ -57,6 +60,24 @@ type Config struct {
 	// QueueDB is the queue's database file; empty keeps requests in memory
 	// only (tests).
 	QueueDB string
+	// SharedQueue, a postgres:// URL, shares the queue among every server
+	// given the same database (api/queue/pgqueue) instead of QueueDB.
+	SharedQueue string
+	// Role is what this server does in a fleet: RoleBoth (the default) takes
+	// and runs requests; RoleAPI takes requests and runs none; RoleWorker
+	// runs requests and serves only /healthz, /readyz, /metrics and /fleet.
+	// RoleAPI and RoleWorker need a SharedQueue.
+	Role string
+	// Node names this server in the fleet view (default: host name and pid).
+	Node string
+	// CanRun lists the endpoint ids this server can run (nil: every
+	// registered one); Resident those whose default model it holds in
+	// memory now, which a worker of a shared queue claims first.
+	CanRun   func() []string
+	Resident func() []string
+	// NodeInfo adds facts about this server to the fleet view (device, free
+	// memory).
+	NodeInfo func() map[string]any
 	// Workers is how many requests run at once (sync and queued together).
 	Workers int
 	// MaxQueued bounds waiting requests (0 = unbounded).
@@ -90,8 +111,10 @@ type Server struct {
 	echo *echo.Echo
 	log  *slog.Logger
 	keys [][32]byte
-	q    *queue.Queue
-	m    *metrics.Metrics
+	q    queue.Store
+	// shared is q when it is a shared (PostgreSQL) queue, else nil.
+	shared *pgqueue.Queue
+	m      *metrics.Metrics
 	// hooks owns the webhook deliveries in flight.
 	hooks *deliveries
 	// auditLog is nil without Config.Audit.
@@ -139,6 +162,17 @@ func Open(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, echo: e, log: cfg.Logger, keys: keyDigests(cfg.Keys), hooks: newDeliveries(), m: cfg.Metrics,
 		auditLog: newAuditLog(cfg.Audit, cfg.Keys)}
+	switch cfg.Role {
+	case "":
+		s.cfg.Role = RoleBoth
+	case RoleBoth:
+	case RoleAPI, RoleWorker:
+		if cfg.SharedQueue == "" {
+			return nil, fmt.Errorf("role %s needs a shared queue (postgres://…): with a queue of its own, no other server could take or run its requests", cfg.Role)
+		}
+	default:
+		return nil, fmt.Errorf("role %q: want %s, %s or %s", cfg.Role, RoleAPI, RoleWorker, RoleBoth)
+	}
 	s.SetReady(!cfg.Preloading)
 	s.m.SetQueueCapacity(cfg.MaxQueued)
 	e.HTTPErrorHandler = s.handleError
@@ -147,6 +181,20 @@ func Open(cfg Config) (*Server, error) {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", s.metrics, s.requireKey)
+	e.GET("/fleet", s.fleet, s.requireKey)
+	e.RouteNotFound("/*", func(c echo.Context) error { return echo.ErrNotFound })
+	if s.cfg.Role != RoleWorker {
+		s.apiRoutes(e)
+	}
+	if err := s.openQueue(); err != nil {
+		s.hooks.close(canceled)
+		return nil, err
+	}
+	return s, nil
+}
+
+// apiRoutes are fal's surface, served by every role but worker.
+func (s *Server) apiRoutes(e *echo.Echo) {
 	e.POST("/run/*", s.run, s.requireKey)
 	s.realtimeRoutes(e)
 	e.GET("/cdn/files/:id/:name", s.serveFile)
@@ -161,24 +209,18 @@ func Open(cfg Config) (*Server, error) {
 	e.POST("/*", s.submit, s.requireKey)
 	e.GET("/*", s.queueGet, s.requireKey)
 	e.PUT("/*", s.queuePut, s.requireKey)
-	e.RouteNotFound("/*", func(c echo.Context) error { return echo.ErrNotFound })
-	// Webhooks owed from before a restart start during queue.Open, before
-	// s.q is set: they wait for ready.
-	ready := make(chan struct{})
-	q, err := queue.Open(cfg.QueueDB, s.runRecord, queue.Options{Workers: cfg.Workers, MaxQueued: cfg.MaxQueued,
-		Log: cfg.Logger, OnComplete: s.onComplete(ready), OnFinish: s.finished})
-	if err != nil {
-		s.hooks.close(canceled)
-		return nil, err
-	}
-	s.q = q
-	close(ready)
-	return s, nil
 }
 
 // BackupQueue writes a consistent copy of the queue's database to w while
-// the server runs (queue.Queue.Backup).
-func (s *Server) BackupQueue(w io.Writer) (int64, error) { return s.q.Backup(w) }
+// the server runs (queue.Queue.Backup). A shared queue is PostgreSQL's to
+// back up.
+func (s *Server) BackupQueue(w io.Writer) (int64, error) {
+	q, ok := s.q.(*queue.Queue)
+	if !ok {
+		return 0, errors.New("the queue is shared in PostgreSQL: back it up with pg_dump")
+	}
+	return q.Backup(w)
+}
 
 // Drain stops starting requests and ends status streams, so that an HTTP
 // shutdown is not held up by them; running requests go on.

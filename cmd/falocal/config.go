@@ -51,6 +51,10 @@ type Config struct {
 	MaxUploadBytes int64
 	MinFreeDisk    int64
 	Storage        string // "" = <data-dir>/files; s3://bucket/prefix?endpoint=…
+	Queue          string // "" = <data-dir>/queue.db; postgres://…
+	Role           string // both, api, worker
+	Node           string // name in the fleet
+	WebhookKey     string // "" = <data-dir>/webhook-ed25519.pem
 	RembgModel     string
 	WhisperModel   string
 	WizperModel    string
@@ -271,6 +275,10 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	num(&c.MaxUploadBytes, "max-upload-bytes", "FALOCAL_MAX_UPLOAD_BYTES", 1<<30, "largest uploaded file")
 	num(&c.MinFreeDisk, "min-free-disk", "FALOCAL_MIN_FREE_DISK", 512<<20, "bytes the data directory's disk keeps free: below that, uploads, runs and submissions get a 507 until space returns (0 = no check)")
 	str(&c.Storage, "storage", "FALOCAL_STORAGE", "", "where files (outputs and uploads) are kept: empty for <data-dir>/files, or a bucket of an S3-compatible service, s3://bucket/prefix?endpoint=host:port&region=name&secure=false (endpoint default s3.amazonaws.com, secure default true), with the credentials of $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY ($AWS_SESSION_TOKEN if set); servers that share a bucket serve each other's files (docs/serving.md)")
+	str(&c.Queue, "queue", "FALOCAL_QUEUE", "", "where the request queue lives: empty for <data-dir>/queue.db (this server's own), or a PostgreSQL database shared by every server of a fleet, postgres://user:password@host:5432/db?sslmode=… (docs/scale-out.md)")
+	str(&c.Role, "role", "FALOCAL_ROLE", "both", "what this server does with a shared -queue: api (takes requests, runs none, loads no model), worker (runs requests; serves only /healthz, /readyz, /metrics and /fleet) or both")
+	str(&c.Node, "node", "FALOCAL_NODE", "", "this server's name in the fleet view (default: host name and process id)")
+	str(&c.WebhookKey, "webhook-key", "FALOCAL_WEBHOOK_KEY", "", "Ed25519 private key (PEM) that signs fal_webhook posts, created if missing: empty for <data-dir>/webhook-ed25519.pem; every server of a fleet needs the same key")
 	str(&c.RembgModel, "rembg-model", "FALOCAL_REMBG_MODEL", "", "installed model used by imageutils/rembg and BiRefNet 'General Use (Light)' (default: the one whose manifest serves them)")
 	str(&c.WhisperModel, "whisper-model", "FALOCAL_WHISPER_MODEL", "", "installed Whisper model used by fal-ai/whisper (default: the first installed)")
 	str(&c.WizperModel, "wizper-model", "FALOCAL_WIZPER_MODEL", "", "installed Whisper model used by fal-ai/wizper (default: the whisper model)")
@@ -403,6 +411,18 @@ func (c *Config) validate() error {
 		if _, err := files.ParseS3URL(c.Storage); err != nil {
 			return fmt.Errorf("-storage: %w", err)
 		}
+	}
+	if c.Queue != "" && !strings.HasPrefix(c.Queue, "postgres://") && !strings.HasPrefix(c.Queue, "postgresql://") {
+		return fmt.Errorf("-queue: want a postgres:// URL (or nothing, for <data-dir>/queue.db), not %q", c.Queue)
+	}
+	switch c.Role {
+	case "both":
+	case "api", "worker":
+		if c.Queue == "" {
+			return fmt.Errorf("-role %s needs a shared -queue postgres://…: with a queue of its own, no other server could take or run its requests", c.Role)
+		}
+	default:
+		return fmt.Errorf("-role: want api, worker or both, not %q", c.Role)
 	}
 	return nil
 }

@@ -186,9 +186,13 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	signer, err := webhook.LoadOrCreate(filepath.Join(c.DataDir, "webhook-ed25519.pem"))
+	keyPath := c.WebhookKey
+	if keyPath == "" {
+		keyPath = filepath.Join(c.DataDir, "webhook-ed25519.pem")
+	}
+	signer, err := webhook.LoadOrCreate(keyPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("-webhook-key: %w", err)
 	}
 	// The audit log outlives the server: it closes once the last request
 	// has completed (closeSrv returned).
@@ -213,15 +217,24 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	hooks := list(c.WebhookHosts)
+	fl := newFleetFacts(reg, res, log)
 	srv, err := api.Open(api.Config{
 		Registry: reg, Files: fstore, Logger: log,
 		MaxBodyBytes: c.MaxBodyBytes, MaxInputBytes: c.MaxInputBytes, MaxUploadBytes: c.MaxUploadBytes,
 		RequestTimeout: c.RequestTimeout, AllowFetch: c.allowFetch(), Keys: c.keys(), Metrics: m,
 		QueueDB: filepath.Join(c.DataDir, "queue.db"), Workers: c.Workers, MaxQueued: c.MaxQueued,
+		SharedQueue: c.Queue, Role: c.Role, Node: c.Node, CanRun: fl.canRun, Resident: fl.resident,
+		NodeInfo: func() map[string]any {
+			n := map[string]any{"device": device, "memory_budget_bytes": budget, "memory_used_bytes": res.Used()}
+			if gpus != nil {
+				n["gpu"] = gpus
+			}
+			return n
+		},
 		Webhooks: &webhook.Deliverer{Signer: signer, Log: log, Allowed: func(h string) bool {
 			return isLoopbackHost(h) || hostListed(hooks, h)
 		}},
-		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0, Preloading: c.preload,
+		CACert: ca.CertPEM(), LocalOnly: len(c.keys()) == 0, Preloading: c.preload && c.Role != "api",
 		Audit: auditWriter(audit),
 		Health: func() map[string]any {
 			h := map[string]any{"version": version, "onnxruntime": map[string]any{
@@ -234,6 +247,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		},
 	})
 	if err != nil {
+		if c.Queue != "" {
+			return fmt.Errorf("-queue: %w", err)
+		}
 		return err
 	}
 	// Sweeps use the queue database: they stop before it closes.
@@ -282,7 +298,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		"auth", len(c.keys()) > 0, "max_conns", maxConns)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	if c.preload {
+	if c.preload && c.Role != "api" {
 		// Serve at once (liveness), ready once the preloads are done.
 		go func() {
 			t0 := time.Now()

@@ -52,6 +52,15 @@ type Metrics struct {
 	ModelsLoaded prometheus.Gauge
 	// Ready is 1 once configured preloads are done.
 	Ready prometheus.Gauge
+	// QueueRunning is the number of requests running (on every node of a
+	// shared queue).
+	QueueRunning prometheus.Gauge
+	// FleetNodes counts the live nodes of a shared queue by role.
+	FleetNodes *prometheus.GaugeVec
+	// FleetRunning and FleetResident are, per live node, the requests it
+	// runs and the models it holds in memory.
+	FleetRunning  *prometheus.GaugeVec
+	FleetResident *prometheus.GaugeVec
 }
 
 // New makes a registry with every falocal series plus the Go and process
@@ -109,9 +118,22 @@ func New() *Metrics {
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "falocal_ready", Help: "1 once the configured preloads are done, else 0.",
 		}),
+		QueueRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "falocal_queue_running", Help: "Requests running now (on every node of a shared queue).",
+		}),
+		FleetNodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "falocal_fleet_nodes", Help: "Live nodes sharing the queue, by role (api, worker, both).",
+		}, []string{"role"}),
+		FleetRunning: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "falocal_fleet_node_running", Help: "Requests each live node of the fleet runs now.",
+		}, []string{"node"}),
+		FleetResident: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "falocal_fleet_node_resident_endpoints", Help: "Endpoints whose default model each live node holds in memory.",
+		}, []string{"node"}),
 	}
 	m.reg.MustRegister(m.Requests, m.Rejected, m.QueueDepth, m.QueueCapacity, m.QueueWait, m.Compute, m.BatchSize,
 		m.ModelLoads, m.ModelEvictions, m.LoadDuration, m.MemoryInUse, m.MemoryBudget, m.ModelsLoaded, m.Ready,
+		m.QueueRunning, m.FleetNodes, m.FleetRunning, m.FleetResident,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -163,6 +185,38 @@ func (m *Metrics) Waited(endpoint string, d time.Duration) {
 func (m *Metrics) SetQueueDepth(n int) {
 	if m != nil {
 		m.QueueDepth.Set(float64(n))
+	}
+}
+
+// SetQueueRunning sets the number of requests running.
+func (m *Metrics) SetQueueRunning(n int) {
+	if m != nil {
+		m.QueueRunning.Set(float64(n))
+	}
+}
+
+// FleetNode is one live node, as the fleet series show it.
+type FleetNode struct {
+	Name, Role string
+	Running    int
+	Resident   int
+}
+
+// SetFleet replaces the fleet series with nodes (the live ones).
+func (m *Metrics) SetFleet(nodes []FleetNode) {
+	if m == nil {
+		return
+	}
+	m.FleetNodes.Reset()
+	m.FleetRunning.Reset()
+	m.FleetResident.Reset()
+	for _, r := range []string{"api", "worker", "both"} {
+		m.FleetNodes.WithLabelValues(r).Set(0)
+	}
+	for _, n := range nodes {
+		m.FleetNodes.WithLabelValues(n.Role).Inc()
+		m.FleetRunning.WithLabelValues(n.Name).Set(float64(n.Running))
+		m.FleetResident.WithLabelValues(n.Name).Set(float64(n.Resident))
 	}
 }
 

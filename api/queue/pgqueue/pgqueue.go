@@ -77,10 +77,13 @@ type Queue struct {
 	tick  time.Duration // reaper, deadline and webhook recovery period
 	poll  time.Duration // idle workers look for work at least this often
 
-	mu        sync.Mutex
-	subs      map[string]map[chan struct{}]struct{}
-	running   map[string]*job
-	partials  map[string]int64     // stream requests accepted here: last partial seq delivered
+	mu       sync.Mutex
+	subs     map[string]map[chan struct{}]struct{}
+	running  map[string]*job
+	partials map[string]int64 // stream requests accepted here: last partial seq delivered
+	// deliverMu serializes deliverPartial (the listener's and Wait's), so
+	// no partial is delivered twice.
+	deliverMu sync.Mutex
 	cancels   map[string]time.Time // cancel notifications lately heard
 	hooks     map[string]struct{}  // webhook deliveries this node claimed, not yet marked done
 	draining  bool
@@ -486,6 +489,10 @@ func (q *Queue) Wait(ctx context.Context, id string) (queue.Record, error) {
 		case errors.Is(err, queue.ErrNotFound) || errors.Is(err, queue.ErrClosed):
 			return r, err
 		case err == nil && r.Status == queue.Completed:
+			// Woken by an earlier notification, this read may see the
+			// completion before the listener has handed over the last
+			// partial output of a stream: hand it over first.
+			q.deliverPartial(id)
 			return r, nil
 		case err != nil && ctx.Err() != nil:
 			return r, err

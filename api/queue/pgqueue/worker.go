@@ -581,9 +581,11 @@ func (q *Queue) wakeAll() {
 }
 
 // deliverPartial hands a stream request's newest partial output to
-// OnPartial if it is newer than the last one delivered. Only the listener
-// goroutine calls it, so none is delivered twice.
+// OnPartial if it is newer than the last one delivered. The listener
+// goroutine and Wait call it, one at a time, so none is delivered twice.
 func (q *Queue) deliverPartial(id string) {
+	q.deliverMu.Lock()
+	defer q.deliverMu.Unlock()
 	q.mu.Lock()
 	last, ok := q.partials[id]
 	q.mu.Unlock()
