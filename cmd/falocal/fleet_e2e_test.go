@@ -400,6 +400,11 @@ type clientRun struct {
 	Image     imageOut `json:"image"`
 }
 
+// TestFleet: fal's JS and Python clients through an API node; 300
+// requests spread over three workers, none lost or run twice; a worker
+// killed with SIGKILL mid-run, PostgreSQL stopped and started mid-run, an
+// API node killed under status streams held by another, and a cancel sent
+// to another API node than the one that took the request.
 func TestFleet(t *testing.T) {
 	start := time.Now()
 	astronaut := testenv.Asset(t, "astronaut.png")
@@ -416,7 +421,7 @@ func TestFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	upscale := map[string]any{"model": "RealESRGAN_x4_v3", "scale": 2}
-	upBody := mustJSON(map[string]any{"image_url": dataURI("image/png", cropBytes), "model": "RealESRGAN_x4_v3", "scale": 2})
+	upBody := mustJSON(map[string]any{"image_url": dataURI("image/png", cropBytes), "model": upscale["model"], "scale": upscale["scale"]})
 	const upW, upH = 64, 48
 
 	env := &fleetEnv{pg: testenv.Postgres(t)}
@@ -733,6 +738,26 @@ func TestFleet(t *testing.T) {
 		t.Logf("/readyz of the API node 503 %s after PostgreSQL stopped", time.Since(down).Round(time.Millisecond))
 		// Down for a while, so that runs end while the database is away.
 		time.Sleep(2 * time.Second)
+		// Meanwhile the API node answers 503 (runner_scheduling_failure)
+		// rather than an internal error, and no worker is ready either.
+		for what, u := range map[string]string{"submit": api.Base + "/" + esrganID, "status": subs[5].StatusURL} {
+			method, body := "GET", []byte(nil)
+			if what == "submit" {
+				method, body = "POST", upBody
+			}
+			code, b, err := fleetDo(method, u, body)
+			var e struct {
+				ErrorType string `json:"error_type"`
+			}
+			if err != nil || code != http.StatusServiceUnavailable || json.Unmarshal(b, &e) != nil || e.ErrorType != "runner_scheduling_failure" {
+				t.Errorf("%s while PostgreSQL is down: %d %s (%v), want 503 runner_scheduling_failure", what, code, b, err)
+			}
+		}
+		for _, w := range f.workers {
+			if code := readyStatus(w.Base); code != http.StatusServiceUnavailable {
+				t.Errorf("/readyz of %s while PostgreSQL is down: %d, want 503", w.name, code)
+			}
+		}
 		env.pg.Start(t)
 		up := time.Now()
 		for _, s := range f.all() {
