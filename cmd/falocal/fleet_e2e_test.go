@@ -352,7 +352,9 @@ func runClient(t *testing.T, env []string, name string, args ...string) []byte {
 
 // fleetJS subscribes with @fal-ai/client (through the /fal/proxy route, as
 // a user sets it up) to each job of $FALOCAL_JOBS, [name, endpoint, image
-// file, extra input], and prints what it saw.
+// file, extra input], runs the one of endpoint $FALOCAL_RUN again with
+// fal.run (a synchronous run, which the API node hands to a worker), and
+// prints what it saw.
 const fleetJS = `
 const { createRequire } = require("node:module");
 const { dirname, join } = require("node:path");
@@ -371,6 +373,10 @@ fal.config({ credentials: "local:local", proxyUrl: { url: env.FALOCAL_BASE + "/f
       onQueueUpdate: (u) => { statuses.push(u.status); logs += (u.logs || []).length; },
     });
     out[name] = { request_id: requestId, statuses, logs, image: data.image };
+    if (id === env.FALOCAL_RUN) {
+      const { data } = await fal.run(id, { input });
+      out[name + " run"] = { image: data.image };
+    }
   }
   process.stdout.write(JSON.stringify(out));
 })().catch((e) => { console.error(e); process.exit(1); });
@@ -390,6 +396,8 @@ for name, app, path, extra in json.loads(os.environ["FALOCAL_JOBS"]):
         "logs": sum(len(getattr(u, "logs", None) or []) for u in updates),
         "image": res["image"],
     }
+    if app == os.environ["FALOCAL_RUN"]:
+        out[name + " run"] = {"image": fal_client.run(app, arguments=args)["image"]}
 print(json.dumps(out))
 `
 
@@ -440,10 +448,11 @@ func TestFleet(t *testing.T) {
 			{"esrgan", esrganID, crop, upscale},
 		}))
 		want := map[string][2]int{"rembg": {512, 512}, "esrgan": {upW, upH}}
+		sync := "esrgan run" // fal.run of the upscale, checked for its image only
 
 		t.Run("js", func(t *testing.T) {
 			node, modules := testenv.Node(t)
-			out := runClient(t, clientEnv("FALOCAL_BASE="+api.Base, "FALOCAL_NODE_MODULES="+modules, "FALOCAL_JOBS="+jobs),
+			out := runClient(t, clientEnv("FALOCAL_BASE="+api.Base, "FALOCAL_NODE_MODULES="+modules, "FALOCAL_JOBS="+jobs, "FALOCAL_RUN="+esrganID),
 				node, "-e", fleetJS)
 			var runs map[string]clientRun
 			if err := json.Unmarshal(out, &runs); err != nil {
@@ -467,6 +476,9 @@ func TestFleet(t *testing.T) {
 					checkAstronaut(t, fleetImage(t, api.Base, r.Image))
 				}
 			}
+			if err := checkFleetImage(api.Base, runs[sync].Image, upW, upH); err != nil {
+				t.Errorf("%s: %v", sync, err)
+			}
 		})
 
 		t.Run("python", func(t *testing.T) {
@@ -482,7 +494,7 @@ func TestFleet(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := runClient(t, clientEnv("HTTPS_PROXY="+api.Base, "SSL_CERT_FILE="+ca, "FAL_KEY=local:local",
-				"FALOCAL_JOBS="+jobs, "PYTHONDONTWRITEBYTECODE=1"), py, "-c", fleetPy)
+				"FALOCAL_JOBS="+jobs, "FALOCAL_RUN="+esrganID, "PYTHONDONTWRITEBYTECODE=1"), py, "-c", fleetPy)
 			var runs map[string]clientRun
 			if err := json.Unmarshal(out, &runs); err != nil {
 				t.Fatalf("client output %s: %v", out, err)
@@ -499,6 +511,9 @@ func TestFleet(t *testing.T) {
 				if name == "rembg" && !t.Failed() {
 					checkAstronaut(t, fleetImage(t, api.Base, r.Image))
 				}
+			}
+			if err := checkFleetImage(api.Base, runs[sync].Image, upW, upH); err != nil {
+				t.Errorf("%s: %v", sync, err)
 			}
 		})
 
