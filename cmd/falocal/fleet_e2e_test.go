@@ -176,6 +176,13 @@ func (e *fleetEnv) start(t *testing.T, apis, workers, perWorker int) *fleet {
 						t.Fatalf("worker %s does not offer %s: %v", w.name, id, n.Endpoints)
 					}
 				}
+				// A worker shows the fleet but takes no request.
+				if wv, err := getFleet(w.Base); err != nil || len(wv.Nodes) != len(v.Nodes) {
+					t.Fatalf("GET /fleet on %s: %v %+v", w.name, err, wv)
+				}
+				if code, b, err := fleetDo("POST", w.Base+"/"+esrganID, []byte(`{}`)); err != nil || code != 404 {
+					t.Fatalf("submit to worker %s: %d %s %v, want 404", w.name, code, b, err)
+				}
 			}
 			return f
 		}
@@ -314,6 +321,109 @@ func readyStatus(base string) int {
 		return 0
 	}
 	return code
+}
+
+type streamEvent struct {
+	at     time.Time
+	status string
+}
+
+// streams follow requests' /status/stream, each until the server ends it.
+type streams struct {
+	events [][]streamEvent
+	errs   []error
+	first  chan struct{} // one send per stream, at its first event or end
+	done   chan struct{}
+}
+
+func startStreams(t *testing.T, statusURLs []string) *streams {
+	t.Helper()
+	n := len(statusURLs)
+	s := &streams{events: make([][]streamEvent, n), errs: make([]error, n), first: make(chan struct{}, n), done: make(chan struct{})}
+	// A test that fails early ends the streams before it returns.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, u := range statusURLs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.events[i], s.errs[i] = readStream(ctx, u, s.first)
+		}()
+	}
+	go func() { wg.Wait(); close(s.done) }()
+	t.Cleanup(func() { cancel(); <-s.done })
+	return s
+}
+
+// waitFirst waits until every stream has had an event.
+func (s *streams) waitFirst(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for range s.events {
+		select {
+		case <-s.first:
+		case <-deadline:
+			t.Fatalf("a status stream had no event in %s", timeout)
+		}
+	}
+}
+
+// wait waits for the streams to end, and checks that each ended on
+// COMPLETED without an error.
+func (s *streams) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("status streams still open after 3 minutes")
+	}
+	for i, evs := range s.events {
+		if s.errs[i] != nil || len(evs) == 0 || evs[len(evs)-1].status != "COMPLETED" {
+			t.Errorf("stream %d ended without COMPLETED (%v): %v", i, s.errs[i], evs)
+		}
+	}
+}
+
+// readStream reads one status stream to its end; it sends on first at its
+// first event, or when it ends without one.
+func readStream(ctx context.Context, statusURL string, first chan<- struct{}) ([]streamEvent, error) {
+	signalled := false
+	signal := func() {
+		if !signalled {
+			signalled = true
+			first <- struct{}{}
+		}
+	}
+	defer signal()
+	req, err := http.NewRequestWithContext(ctx, "GET", statusURL+"/stream?logs=1", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("GET %s/stream: %d %s", statusURL, resp.StatusCode, b)
+	}
+	var evs []streamEvent
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var st queueStatus
+		if err := json.Unmarshal([]byte(data), &st); err != nil {
+			return evs, fmt.Errorf("event %s: %v", data, err)
+		}
+		evs = append(evs, streamEvent{time.Now(), st.Status})
+		signal()
+	}
+	return evs, sc.Err()
 }
 
 // clientEnv is this process's environment without proxy, CA and fal
@@ -637,6 +747,9 @@ func TestFleet(t *testing.T) {
 		if c, _ := completions(t, f.apis, esrganID, "ok"); c != 0 {
 			t.Errorf("the API node ran %d requests", c)
 		}
+		if m := metricValues(t, api.Base)["falocal_models_loaded"]; m != 0 {
+			t.Errorf("the API node holds %g models", m)
+		}
 		v, err := getFleet(api.Base)
 		if err != nil {
 			t.Fatal(err)
@@ -741,6 +854,9 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("before the restart: %+v, want requests both queued and running", v.Queue)
 		}
 		t.Logf("before the restart: %d queued, %d running", v.Queue.Queued, v.Queue.Running)
+		// Status streams on the API node wait through the outage.
+		follow := startStreams(t, []string{subs[0].StatusURL, subs[len(subs)-1].StatusURL})
+		follow.waitFirst(t, 30*time.Second)
 		down := time.Now()
 		env.pg.Stop(t)
 		// The API node says it cannot take work while the database is gone.
@@ -806,6 +922,7 @@ func TestFleet(t *testing.T) {
 		}
 		t.Logf("all %d requests completed %s after PostgreSQL came back (%s down); %d of them started more than once",
 			len(subs), time.Since(up).Round(time.Millisecond), up.Sub(down).Round(time.Millisecond), reruns)
+		follow.wait(t)
 		rembg, _ := completions(t, f.workers, rembgID, "ok")
 		up2, _ := completions(t, f.workers, esrganID, "ok")
 		if rembg < 3 || up2 < 30 {
@@ -828,73 +945,18 @@ func TestFleet(t *testing.T) {
 			}
 			subs = append(subs, s)
 		}
-		type event struct {
-			at     time.Time
-			status string
+		var urls []string
+		for _, s := range subs {
+			urls = append(urls, s.StatusURL)
 		}
-		events := make([][]event, len(subs))
-		first := make(chan int, len(subs))
-		// A failure below ends the streams before the test returns: none
-		// may report after it.
-		ctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		defer func() { cancel(); wg.Wait() }()
-		for i, s := range subs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				req, _ := http.NewRequestWithContext(ctx, "GET", s.StatusURL+"/stream?logs=1", nil)
-				resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
-				if err != nil {
-					if ctx.Err() == nil {
-						t.Errorf("stream %d: %v", i, err)
-					}
-					first <- i
-					return
-				}
-				defer resp.Body.Close()
-				if resp.StatusCode != 200 {
-					t.Errorf("stream %d: %d", i, resp.StatusCode)
-				}
-				sc := bufio.NewScanner(resp.Body)
-				sc.Buffer(make([]byte, 1<<20), 1<<20)
-				for sc.Scan() {
-					data, ok := strings.CutPrefix(sc.Text(), "data: ")
-					if !ok {
-						continue
-					}
-					var st queueStatus
-					if err := json.Unmarshal([]byte(data), &st); err != nil {
-						t.Errorf("stream %d: event %s: %v", i, data, err)
-						continue
-					}
-					events[i] = append(events[i], event{time.Now(), st.Status})
-					if len(events[i]) == 1 {
-						first <- i
-					}
-				}
-				if err := sc.Err(); err != nil && ctx.Err() == nil {
-					t.Errorf("stream %d: %v", i, err)
-				}
-			}()
-		}
-		for range subs {
-			select {
-			case <-first:
-			case <-time.After(30 * time.Second):
-				t.Fatal("a stream got no event in 30 s")
-			}
-		}
+		follow := startStreams(t, urls)
+		follow.waitFirst(t, 30*time.Second)
 		a.Kill(t)
 		killed := time.Now()
-		wg.Wait()
+		follow.wait(t)
 		after := 0
-		for i, evs := range events {
-			if len(evs) == 0 || evs[len(evs)-1].status != "COMPLETED" {
-				t.Errorf("stream %d ended without COMPLETED: %v", i, evs)
-				continue
-			}
-			if evs[len(evs)-1].at.After(killed) {
+		for _, evs := range follow.events {
+			if len(evs) > 0 && evs[len(evs)-1].at.After(killed) {
 				after++
 			}
 		}
@@ -905,7 +967,7 @@ func TestFleet(t *testing.T) {
 		}
 		for i, s := range subs {
 			var line []string
-			for _, e := range events[i] {
+			for _, e := range follow.events[i] {
 				line = append(line, fmt.Sprintf("%s %+.3fs", e.status, e.at.Sub(killed).Seconds()))
 			}
 			t.Logf("stream %d, events at seconds from the kill: %s", i, strings.Join(line, ", "))
