@@ -984,26 +984,48 @@ func TestFleet(t *testing.T) {
 		a, b := f.apis[0], f.apis[1]
 		w := f.workers[0]
 		sub := submitQueue(t, nil, a.Base+"/"+rembgID, rembgBody).rebase(t, a.Base, b.Base)
+		queued := submitQueue(t, nil, a.Base+"/"+rembgID, rembgBody).rebase(t, a.Base, b.Base)
 		next := submitQueue(t, nil, a.Base+"/"+esrganID, upBody)
 		waitStatus(t, nil, sub.StatusURL, "IN_PROGRESS", 30*time.Second)
-		t0 := time.Now()
-		r := do(t, nil, "PUT", sub.CancelURL, nil)
-		var ack struct{ Status string }
-		if json.Unmarshal(r.body, &ack); r.status != http.StatusAccepted || ack.Status != "CANCELLATION_REQUESTED" {
-			t.Fatalf("PUT %s: %d %s, want 202 CANCELLATION_REQUESTED", sub.CancelURL, r.status, r.body)
+		cancel := func(s submitted) {
+			t.Helper()
+			r := do(t, nil, "PUT", s.CancelURL, nil)
+			var ack struct{ Status string }
+			if json.Unmarshal(r.body, &ack); r.status != http.StatusAccepted || ack.Status != "CANCELLATION_REQUESTED" {
+				t.Fatalf("PUT %s: %d %s, want 202 CANCELLATION_REQUESTED", s.CancelURL, r.status, r.body)
+			}
 		}
-		st, err := awaitCompleted(sub.StatusURL, t0.Add(30*time.Second))
+		cancelled := func(s submitted, st queueStatus) {
+			t.Helper()
+			r := do(t, nil, "GET", s.ResponseURL, nil)
+			var res struct {
+				ErrorType string `json:"error_type"`
+			}
+			if json.Unmarshal(r.body, &res); r.status != 499 || res.ErrorType != "client_cancelled" {
+				t.Errorf("result of the cancelled request: %d %s (status %+v), want 499 client_cancelled", r.status, r.body, st)
+			}
+		}
+		// The one waiting behind it first: it never runs.
+		if st := getStatus(t, nil, queued.StatusURL); st.Status != "IN_QUEUE" {
+			t.Fatalf("second request %s, want IN_QUEUE behind the running one", st.Status)
+		}
+		cancel(queued)
+		st, err := awaitCompleted(queued.StatusURL, time.Now().Add(10*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("the cancelled request completed %s after the PUT on the other API node", time.Since(t0).Round(time.Millisecond))
-		r = do(t, nil, "GET", sub.ResponseURL, nil)
-		var res struct {
-			ErrorType string `json:"error_type"`
+		if st.logsWith("INFO", "request started") != 0 {
+			t.Errorf("the request cancelled while queued started: %+v", st.Logs)
 		}
-		if json.Unmarshal(r.body, &res); r.status != 499 || res.ErrorType != "client_cancelled" {
-			t.Errorf("result of the cancelled request: %d %s (status %+v), want 499 client_cancelled", r.status, r.body, st)
+		cancelled(queued, st)
+		t0 := time.Now()
+		cancel(sub)
+		st, err = awaitCompleted(sub.StatusURL, t0.Add(30*time.Second))
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Logf("the running request completed %s after its cancel on the other API node", time.Since(t0).Round(time.Millisecond))
+		cancelled(sub, st)
 		// The worker goes on with the request queued behind it.
 		st, err = awaitCompleted(next.StatusURL, time.Now().Add(30*time.Second))
 		if err != nil || st.Error != "" {
