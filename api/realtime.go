@@ -25,7 +25,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -116,103 +115,24 @@ func rtError(code, reason string, extra map[string]any) map[string]any {
 }
 
 // realtimeRoutes registers the realtime WebSocket on the run host (GET
-// /run/*) and remembers the realtime tokens /rest/tokens/ hands out, so that a
-// server with keys can check them.
+// /run/*). The tokens /rest/tokens/ hands out are signed (storage.go), so
+// that a server with keys checks them, whichever server of a fleet made
+// them.
 func (s *Server) realtimeRoutes(e *echo.Echo) {
-	toks := &rtTokens{m: map[string]rtTok{}}
-	e.Use(toks.watch)
+	toks := &rtTokens{key: s.tokenKey()}
 	e.GET("/run/*", func(c echo.Context) error { return s.realtime(c, toks) })
 }
 
-// rtTok is one token handed out: the app aliases it allows and its expiry.
-type rtTok struct {
-	apps    []string
-	expires time.Time
-}
-
+// rtTokens checks realtime tokens with the key they are signed with.
 type rtTokens struct {
-	mu sync.Mutex
-	m  map[string]rtTok
+	key []byte
 }
 
-// tokenWriter keeps what a token request answered.
-type tokenWriter struct {
-	http.ResponseWriter
-	status int
-	body   bytes.Buffer
-}
-
-func (w *tokenWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *tokenWriter) Write(b []byte) (int, error) {
-	if w.body.Len() < 4096 {
-		w.body.Write(b)
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-// watch notes the tokens POST /rest/tokens/ hands out, with their apps.
-func (t *rtTokens) watch(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if p := c.Path(); c.Request().Method != http.MethodPost || (p != "/rest/tokens/" && p != "/rest/tokens") {
-			return next(c)
-		}
-		var in bytes.Buffer
-		r := c.Request()
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.TeeReader(io.LimitReader(r.Body, 1<<20), &in), r.Body}
-		w := &tokenWriter{ResponseWriter: c.Response().Writer, status: http.StatusOK}
-		c.Response().Writer = w
-		err := next(c)
-		c.Response().Writer = w.ResponseWriter
-		var tok string
-		if err != nil || w.status != http.StatusOK || json.Unmarshal(w.body.Bytes(), &tok) != nil || tok == "" {
-			return err
-		}
-		var req struct {
-			AllowedApps     []string `json:"allowed_apps"`
-			TokenExpiration int      `json:"token_expiration"`
-		}
-		json.Unmarshal(in.Bytes(), &req)
-		ttl := req.TokenExpiration
-		if ttl <= 0 {
-			ttl = 120
-		}
-		now := time.Now()
-		t.mu.Lock()
-		for k, v := range t.m {
-			if now.After(v.expires) {
-				delete(t.m, k)
-			}
-		}
-		t.m[tok] = rtTok{apps: req.AllowedApps, expires: now.Add(time.Duration(min(ttl, 86400)) * time.Second)}
-		t.mu.Unlock()
-		return nil
-	}
-}
-
-// valid reports whether tok was handed out, has not expired and allows the
-// app of endpoint id (its alias, as fal's tokens name apps).
+// valid reports whether tok is a realtime token that has not expired and
+// allows the app of endpoint id (its alias, as fal's tokens name apps).
 func (t *rtTokens) valid(tok, id string) bool {
-	t.mu.Lock()
-	v, ok := t.m[tok]
-	t.mu.Unlock()
-	if !ok || time.Now().After(v.expires) {
-		return false
-	}
 	segs := strings.Split(appOf(id), "/")
-	alias := segs[len(segs)-1]
-	for _, a := range v.apps {
-		if a == alias || a == appOf(id) {
-			return true
-		}
-	}
-	return len(v.apps) == 0
+	return realtimeTokenAllows(t.key, tok, segs[len(segs)-1], appOf(id))
 }
 
 // realtime serves GET /run/* : the WebSocket of fal's realtime protocol.

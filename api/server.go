@@ -63,6 +63,11 @@ type Config struct {
 	// SharedQueue, a postgres:// URL, shares the queue among every server
 	// given the same database (api/queue/pgqueue) instead of QueueDB.
 	SharedQueue string
+	// SharedFiles says that other servers share Files (a fleet behind one
+	// load balancer): upload sessions are then kept in the store too, so
+	// that each call of an upload may reach any of them. A SharedQueue
+	// implies it.
+	SharedFiles bool
 	// Role is what this server does in a fleet: RoleBoth (the default) takes
 	// and runs requests; RoleAPI takes requests and runs none; RoleWorker
 	// runs requests and serves only /healthz, /readyz, /metrics and /fleet.

@@ -3,7 +3,9 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -38,6 +40,15 @@ import (
 //
 // A file's URL is handed out before its bytes arrive and answers 404 until
 // the upload completes.
+//
+// Servers of a fleet share the file store, and a client's calls may reach
+// any of them. Tokens and upload keys are therefore signed, not
+// remembered (tokenKey: every server with the same webhook key accepts
+// them), and with Config.SharedFiles (or a SharedQueue) a session is also
+// kept in the store beside its parts (uploadRecord): a server that does not
+// know an upload key reads its session there, takes the parts that other
+// servers received from the store's list, and sees an upload completed
+// elsewhere by its file. Sessions stay in memory too, the fast path.
 
 const (
 	// uploadTTL: upload sessions idle this long go, with their parts.
@@ -72,7 +83,8 @@ const (
 )
 
 // uploadSession is one upload session, keyed by its capability token (JS and
-// GCS-style) or its uploadId (v3 multipart).
+// GCS-style) or its uploadId (v3 multipart): both are upload keys
+// (uploadKey).
 type uploadSession struct {
 	kind        uploadKind
 	id, name    string // files.Store id and cleaned name
@@ -88,20 +100,17 @@ type uploadSession struct {
 	parts    map[int]files.Part
 }
 
-type rtToken struct {
-	apps    []string
-	expires time.Time
-}
-
-// storage holds the sessions and tokens in memory; the bytes are in the file store.
+// storage holds the sessions in memory; the bytes are in the file store.
 type storage struct {
 	s     *Server
 	limit int64
+	key   []byte // signs tokens and upload keys (tokenKey)
+	// shared: other servers share the file store, so sessions are kept in
+	// it too.
+	shared bool
 
 	mu         sync.Mutex
 	uploads    map[string]*uploadSession
-	cdnTokens  map[string]time.Time // token → expiry
-	rtTokens   map[string]rtToken
 	lastPrune  time.Time
 	lastSweep  time.Time
 	sweepingUp bool
@@ -112,7 +121,7 @@ func (s *Server) storageRoutes(e *echo.Echo) {
 		s.cfg.MaxUploadBytes = defaultMaxUpload
 	}
 	st := &storage{s: s, limit: s.cfg.MaxUploadBytes, uploads: map[string]*uploadSession{},
-		cdnTokens: map[string]time.Time{}, rtTokens: map[string]rtToken{}}
+		key: s.tokenKey(), shared: s.cfg.SharedFiles || s.cfg.SharedQueue != ""}
 	// Writes are refused with a 507 while the data directory is short of
 	// space (roomy, after the caller's credentials are checked).
 	e.Use(s.diskSpace)
@@ -207,9 +216,16 @@ func (st *storage) roomy(param string) echo.MiddlewareFunc {
 				return next(c)
 			}
 			if param != "" {
+				key := c.Param(param)
 				st.mu.Lock()
-				_, known := st.uploads[c.Param(param)]
+				_, known := st.uploads[key]
 				st.mu.Unlock()
+				// Shared: another server's upload is known by its key.
+				for _, k := range []uploadKind{uploadSingle, uploadMultipart, uploadV3} {
+					if !known && st.shared {
+						_, known = st.keyID(key, k)
+					}
+				}
 				if !known {
 					return next(c)
 				}
@@ -217,12 +233,6 @@ func (st *storage) roomy(param string) echo.MiddlewareFunc {
 			return insufficientStorage(err)
 		}
 	}
-}
-
-func newUploadKey() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 func uploadErr(status int, format string, args ...any) error {
@@ -296,17 +306,11 @@ func (st *storage) prune() {
 	for key, u := range st.uploads {
 		if now.Sub(u.touched) > uploadTTL && !u.busy && u.inflight == 0 {
 			delete(st.uploads, key)
-			drop = append(drop, u.id)
-		}
-	}
-	for tok, exp := range st.cdnTokens {
-		if !now.Before(exp) {
-			delete(st.cdnTokens, tok)
-		}
-	}
-	for tok, t := range st.rtTokens {
-		if !now.Before(t.expires) {
-			delete(st.rtTokens, tok)
+			// A shared session may have been kept alive on other servers:
+			// its parts go by the store's times (SweepParts).
+			if !st.shared {
+				drop = append(drop, u.id)
+			}
 		}
 	}
 	sweep := now.Sub(st.lastSweep) >= sweepPartsEvery && !st.sweepingUp
@@ -348,7 +352,12 @@ func (st *storage) newUpload(r *http.Request, kind uploadKind, contentType, name
 	u := &uploadSession{kind: kind, id: id, name: files.CleanName(name), contentType: contentType,
 		touched: storageClock(), parts: map[int]files.Part{}}
 	u.fileURL = st.cdnRoot(r) + "/files/" + u.id + "/" + u.name
-	key := newUploadKey()
+	key := st.uploadKey(kind, id)
+	if st.shared {
+		if err := st.save(u, u.touched); err != nil {
+			return "", nil, err
+		}
+	}
 	st.mu.Lock()
 	st.uploads[key] = u
 	st.mu.Unlock()
@@ -403,13 +412,12 @@ func (st *storage) cdnToken(c echo.Context) error {
 		return bodyError(err)
 	}
 	st.prune()
-	tok := newUploadKey()
 	// Whole seconds and an explicit +00:00: what Python's
 	// datetime.fromisoformat reads on every version.
 	exp := storageClock().UTC().Add(cdnTokenTTL).Truncate(time.Second)
-	st.mu.Lock()
-	st.cdnTokens[tok] = exp
-	st.mu.Unlock()
+	var nonce [10]byte
+	rand.Read(nonce[:])
+	tok := signToken(st.key, tokenCDN, exp, nonce)
 	return c.JSON(http.StatusOK, map[string]string{
 		"token":      tok,
 		"token_type": "Bearer",
@@ -419,8 +427,7 @@ func (st *storage) cdnToken(c echo.Context) error {
 }
 
 // realtimeToken issues the short-lived token of fal's realtime
-// connections (remembered with its apps until it expires); the answer is a
-// bare JSON string.
+// connections (signed, with its apps); the answer is a bare JSON string.
 func (st *storage) realtimeToken(c echo.Context) error {
 	var in struct {
 		AllowedApps     []string `json:"allowed_apps"`
@@ -439,11 +446,7 @@ func (st *storage) realtimeToken(c echo.Context) error {
 		ttl = 86400
 	}
 	st.prune()
-	tok := newUploadKey()
-	st.mu.Lock()
-	st.rtTokens[tok] = rtToken{apps: in.AllowedApps, expires: storageClock().Add(time.Duration(ttl) * time.Second)}
-	st.mu.Unlock()
-	return c.JSON(http.StatusOK, tok)
+	return c.JSON(http.StatusOK, signRealtimeToken(st.key, storageClock().Add(time.Duration(ttl)*time.Second), in.AllowedApps))
 }
 
 // requireToken checks the Bearer token of the v3 CDN calls (a valid
@@ -462,10 +465,7 @@ func (st *storage) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		switch {
 		case strings.EqualFold(scheme, "Bearer"):
-			st.mu.Lock()
-			exp, ok := st.cdnTokens[cred]
-			st.mu.Unlock()
-			if ok && storageClock().Before(exp) {
+			if _, _, ok := openToken(st.key, tokenCDN, cred); ok {
 				return next(c)
 			}
 		case strings.EqualFold(scheme, "Key"):
@@ -520,6 +520,7 @@ func (st *storage) answerFile(c echo.Context, m files.Meta, url string) error {
 func (st *storage) putSingle(c echo.Context) error {
 	st.prune()
 	key := c.Param("token")
+	st.load(c.Request(), key, uploadSingle)
 	st.mu.Lock()
 	u, err := st.session(key, uploadSingle)
 	if err == nil && u.done {
@@ -552,11 +553,20 @@ func (st *storage) putSingle(c echo.Context) error {
 	}
 	body := &readTracker{r: r.Body}
 	m, err := st.s.cfg.Files.PutReader(u.id, body, ct, u.name, st.limit)
+	if err != nil && st.shared && errors.Is(err, files.ErrExists) {
+		// Another server stored it: a retry of a PUT that succeeded there.
+		if sm, serr := st.s.cfg.Files.Stat(u.id); serr == nil {
+			m, err = sm, nil
+		}
+	}
 	if err != nil {
 		release()
 		return st.storeErr(err, body)
 	}
 	st.finish(u, m)
+	if st.shared {
+		st.s.cfg.Files.DropParts(u.id) // the session's record
+	}
 	return st.answerFile(c, m, u.fileURL)
 }
 
@@ -651,6 +661,7 @@ func (st *storage) receivePart(c echo.Context, key string, kind uploadKind) erro
 	if n > files.MaxParts {
 		return uploadErr(http.StatusBadRequest, "Invalid part number %d: parts are numbered 1 to %d", n, files.MaxParts)
 	}
+	st.load(c.Request(), key, kind)
 	st.mu.Lock()
 	u, err := st.claim(c, key, kind)
 	if err == nil && u.done {
@@ -680,6 +691,7 @@ func (st *storage) receivePart(c echo.Context, key string, kind uploadKind) erro
 	st.mu.Lock()
 	u.inflight--
 	u.touched = storageClock()
+	touched := u.touched
 	if err == nil {
 		switch {
 		case st.uploads[key] != u || u.done:
@@ -696,6 +708,12 @@ func (st *storage) receivePart(c echo.Context, key string, kind uploadKind) erro
 	st.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if st.shared {
+		// The session's last activity, for the other servers.
+		if serr := st.save(u, touched); serr != nil {
+			st.s.log.Warn("upload session not saved", "id", u.id, "err", serr)
+		}
 	}
 	c.Response().Header().Set("ETag", `"`+p.ETag+`"`)
 	return c.JSON(http.StatusOK, map[string]any{"partNumber": n, "etag": p.ETag})
@@ -730,6 +748,15 @@ func (st *storage) completeUpload(c echo.Context, key string, kind uploadKind) e
 	if err := readUploadJSON(c, &in); err != nil {
 		return err
 	}
+	st.load(c.Request(), key, kind)
+	// Shared: the parts other servers received are known from the store.
+	var stored []files.Part
+	if id, ok := st.keyID(key, kind); ok && st.shared {
+		var err error
+		if stored, err = st.s.cfg.Files.ListParts(id); err != nil {
+			return err
+		}
+	}
 	st.mu.Lock()
 	u, err := st.claim(c, key, kind)
 	if err == nil && u.done {
@@ -754,6 +781,18 @@ func (st *storage) completeUpload(c echo.Context, key string, kind uploadKind) e
 	}
 	for i, lp := range list {
 		want, ok := u.parts[lp.PartNumber]
+		if etag := normETag(lp.ETag); !ok || want.ETag != etag {
+			// Another server's part, or another server's retry of it: a
+			// stored version with the listed etag holds the listed bytes.
+			for _, p := range stored {
+				if p.Number == lp.PartNumber && (!ok || p.ETag == etag) {
+					want, ok = p, true
+					if p.ETag == etag {
+						break
+					}
+				}
+			}
+		}
 		switch {
 		case lp.PartNumber < 1 || lp.PartNumber > files.MaxParts:
 			err = uploadErr(http.StatusBadRequest, "Invalid partNumber %d", lp.PartNumber)
@@ -780,6 +819,12 @@ func (st *storage) completeUpload(c echo.Context, key string, kind uploadKind) e
 	st.mu.Unlock()
 
 	m, err := st.s.cfg.Files.AssembleParts(u.id, parts, u.contentType, u.name, st.limit)
+	if err != nil && st.shared && (errors.Is(err, files.ErrExists) || errors.Is(err, files.ErrPartNotFound)) {
+		// Another server completed it meanwhile.
+		if sm, serr := st.s.cfg.Files.Stat(u.id); serr == nil {
+			m, err = sm, nil
+		}
+	}
 	if err == nil {
 		st.finish(u, m)
 	} else {
@@ -794,4 +839,214 @@ func (st *storage) completeUpload(c echo.Context, key string, kind uploadKind) e
 		return st.storeErr(err, nil)
 	}
 	return st.answerFile(c, m, u.fileURL)
+}
+
+// --- signed tokens and upload keys, sessions in the store ------------------
+
+// Tokens are 32 bytes in hex, the form fal's clients have always got from
+// us: kind (1 byte), expiry (5, Unix seconds), payload (10) and an
+// HMAC-SHA256 of those (16). An upload key is the file id (16 bytes) and an
+// HMAC of the id and the session's kind (16).
+const (
+	tokenCDN      byte = 1
+	tokenRealtime byte = 2
+	tokenUpload   byte = 16 // + the uploadKind
+)
+
+// fallbackTokenKey signs without a webhook key (webhooks off, tests): the
+// tokens are then good on this process only.
+var fallbackTokenKey = func() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
+}()
+
+// tokenKey is the key tokens and upload keys are signed with, derived from
+// the webhook key that every server of a fleet shares.
+func (s *Server) tokenKey() []byte {
+	if w := s.cfg.Webhooks; w != nil && w.Signer != nil {
+		return w.Signer.DeriveKey("storage tokens")
+	}
+	return fallbackTokenKey
+}
+
+func tokenMAC(key []byte, msg ...[]byte) []byte {
+	h := hmac.New(sha256.New, key)
+	for _, m := range msg {
+		h.Write(m)
+	}
+	return h.Sum(nil)
+}
+
+// tokenHead is a token's kind and expiry.
+func tokenHead(kind byte, exp time.Time) [6]byte {
+	h := [6]byte{kind}
+	u := uint64(max(exp.Unix(), 0))
+	for i := range 5 {
+		h[5-i] = byte(u >> (8 * i))
+	}
+	return h
+}
+
+func signToken(key []byte, kind byte, exp time.Time, payload [10]byte) string {
+	var b [32]byte
+	head := tokenHead(kind, exp)
+	copy(b[:6], head[:])
+	copy(b[6:16], payload[:])
+	copy(b[16:], tokenMAC(key, b[:16]))
+	return hex.EncodeToString(b[:])
+}
+
+// openToken checks a token of kind signed with key and not expired, and
+// returns its first 6 bytes (kind and expiry) and its payload.
+func openToken(key []byte, kind byte, tok string) (head, payload []byte, ok bool) {
+	if !validUploadKey.MatchString(tok) {
+		return nil, nil, false
+	}
+	b, _ := hex.DecodeString(tok)
+	if b[0] != kind || !hmac.Equal(b[16:], tokenMAC(key, b[:16])[:16]) {
+		return nil, nil, false
+	}
+	var u uint64
+	for _, c := range b[1:6] {
+		u = u<<8 | uint64(c)
+	}
+	if !storageClock().Before(time.Unix(int64(u), 0)) {
+		return nil, nil, false
+	}
+	return b[:6], b[6:16], true
+}
+
+// A realtime token's payload holds its apps as an 80-bit Bloom filter,
+// appBits keyed bits an app, so a list of any length fits; all zero
+// allows every app. One app lets another through with a chance of about
+// 1e-7, and only a server that knows the key can tell which bits an app sets.
+const appBits = 6
+
+func appBitsOf(key, head []byte, app string) [appBits]int {
+	sum := tokenMAC(key, []byte("realtime app\x00"), head, []byte(app))
+	var out [appBits]int
+	for i := range out {
+		out[i] = (int(sum[2*i])<<8 | int(sum[2*i+1])) % 80
+	}
+	return out
+}
+
+func signRealtimeToken(key []byte, exp time.Time, apps []string) string {
+	head := tokenHead(tokenRealtime, exp)
+	var filter [10]byte
+	for _, a := range apps {
+		for _, bit := range appBitsOf(key, head[:], a) {
+			filter[bit/8] |= 1 << (bit % 8)
+		}
+	}
+	return signToken(key, tokenRealtime, exp, filter)
+}
+
+// realtimeTokenAllows reports whether tok is a live realtime token signed
+// with key that allows an app by one of names (alias or owner/alias).
+func realtimeTokenAllows(key []byte, tok string, names ...string) bool {
+	head, filter, ok := openToken(key, tokenRealtime, tok)
+	if !ok {
+		return false
+	}
+	if bytes.Equal(filter, make([]byte, 10)) {
+		return true
+	}
+names:
+	for _, n := range names {
+		for _, bit := range appBitsOf(key, head, n) {
+			if filter[bit/8]&(1<<(bit%8)) == 0 {
+				continue names
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func (st *storage) uploadKey(kind uploadKind, id string) string {
+	return id + hex.EncodeToString(tokenMAC(st.key, []byte{tokenUpload + byte(kind)}, []byte(id))[:16])
+}
+
+// keyID returns the file id of an upload key this fleet handed out for kind.
+func (st *storage) keyID(key string, kind uploadKind) (string, bool) {
+	if !validUploadKey.MatchString(key) {
+		return "", false
+	}
+	id := key[:32]
+	return id, hmac.Equal([]byte(key), []byte(st.uploadKey(kind, id)))
+}
+
+// uploadRecord is a session as kept in the file store (shared mode).
+type uploadRecord struct {
+	Kind        uploadKind `json:"kind"`
+	Name        string     `json:"name"`
+	ContentType string     `json:"content_type"`
+	FileURL     string     `json:"file_url"`
+	Touched     time.Time  `json:"touched"`
+}
+
+// save writes the session's record with its last activity.
+func (st *storage) save(u *uploadSession, touched time.Time) error {
+	b, err := json.Marshal(uploadRecord{Kind: u.kind, Name: u.name, ContentType: u.contentType, FileURL: u.fileURL, Touched: touched})
+	if err != nil {
+		return err
+	}
+	return st.s.cfg.Files.PutUploadInfo(u.id, b)
+}
+
+// load brings in, in shared mode, what other servers did with an upload
+// of kind: a session this server does not know, or knows as idle, is read
+// from the store, and one whose file is stored is done (completed here or
+// elsewhere). The key's MAC shows that a server of the fleet handed it out.
+func (st *storage) load(r *http.Request, key string, kind uploadKind) {
+	if !st.shared {
+		return
+	}
+	id, ok := st.keyID(key, kind)
+	if !ok {
+		return
+	}
+	st.mu.Lock()
+	u := st.uploads[key]
+	known := u != nil && storageClock().Sub(u.touched) <= uploadTTL
+	done := u != nil && u.done
+	st.mu.Unlock()
+	if done {
+		return
+	}
+	nu := &uploadSession{kind: kind, id: id, parts: map[int]files.Part{}}
+	found := false
+	if !known {
+		var rec uploadRecord
+		if b, err := st.s.cfg.Files.UploadInfo(id); err == nil && json.Unmarshal(b, &rec) == nil && rec.Kind == kind {
+			nu.name, nu.contentType, nu.fileURL, nu.touched = rec.Name, rec.ContentType, rec.FileURL, rec.Touched
+			found = true
+		}
+	}
+	if m, err := st.s.cfg.Files.Stat(id); err == nil {
+		if !found {
+			// Its record went with the parts; a retry still gets its answer.
+			nu.name, nu.contentType, nu.touched = m.Name, m.ContentType, m.Created
+			nu.fileURL = st.cdnRoot(r) + "/files/" + id + "/" + m.Name
+		}
+		nu.done, nu.meta, nu.parts, found = true, m, nil, true
+	}
+	if !found {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	cur := st.uploads[key]
+	if cur == nil {
+		st.uploads[key] = nu
+		return
+	}
+	if nu.touched.After(cur.touched) {
+		cur.touched = nu.touched
+	}
+	if nu.done && !cur.done {
+		cur.done, cur.meta, cur.parts = true, nu.meta, nil
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,7 +45,8 @@ type Meta struct {
 }
 
 // Local keeps each file as <dir>/<id>.bin with <dir>/<id>.json beside it,
-// and the parts of multipart uploads under <dir>/multipart/<id>/.
+// and the parts of multipart uploads (and an upload's record) under
+// <dir>/multipart/<id>/.
 type Local struct {
 	dir string
 }
@@ -430,4 +432,86 @@ func (r *seqFiles) close() {
 		r.f.Close()
 		r.f = nil
 	}
+}
+
+// uploadInfoName is the file of an upload's record in its part directory
+// (or the key under its part prefix): no part is named so.
+const uploadInfoName = "upload.json"
+
+// parsePartName reads "<n>.<etag>" (what follows is the caller's to check).
+func parsePartName(name string) (Part, bool) {
+	ns, etag, ok := strings.Cut(name, ".")
+	n, err := strconv.Atoi(ns)
+	if !ok || err != nil || n < 1 || n > MaxParts || strconv.Itoa(n) != ns || !validETag.MatchString(etag) {
+		return Part{}, false
+	}
+	return Part{Number: n, ETag: etag}, true
+}
+
+// ListParts lists the stored versions of the upload's parts.
+func (s *Local) ListParts(id string) ([]Part, error) {
+	if !validID.MatchString(id) {
+		return nil, nil
+	}
+	ents, err := os.ReadDir(s.partDir(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Part
+	for _, e := range ents {
+		base, ok := strings.CutSuffix(e.Name(), ".part")
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		p, ok := parsePartName(base)
+		info, err := e.Info()
+		if !ok || err != nil {
+			continue
+		}
+		p.Size = info.Size()
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// PutUploadInfo writes the record under a unique temporary name first:
+// servers may rewrite it concurrently.
+func (s *Local) PutUploadInfo(id string, data []byte) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("invalid file id %q", id)
+	}
+	dir := s.partDir(id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "upload.*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, uploadInfoName))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// UploadInfo reads the upload's record.
+func (s *Local) UploadInfo(id string) ([]byte, error) {
+	if !validID.MatchString(id) {
+		return nil, ErrNotFound
+	}
+	b, err := os.ReadFile(filepath.Join(s.partDir(id), uploadInfoName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return b, err
 }

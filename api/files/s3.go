@@ -76,7 +76,8 @@ func (c S3Config) String() string {
 // S3 keeps files in a bucket, where several servers can share them: the
 // file id as <prefix>files/<id> (its content type, and its name and time in
 // the object's metadata), and the parts of multipart uploads as
-// <prefix>multipart/<id>/<n>.<etag> until they are assembled.
+// <prefix>multipart/<id>/<n>.<etag> until they are assembled (an upload's
+// record as <prefix>multipart/<id>/upload.json).
 type S3 struct {
 	c      *minio.Client
 	bucket string
@@ -467,4 +468,50 @@ func (s *S3) SweepParts(cutoff time.Time, keep func(id string) bool) (int, error
 		}
 	}
 	return n, nil
+}
+
+// ListParts lists the part objects of the upload (not its temporaries).
+func (s *S3) ListParts(id string) ([]Part, error) {
+	if !validID.MatchString(id) {
+		return nil, nil
+	}
+	var out []Part
+	root := s.partsKey(id)
+	for o := range s.c.ListObjects(context.Background(), s.bucket, minio.ListObjectsOptions{Prefix: root, Recursive: true}) {
+		if o.Err != nil {
+			return nil, o.Err
+		}
+		p, ok := parsePartName(strings.TrimPrefix(o.Key, root))
+		if !ok || s.partKey(id, p) != o.Key {
+			continue
+		}
+		p.Size = o.Size
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (s *S3) PutUploadInfo(id string, data []byte) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("invalid file id %q", id)
+	}
+	_, err := s.c.PutObject(context.Background(), s.bucket, s.partsKey(id)+uploadInfoName, bytes.NewReader(data), int64(len(data)),
+		minio.PutObjectOptions{ContentType: "application/json"})
+	return err
+}
+
+func (s *S3) UploadInfo(id string) ([]byte, error) {
+	if !validID.MatchString(id) {
+		return nil, ErrNotFound
+	}
+	obj, err := s.c.GetObject(context.Background(), s.bucket, s.partsKey(id)+uploadInfoName, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
+	b, err := io.ReadAll(io.LimitReader(obj, 1<<20))
+	if notFound(err) {
+		return nil, ErrNotFound
+	}
+	return b, err
 }

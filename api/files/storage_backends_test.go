@@ -195,6 +195,71 @@ var backendCases = []struct {
 			t.Errorf("SweepParts after assembly = %d, %v; want no upload left", n, err)
 		}
 	}},
+	{"upload records and part lists", func(t *testing.T, s *files.Store) {
+		id, _ := files.NewID()
+		if _, err := s.UploadInfo(id); !errors.Is(err, files.ErrNotFound) {
+			t.Errorf("UploadInfo before any: %v, want ErrNotFound", err)
+		}
+		if ps, err := s.ListParts(id); err != nil || len(ps) != 0 {
+			t.Errorf("ListParts before any = %v, %v", ps, err)
+		}
+		for _, rec := range []string{`{"v":1}`, `{"v":2}`} {
+			if err := s.PutUploadInfo(id, []byte(rec)); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := s.UploadInfo(id); err != nil || string(b) != rec {
+				t.Errorf("UploadInfo = %q, %v; want %q", b, err, rec)
+			}
+		}
+		// Every stored version of a part is listed, the record is not.
+		var want []files.Part
+		for _, p := range []struct {
+			n    int
+			data string
+		}{{1, "first"}, {2, "second"}, {2, "second, again"}} {
+			part, err := s.PutPart(id, p.n, strings.NewReader(p.data), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, part)
+		}
+		got, err := s.ListParts(id)
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("ListParts = %v, %v; want %v", got, err, want)
+		}
+		for _, w := range want {
+			found := false
+			for _, g := range got {
+				found = found || g == w
+			}
+			if !found {
+				t.Errorf("ListParts = %v, missing %v", got, w)
+			}
+		}
+		// The record keeps an upload alive, and goes with its parts.
+		if n, err := s.SweepParts(time.Now().Add(-time.Hour), nil); err != nil || n != 0 {
+			t.Errorf("SweepParts of a fresh upload = %d, %v", n, err)
+		}
+		if err := s.DropParts(id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.UploadInfo(id); !errors.Is(err, files.ErrNotFound) {
+			t.Errorf("UploadInfo after DropParts: %v, want ErrNotFound", err)
+		}
+		other, _ := files.NewID()
+		if err := s.PutUploadInfo(other, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.SweepParts(time.Now().Add(time.Hour), nil); err != nil || n != 1 {
+			t.Errorf("SweepParts of an idle record = %d, %v; want 1", n, err)
+		}
+		if _, err := s.UploadInfo(other); !errors.Is(err, files.ErrNotFound) {
+			t.Errorf("UploadInfo after SweepParts: %v, want ErrNotFound", err)
+		}
+		if err := s.PutUploadInfo("../x", []byte("{}")); err == nil {
+			t.Errorf("PutUploadInfo took an invalid id")
+		}
+	}},
 	{"sweep cutoff", func(t *testing.T, s *files.Store) {
 		m, err := s.Put([]byte("old"), "text/plain", "a.txt")
 		if err != nil {

@@ -45,6 +45,16 @@ type Backend interface {
 	// SweepParts deletes the parts of uploads idle since cutoff, except
 	// those keep reports as live, and returns how many uploads went.
 	SweepParts(cutoff time.Time, keep func(id string) bool) (int, error)
+	// ListParts lists every stored version of the upload's parts, so that
+	// a server can complete an upload whose parts other servers received.
+	ListParts(id string) ([]Part, error)
+	// PutUploadInfo stores a small record about the upload of file id (its
+	// session, for the other servers sharing the store), replacing any. It
+	// lives with the parts: writing it keeps the upload from being swept,
+	// and DropParts and SweepParts delete it.
+	PutUploadInfo(id string, data []byte) error
+	// UploadInfo returns that record, or ErrNotFound.
+	UploadInfo(id string) ([]byte, error)
 }
 
 // Store is the file store the API uses: a Backend and, for a local one, a

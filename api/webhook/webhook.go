@@ -78,6 +78,16 @@ func (s *Signer) KeyID() string { return s.kid }
 // PublicKey returns the verifying key.
 func (s *Signer) PublicKey() ed25519.PublicKey { return s.pub }
 
+// DeriveKey returns a 32-byte secret for purpose, derived from the private
+// key: the servers of a fleet, which share the webhook key, share it too
+// (they sign tokens with it that any of them accepts).
+func (s *Signer) DeriveKey(purpose string) []byte {
+	h := sha256.New()
+	h.Write([]byte("falocal derived key\x00" + purpose + "\x00"))
+	h.Write(s.priv.Seed())
+	return h.Sum(nil)
+}
+
 // LoadOrCreate reads a PEM (PKCS#8) Ed25519 private key from path, creating
 // it (mode 0600, parent directories 0700) on first use. The key must persist:
 // receivers pin the JWKS, so a new key per start would break their checks.
