@@ -13,17 +13,74 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/api/webhook"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines"
 )
+
+// stTurboEP stands in for a realtime app: it answers its prompt.
+type stTurboEP struct{}
+
+func (stTurboEP) ID() string { return "fal-ai/fast-turbo-diffusion" }
+
+func (stTurboEP) Run(ctx context.Context, req *pipelines.Request) (any, error) {
+	var in map[string]any
+	json.Unmarshal(req.Input, &in)
+	return map[string]any{"prompt": in["prompt"]}, nil
+}
+
+// stRealtime opens a realtime connection to e with tok and sends a prompt:
+// it reports the answer's prompt, or the error that refused the connection.
+func stRealtime(t *testing.T, e *stEnv, tok string) (prompt, refusal string) {
+	t.Helper()
+	ts := httptest.NewServer(e.h)
+	defer ts.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(ts.URL, "http")+"/run/fal-ai/fast-turbo-diffusion/realtime?fal_jwt_token="+tok, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.CloseNow()
+	b, _ := msgpack.Marshal(map[string]any{"prompt": "ok"})
+	if err := c.Write(ctx, websocket.MessageBinary, b); err != nil {
+		return "", err.Error()
+	}
+	for {
+		typ, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		var m map[string]any
+		if typ == websocket.MessageBinary {
+			err = msgpack.Unmarshal(b, &m)
+		} else {
+			err = json.Unmarshal(b, &m)
+		}
+		if err != nil {
+			t.Fatalf("frame %q: %v", b, err)
+		}
+		if m["type"] == "x-fal-message" {
+			continue
+		}
+		if e, ok := m["error"].(string); ok {
+			return "", e
+		}
+		p, _ := m["prompt"].(string)
+		return p, ""
+	}
+}
 
 func newStSigner(t *testing.T) *webhook.Signer {
 	t.Helper()
@@ -38,7 +95,7 @@ func newStSigner(t *testing.T) *webhook.Signer {
 func newStFleetEnv(t *testing.T, store *files.Store, signer *webhook.Signer) (*stEnv, *Server) {
 	t.Helper()
 	srv := New(Config{
-		Registry:    pipelines.NewRegistry(stOpenEP{}),
+		Registry:    pipelines.NewRegistry(stOpenEP{}, stTurboEP{}),
 		Files:       store,
 		Logger:      slog.New(slog.DiscardHandler),
 		HTTPClient:  &http.Client{Transport: stNoNet{t}},
@@ -233,6 +290,12 @@ func (f *stFleet) realtimeToken(e *stEnv, body map[string]any) string {
 func (f *stFleet) realtime(t *testing.T) {
 	onB := &rtTokens{key: f.sb.tokenKey()}
 	tok := f.realtimeToken(f.a, map[string]any{"allowed_apps": []string{"fast-turbo-diffusion"}, "token_expiration": 120})
+	if p, refusal := stRealtime(t, f.b, tok); p != "ok" {
+		t.Errorf("realtime on B with A's token: %q %q", p, refusal)
+	}
+	if _, refusal := stRealtime(t, f.b, f.realtimeToken(f.other, map[string]any{})); refusal != "Unauthorized" {
+		t.Errorf("realtime on B with another key's token: refusal %q, want Unauthorized", refusal)
+	}
 	if !onB.valid(tok, "fal-ai/fast-turbo-diffusion") {
 		t.Errorf("B refuses A's token for its app")
 	}
