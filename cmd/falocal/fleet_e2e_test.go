@@ -762,7 +762,13 @@ func TestFleet(t *testing.T) {
 	t.Run("kill -9 of a worker", func(t *testing.T) {
 		f := env.start(t, 1, 3, 1)
 		api := f.apis[0]
-		sub := submitQueue(t, nil, api.Base+"/"+rembgID, rembgBody)
+		hooks := make(chan []byte, 4)
+		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			hooks <- b
+		}))
+		defer recv.Close()
+		sub := submitQueue(t, nil, api.Base+"/"+rembgID+"?fal_webhook="+url.QueryEscape(recv.URL+"/hook"), rembgBody)
 		// The worker that claimed it, as /fleet says.
 		var victim fleetServer
 		deadline := time.Now().Add(30 * time.Second)
@@ -804,6 +810,16 @@ func TestFleet(t *testing.T) {
 		}
 		img := resultImage(t, nil, sub.ResponseURL)
 		checkAstronaut(t, fleetImage(t, api.Base, img))
+		// The webhook comes once, from the run that completed.
+		select {
+		case b := <-hooks:
+			var env struct{ Status string }
+			if json.Unmarshal(b, &env); env.Status != "OK" {
+				t.Errorf("webhook after the re-run: %s", b)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("no webhook 20 s after the re-run completed")
+		}
 		var survivors []fleetServer
 		for _, w := range f.workers {
 			if w.name != victim.name {
@@ -832,6 +848,11 @@ func TestFleet(t *testing.T) {
 		}
 		if c, per := completions(t, survivors, rembgID, "ok"); c != 1 {
 			t.Errorf("the other workers completed %d background removals by the end, want 1: %v", c, per)
+		}
+		select {
+		case b := <-hooks:
+			t.Errorf("a second webhook: %s", b)
+		default:
 		}
 	})
 
