@@ -103,7 +103,7 @@ check: vet deps-check
 # Benchmarks (not timed tests): server overhead vs the bare engine; then upscaling, once (x4plus under ncnn on
 # lavapipe alone takes ~20 min).
 bench: test-assets
-	$(TEST_ENV) $(GO) test -run '^$$' -bench 'Rembg|Queue' -benchtime 5x -timeout 30m ./bench/
+	$(TEST_ENV) $(GO) test -run '^$$' -bench 'Rembg|Queue|Fleet' -benchtime 5x -timeout 30m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Upscale -benchtime 1x -timeout 60m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Whisper -benchtime 1x -timeout 30m ./bench/
 	$(TEST_ENV) $(GO) test -run '^$$' -bench Diffusion -benchtime 3x -timeout 30m ./bench/
