@@ -88,6 +88,12 @@ func (q *Queue) claim() (*job, queue.Record, error) {
 	runCtx, stop := context.WithCancel(q.runCtx)
 	j := &job{id: rec.ID, attempts: rec.Attempts, cancel: stop}
 	q.mu.Lock()
+	if old := q.running[rec.ID]; old != nil {
+		// A run of an earlier claim of this node, whose lease was lost
+		// and which the reaper queued again: this claim replaces it.
+		q.log.Warn("queue: lease lost; interrupting the run (this node claimed the request again)", "id", rec.ID)
+		old.cancel()
+	}
 	q.running[rec.ID] = j
 	// A cancel heard between the claim and now would otherwise be missed.
 	if _, ok := q.cancels[rec.ID]; ok || cancelReq {
@@ -148,7 +154,9 @@ func (q *Queue) execute(j *job, rec queue.Record) {
 	elapsed := time.Since(start).Seconds()
 	j.cancel()
 	q.mu.Lock()
-	delete(q.running, j.id)
+	if q.running[j.id] == j { // not a later claim of the same request
+		delete(q.running, j.id)
+	}
 	byUser := j.byUser
 	q.mu.Unlock()
 	if q.crashed.Load() {
