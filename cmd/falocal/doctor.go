@@ -23,6 +23,7 @@ import (
 
 	"github.com/falocal/falocal/api/files"
 	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/api/queue/pgqueue"
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/weights"
 )
@@ -545,9 +546,13 @@ func listeningInodes(table string, port int) []string {
 	return out
 }
 
-// checkQueue reads the queue database as 'falocal queue check' does.
+// checkQueue reads the queue database as 'falocal queue check' does, or
+// reaches the shared one in PostgreSQL.
 func checkQueue(c *Config) finding {
 	const name = "queue"
+	if c.Queue != "" {
+		return checkSharedQueue(c)
+	}
 	path := filepath.Join(c.DataDir, "queue.db")
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return passed(name, "no queue database yet at "+path+" (a server creates it when it first starts)")
@@ -563,4 +568,23 @@ func checkQueue(c *Config) finding {
 			"falocal queue repair -data-dir "+c.DataDir+" (with the server stopped)")
 	}
 	return passed(name, fmt.Sprintf("%s is sound: %d request(s)", path, rep.Records))
+}
+
+// checkSharedQueue connects to the -queue database as a server would.
+func checkSharedQueue(c *Config) finding {
+	const name = "queue"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := pgqueue.Probe(ctx, c.Queue)
+	switch {
+	case err != nil:
+		return failed(name, "the shared queue (-queue) cannot be used: "+err.Error(),
+			"check that PostgreSQL runs and accepts this server's connections, and the -queue URL's host, port, user, password and database")
+	case p.Schema == 0:
+		return passed(name, "the shared queue's database is reachable and empty (the first server to start creates its tables)")
+	case p.Schema < p.Want:
+		return passed(name, fmt.Sprintf("the shared queue's database is reachable, schema version %d (this program migrates it to %d at start); %d queued, %d running",
+			p.Schema, p.Want, p.Queued, p.Running))
+	}
+	return passed(name, fmt.Sprintf("the shared queue's database is reachable: %d queued, %d running, %d server(s) alive", p.Queued, p.Running, p.Nodes))
 }

@@ -8,9 +8,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/falocal/falocal/api/queue"
+	"github.com/falocal/falocal/api/queue/pgqueue"
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/weights"
@@ -309,5 +312,35 @@ func TestDoctorVisibleGPUs(t *testing.T) {
 				t.Errorf("got %+v, want %s with %q", f, tc.status, tc.text)
 			}
 		})
+	}
+}
+
+// With -queue, doctor reaches the shared queue's database as a server
+// would: an empty database, one a server has used, and one that is not
+// there.
+func TestDoctorSharedQueue(t *testing.T) {
+	pg := testenv.Postgres(t)
+	dsn := pg.NewDatabase(t)
+	check := func(dsn string) finding {
+		c := &Config{DataDir: t.TempDir(), Queue: dsn}
+		return checkQueue(c)
+	}
+	if f := check(dsn); f.Status != statusOK || !strings.Contains(f.Text, "reachable and empty") {
+		t.Errorf("fresh database: %+v", f)
+	}
+	q, err := pgqueue.Open(t.Context(), dsn, nil, pgqueue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Submit(queue.Record{ID: "r1", Endpoint: "test/echo", App: "test/echo", Input: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	if f := check(dsn); f.Status != statusOK || !strings.Contains(f.Text, "1 queued, 0 running, 1 server(s) alive") {
+		t.Errorf("used database: %+v", f)
+	}
+	q.Close(t.Context())
+	bad := strings.Replace(dsn, strconv.Itoa(pg.Port), strconv.Itoa(pg.Port+1), 1)
+	if f := check(bad); f.Status != statusFail || !strings.Contains(f.Text, "-queue") || f.Fix == "" {
+		t.Errorf("unreachable database: %+v", f)
 	}
 }
