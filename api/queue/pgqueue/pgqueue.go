@@ -102,6 +102,7 @@ type Queue struct {
 	bg       sync.WaitGroup
 	stopOnce sync.Once
 	lastWarn atomic.Int64
+	lastFail atomic.Int64 // when the database was last out of reach (unix ns)
 
 	// Tests: crashed stops every write and heartbeat as if the process
 	// died; pauseBeat stops lease renewal only.
@@ -116,6 +117,7 @@ type job struct {
 	ctxRun   context.Context
 	cancel   context.CancelFunc
 	byUser   bool
+	ended    bool // the run returned; its result is being stored (q.mu)
 	mu       sync.Mutex
 	logs     []queue.LogEntry // not yet written (the database was unreachable)
 	files    []string

@@ -154,11 +154,19 @@ func (q *Queue) execute(j *job, rec queue.Record) {
 	elapsed := time.Since(start).Seconds()
 	j.cancel()
 	q.mu.Lock()
-	if q.running[j.id] == j { // not a later claim of the same request
-		delete(q.running, j.id)
-	}
+	j.ended = true
 	byUser := j.byUser
 	q.mu.Unlock()
+	// The job stays in running until its result is stored, so heartbeats
+	// renew its lease while a database outage holds the write up: else a
+	// reaper would queue the finished request again and it would run twice.
+	defer func() {
+		q.mu.Lock()
+		if q.running[j.id] == j { // not a later claim of the same request
+			delete(q.running, j.id)
+		}
+		q.mu.Unlock()
+	}()
 	if q.crashed.Load() {
 		return
 	}
@@ -196,6 +204,11 @@ func (q *Queue) execute(j *job, rec queue.Record) {
 			out, elapsed, logs, files, j.id, q.opts.Node, j.attempts)
 		return err
 	})
+	q.mu.Lock()
+	if q.running[j.id] == j {
+		delete(q.running, j.id)
+	}
+	q.mu.Unlock()
 	if len(recs) == 0 {
 		q.log.Warn("queue: result dropped: another node owns this request now", "id", j.id)
 		return
@@ -278,6 +291,7 @@ func (q *Queue) heartbeatLoop() {
 		}
 		ctx, cancel := q.ctx()
 		if err := q.beat(ctx); err != nil {
+			q.failed(err)
 			q.warn("queue: heartbeat", err)
 		}
 		cancel()
@@ -359,7 +373,7 @@ func (q *Queue) beat(ctx context.Context) error {
 	}
 	for id, j := range jobs {
 		q.mu.Lock()
-		still := q.running[id] == j // not one that completed meanwhile
+		still := q.running[id] == j && !j.ended // not one that completed meanwhile
 		q.mu.Unlock()
 		if !held[id] && still {
 			q.log.Warn("queue: lease lost; interrupting the run (another node owns the request now)", "id", id)
@@ -387,7 +401,12 @@ func (q *Queue) maintenanceLoop() {
 			continue
 		}
 		ctx, cancel := q.ctx()
-		if err := q.maintain(ctx, n%600 == 0); err != nil {
+		// Leases that ran out while the database was out of reach say
+		// nothing of their workers: reap once every node had a lease's
+		// time to renew its own.
+		reap := time.Since(time.Unix(0, q.lastFail.Load())) > q.lease
+		if err := q.maintain(ctx, n%600 == 0, reap); err != nil {
+			q.failed(err)
 			q.warn("queue: maintenance", err)
 		}
 		cancel()
@@ -402,16 +421,59 @@ func (q *Queue) maintenanceLoop() {
 	}
 }
 
-func (q *Queue) maintain(ctx context.Context, gcNodes bool) error {
+// failed notes when the database was last out of reach (see maintain).
+func (q *Queue) failed(err error) {
+	if unavailable(err) {
+		q.lastFail.Store(time.Now().UnixNano())
+	}
+}
+
+func (q *Queue) maintain(ctx context.Context, gcNodes, reap bool) error {
 	// Start deadlines, by this node's clock (as the API set them).
 	recs, err := q.finishWhere(ctx, "status = 'IN_QUEUE' AND start_deadline <= $1", timedOut(), 0, nil, q.opts.Now())
 	if err != nil {
 		return err
 	}
 	q.finished(recs)
-	// Expired leases, by the database's clock (one clock for the fleet).
-	// A cancel asked of a dead worker is honoured, not run again.
-	recs, err = q.finishWhere(ctx, "status = 'IN_PROGRESS' AND lease_until < now() AND cancel_requested", cancelled(), 0, nil)
+	if reap {
+		if err := q.reap(ctx); err != nil {
+			return err
+		}
+	}
+	if q.opts.OnComplete != nil {
+		// Deliveries whose claim expired: the node delivering died.
+		rows, err := q.pool.Query(ctx, `UPDATE falocal_requests SET webhook_claim_until = now() + $1::float8 * interval '1 second'
+			WHERE id IN (SELECT id FROM falocal_requests WHERE status = 'COMPLETED' AND webhook <> '' AND NOT webhook_done
+				AND NOT ephemeral AND webhook_claim_until < now() ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED)
+			RETURNING `+cols, seconds(q.opts.webhookClaim))
+		if err != nil {
+			return err
+		}
+		recs, err := collect(rows)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			r.Input = nil
+			q.mu.Lock()
+			q.hooks[r.ID] = struct{}{}
+			q.mu.Unlock()
+			q.log.Info("queue: delivering the webhook of a request whose node stopped", "id", r.ID)
+			q.opts.OnComplete(r)
+		}
+	}
+	if gcNodes {
+		if _, err := q.pool.Exec(ctx, "DELETE FROM falocal_nodes WHERE seen < now() - interval '1 day'"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reap handles expired leases, by the database's clock (one clock for the
+// fleet). A cancel asked of a dead worker is honoured, not run again.
+func (q *Queue) reap(ctx context.Context) error {
+	recs, err := q.finishWhere(ctx, "status = 'IN_PROGRESS' AND lease_until < now() AND cancel_requested", cancelled(), 0, nil)
 	if err != nil {
 		return err
 	}
@@ -443,33 +505,6 @@ func (q *Queue) maintain(ctx context.Context, gcNodes bool) error {
 		q.log.Warn("queue: request failed after its workers stopped twice", "id", r.ID)
 	}
 	q.finished(recs)
-	if q.opts.OnComplete != nil {
-		// Deliveries whose claim expired: the node delivering died.
-		rows, err := q.pool.Query(ctx, `UPDATE falocal_requests SET webhook_claim_until = now() + $1::float8 * interval '1 second'
-			WHERE id IN (SELECT id FROM falocal_requests WHERE status = 'COMPLETED' AND webhook <> '' AND NOT webhook_done
-				AND NOT ephemeral AND webhook_claim_until < now() ORDER BY seq LIMIT 100 FOR UPDATE SKIP LOCKED)
-			RETURNING `+cols, seconds(q.opts.webhookClaim))
-		if err != nil {
-			return err
-		}
-		recs, err := collect(rows)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
-			r.Input = nil
-			q.mu.Lock()
-			q.hooks[r.ID] = struct{}{}
-			q.mu.Unlock()
-			q.log.Info("queue: delivering the webhook of a request whose node stopped", "id", r.ID)
-			q.opts.OnComplete(r)
-		}
-	}
-	if gcNodes {
-		if _, err := q.pool.Exec(ctx, "DELETE FROM falocal_nodes WHERE seen < now() - interval '1 day'"); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -505,6 +540,7 @@ func (q *Queue) listen(conn *pgx.Conn) {
 					return
 				}
 				q.setListenErr(err)
+				q.failed(err)
 				select {
 				case <-q.bgCtx.Done():
 					return
@@ -523,6 +559,7 @@ func (q *Queue) listen(conn *pgx.Conn) {
 			if err != nil {
 				if q.bgCtx.Err() == nil {
 					q.setListenErr(err)
+					q.failed(err)
 					q.log.Warn("queue: listener disconnected", "err", err)
 				}
 				break
