@@ -144,7 +144,9 @@ func (e *fleetEnv) start(t *testing.T, apis, workers, perWorker int) *fleet {
 	f := &fleet{}
 	for i := range apis {
 		name := fmt.Sprintf("api-%c", 'a'+i)
-		s := testenv.StartServer(t, append([]string{"-role", "api", "-node", name}, common...)...)
+		// An empty store: an API node needs no model, as in the
+		// Kubernetes manifests.
+		s := testenv.StartServerAt(t, t.TempDir(), "", append([]string{"-role", "api", "-node", name}, common...)...)
 		f.apis = append(f.apis, fleetServer{s, name})
 	}
 	for i := range workers {
