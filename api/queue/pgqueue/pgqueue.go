@@ -108,6 +108,8 @@ type Queue struct {
 	// died; pauseBeat stops lease renewal only.
 	crashed   atomic.Bool
 	pauseBeat atomic.Bool
+	// beforeInsert, in tests, runs inside Submit's transaction.
+	beforeInsert func()
 }
 
 // job is a request this node runs.
@@ -385,6 +387,9 @@ func (q *Queue) Submit(r queue.Record) (int, error) {
 				return queue.ErrFull
 			}
 		}
+		if q.beforeInsert != nil {
+			q.beforeInsert()
+		}
 		var seq int64
 		err := tx.QueryRow(ctx, `INSERT INTO falocal_requests (id, endpoint, app, input, input_bytes, priority, status,
 			webhook, origin, cdn, host, created_at, start_deadline, ephemeral, stream, accepted_by, logs)
@@ -407,6 +412,24 @@ func (q *Queue) Submit(r queue.Record) (int, error) {
 			return 0, err
 		}
 		return 0, fmt.Errorf("queue: store request: %w", q.dbErr(err))
+	}
+	q.mu.Lock()
+	draining := q.draining
+	q.mu.Unlock()
+	if draining && r.Ephemeral {
+		// Drain began during the insert, and its answer to this node's
+		// waiting sync requests may have missed this one: its caller is
+		// told no now (as by the bbolt queue), so it must not wait or run.
+		tag, err := q.pool.Exec(ctx, "DELETE FROM falocal_requests WHERE id = $1 AND status = 'IN_QUEUE'", r.ID)
+		if err == nil && tag.RowsAffected() == 0 {
+			// Another node took it already: interrupt it.
+			_, err = q.pool.Exec(ctx, "UPDATE falocal_requests SET cancel_requested = true WHERE id = $1 AND status = 'IN_PROGRESS'", r.ID)
+		}
+		if err != nil {
+			q.log.Warn("queue: withdraw a sync request submitted while draining", "id", r.ID, "err", err)
+		}
+		q.Forget(r.ID) // one Drain answered already
+		return 0, queue.ErrClosed
 	}
 	return pos, nil
 }

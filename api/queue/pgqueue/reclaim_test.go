@@ -3,6 +3,7 @@ package pgqueue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,5 +71,33 @@ func TestReclaimedBySameNode(t *testing.T) {
 	r = wait(t, w, "rc")
 	if r.Failed() || string(r.Outcome.Output) != `{"from":"second"}` || r.Attempts != 2 {
 		t.Fatalf("outcome %+v attempts %d logs %q", r.Outcome, r.Attempts, messages(r))
+	}
+}
+
+// TestSubmitDuringDrain: a sync request whose insert races Drain is
+// refused (ErrClosed, as the bbolt queue does) and left neither queued nor
+// running.
+func TestSubmitDuringDrain(t *testing.T) {
+	pg := testenv.Postgres(t)
+	dsn := pg.NewDatabase(t)
+	api := open(t, dsn, "api", 0, nil, nil)
+	api.beforeInsert = func() { api.Drain() }
+	_, err := api.Submit(queue.Record{ID: "sd", Endpoint: "e", App: "e", Input: json.RawMessage(`{}`), Ephemeral: true})
+	if !errors.Is(err, queue.ErrClosed) {
+		t.Fatalf("submit: %v", err)
+	}
+	r, _, err := api.Get("sd")
+	if err == nil && r.Status != queue.Completed {
+		t.Fatalf("left %s", r.Status)
+	}
+	// A durable one is kept for the workers of the fleet.
+	api.beforeInsert = nil
+	other := open(t, dsn, "other", 0, nil, nil)
+	other.beforeInsert = func() { other.Drain() }
+	if _, err := other.Submit(queue.Record{ID: "dd", Endpoint: "e", App: "e", Input: json.RawMessage(`{}`)}); err != nil {
+		t.Fatalf("durable submit: %v", err)
+	}
+	if r, _, err := other.Get("dd"); err != nil || r.Status != queue.InQueue {
+		t.Fatalf("durable: %v %s", err, r.Status)
 	}
 }
