@@ -3,6 +3,7 @@ package pgqueue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -46,4 +47,27 @@ func TestResultThroughOutage(t *testing.T) {
 	if n := c.get("ro"); n != 1 || r.Attempts != 1 {
 		t.Fatalf("ran %d times, attempts %d, logs %q", n, r.Attempts, messages(r))
 	}
+}
+
+// TestMarkWebhookDoneThroughOutage: a delivery recorded while the database
+// is away is recorded once it is back, not left claimed by this node.
+func TestMarkWebhookDoneThroughOutage(t *testing.T) {
+	pg := testenv.Postgres(t)
+	dsn := pg.NewDatabase(t)
+	delivered := make(chan string, 1)
+	q := open(t, dsn, "n", 1, nil, func(o *Options) {
+		o.Lease = time.Second
+		o.OnComplete = func(r queue.Record) { delivered <- r.ID }
+	})
+	submit(t, q, queue.Record{ID: "wh", Webhook: "http://hook"})
+	<-delivered
+	pg.Stop(t)
+	if err := q.MarkWebhookDone("wh"); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("mark during the outage: %v", err)
+	}
+	pg.Start(t)
+	waitFor(t, "the delivery recorded", 15*time.Second, func() bool {
+		r, _, err := q.Get("wh")
+		return err == nil && r.WebhookDone
+	})
 }

@@ -86,6 +86,7 @@ type Queue struct {
 	deliverMu sync.Mutex
 	cancels   map[string]time.Time // cancel notifications lately heard
 	hooks     map[string]struct{}  // webhook deliveries this node claimed, not yet marked done
+	marks     map[string]struct{}  // deliveries done whose MarkWebhookDone failed: maintenance records them
 	draining  bool
 	closed    bool
 	listenErr error
@@ -190,7 +191,7 @@ func Open(ctx context.Context, dsn string, run queue.Runner, opts Options) (*Que
 	}
 	q := &Queue{pool: pool, dsn: dsn, run: run, opts: opts, log: opts.Log, lease: opts.Lease,
 		subs: map[string]map[chan struct{}]struct{}{}, running: map[string]*job{}, partials: map[string]int64{},
-		cancels: map[string]time.Time{}, hooks: map[string]struct{}{},
+		cancels: map[string]time.Time{}, hooks: map[string]struct{}{}, marks: map[string]struct{}{},
 		done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	q.tick = min(time.Second, q.lease/3)
 	q.poll = min(2*time.Second, q.lease)
@@ -712,6 +713,14 @@ func (q *Queue) MarkWebhookDone(id string) error {
 	defer cancel()
 	tag, err := q.pool.Exec(ctx, "UPDATE falocal_requests SET webhook_done = true WHERE id = $1", id)
 	if err != nil {
+		if unavailable(err) {
+			// Recorded once the database is back: else the claim this
+			// node renews would keep any other from delivering it, and
+			// the request from being swept, for as long as it runs.
+			q.mu.Lock()
+			q.marks[id] = struct{}{}
+			q.mu.Unlock()
+		}
 		return q.dbErr(err)
 	}
 	q.mu.Lock()

@@ -52,7 +52,8 @@ func TestReclaimedBySameNode(t *testing.T) {
 	select {
 	case <-second: // the lease expired, the reaper queued it again, the other worker took it
 	case <-time.After(10 * time.Second):
-		t.Fatal("not claimed again")
+		r, _, err := w.Get("rc")
+		t.Fatalf("not claimed again: %v %s %q lastFail %v ago", err, r.Status, messages(r), time.Since(time.Unix(0, w.lastFail.Load())))
 	}
 	w.pauseBeat.Store(false)
 	select {

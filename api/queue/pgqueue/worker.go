@@ -462,6 +462,23 @@ func (q *Queue) maintain(ctx context.Context, gcNodes, reap bool) error {
 			q.opts.OnComplete(r)
 		}
 	}
+	q.mu.Lock()
+	marks := make([]string, 0, len(q.marks))
+	for id := range q.marks {
+		marks = append(marks, id)
+	}
+	q.mu.Unlock()
+	if len(marks) > 0 {
+		if _, err := q.pool.Exec(ctx, "UPDATE falocal_requests SET webhook_done = true WHERE id = ANY($1)", marks); err != nil {
+			return err
+		}
+		q.mu.Lock()
+		for _, id := range marks {
+			delete(q.marks, id)
+			delete(q.hooks, id)
+		}
+		q.mu.Unlock()
+	}
 	if gcNodes {
 		if _, err := q.pool.Exec(ctx, "DELETE FROM falocal_nodes WHERE seen < now() - interval '1 day'"); err != nil {
 			return err
