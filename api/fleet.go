@@ -53,7 +53,16 @@ func (s *Server) openQueue() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	q, err := pgqueue.Open(ctx, s.cfg.SharedQueue, s.runRecord, pgqueue.Options{Options: opts,
+	// Workers start inside Open: their runs wait until s.shared is set,
+	// which decides where a stream's partial outputs go.
+	run := func(ctx context.Context, r *queue.Record, logf func(level, msg string), addFile func(id string)) queue.Outcome {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+		}
+		return s.runRecord(ctx, r, logf, addFile)
+	}
+	q, err := pgqueue.Open(ctx, s.cfg.SharedQueue, run, pgqueue.Options{Options: opts,
 		Node: node, Role: s.cfg.Role, Endpoints: canRun, Resident: s.cfg.Resident, Info: s.cfg.NodeInfo,
 		OnPartial: s.partial})
 	if err != nil {

@@ -131,6 +131,26 @@ func TestSharedQueue(t *testing.T) {
 		}
 	})
 
+	t.Run("an outage answers 503, not a verdict", func(t *testing.T) {
+		s := checkSubmit(t, a.do(http.MethodPost, "", "/test/echo", `{}`), "http://example.com")
+		a.waitDone(t, "", s)
+		pg.Stop(t)
+		defer pg.Start(t)
+		for _, tc := range []struct{ method, path string }{
+			{http.MethodPut, s.path("cancel")},
+			{http.MethodGet, s.path("status")},
+			{http.MethodPost, "/test/echo"},
+		} {
+			body := ""
+			if tc.method == http.MethodPost {
+				body = "{}"
+			}
+			if r := a.do(tc.method, "", tc.path, body); r.Code != http.StatusServiceUnavailable {
+				t.Errorf("%s %s while PostgreSQL is down: %d %s", tc.method, tc.path, r.Code, r.Body.String())
+			}
+		}
+	})
+
 	select {
 	case id := <-apiStarted:
 		t.Errorf("the API node ran request %s", id)

@@ -261,11 +261,15 @@ func (s *Server) queuePut(c echo.Context) error {
 		return echo.ErrNotFound
 	}
 	if _, _, err := s.lookupRecord(c, app, id); err != nil {
-		return c.JSON(http.StatusNotFound, map[string]string{"status": "NOT_FOUND"})
+		var he *pipelines.HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusNotFound {
+			return c.JSON(http.StatusNotFound, map[string]string{"status": "NOT_FOUND"})
+		}
+		return err // the queue's database out of reach: a 503, not a verdict
 	}
 	res, err := s.q.Cancel(id)
 	if err != nil {
-		return err
+		return queueError(err)
 	}
 	switch res {
 	case queue.CancelRequested:

@@ -84,7 +84,7 @@ func (s *Server) run(c echo.Context) error {
 				if started {
 					return nil
 				}
-				return f.err
+				return queueError(f.err)
 			}
 			done := f.rec
 			s.q.Forget(reqID)

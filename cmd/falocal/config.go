@@ -413,7 +413,8 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.Queue != "" && !strings.HasPrefix(c.Queue, "postgres://") && !strings.HasPrefix(c.Queue, "postgresql://") {
-		return fmt.Errorf("-queue: want a postgres:// URL (or nothing, for <data-dir>/queue.db), not %q", c.Queue)
+		// The value is not echoed: it may hold a password.
+		return fmt.Errorf("-queue: want a postgres:// URL (or nothing, for <data-dir>/queue.db)")
 	}
 	switch c.Role {
 	case "both":
