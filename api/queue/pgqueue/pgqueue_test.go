@@ -436,6 +436,39 @@ func TestQueue(t *testing.T) {
 		}
 	})
 
+	t.Run("OrphanedSyncRuns", func(t *testing.T) {
+		// The node holding a sync run's caller dies: its queued sync run
+		// is dropped unrun, its running one interrupted.
+		t.Parallel()
+		dsn := pg.NewDatabase(t)
+		short := func(o *Options) { o.Lease = 600 * time.Millisecond }
+		api1 := open(t, dsn, "api1", 0, nil, short)
+		api2 := open(t, dsn, "api2", 0, nil, short)
+		started := make(chan string, 1)
+		var interrupted atomic.Bool
+		w1 := open(t, dsn, "w1", 1, func(ctx context.Context, r *queue.Record, logf func(string, string), addFile func(string)) queue.Outcome {
+			started <- r.ID
+			<-ctx.Done()
+			interrupted.Store(true)
+			return cancelled()
+		}, short)
+		submit(t, api1, queue.Record{ID: "running", Ephemeral: true})
+		<-started
+		submit(t, api1, queue.Record{ID: "queued", Ephemeral: true}) // w1 is busy
+		api1.crash()
+		waitFor(t, "the orphaned queued sync run dropped", 15*time.Second, func() bool {
+			_, _, err := api2.Get("queued")
+			return errors.Is(err, queue.ErrNotFound)
+		})
+		waitFor(t, "the orphaned running sync run interrupted", 15*time.Second, interrupted.Load)
+		w1.Close(context.Background())
+		select {
+		case id := <-started:
+			t.Fatalf("%s ran after its caller's node died", id)
+		default:
+		}
+	})
+
 	t.Run("SameNameRestarts", func(t *testing.T) {
 		t.Parallel()
 		dsn := pg.NewDatabase(t)

@@ -490,6 +490,19 @@ func (q *Queue) maintain(ctx context.Context, gcNodes, reap bool) error {
 // reap handles expired leases, by the database's clock (one clock for the
 // fleet). A cancel asked of a dead worker is honoured, not run again.
 func (q *Queue) reap(ctx context.Context) error {
+	// A sync run's caller waits on the node that accepted it: once that node
+	// has not been seen for two leases, nobody will read the answer. Queued
+	// ones are dropped, running ones asked to stop (their worker sees it at
+	// its next heartbeat).
+	const orphan = `ephemeral AND accepted_by <> '' AND NOT EXISTS
+		(SELECT 1 FROM falocal_nodes n WHERE n.name = accepted_by AND n.seen > now() - make_interval(secs => $1))`
+	gone := (2 * q.lease).Seconds()
+	if _, err := q.pool.Exec(ctx, "DELETE FROM falocal_requests WHERE status = 'IN_QUEUE' AND "+orphan, gone); err != nil {
+		return err
+	}
+	if _, err := q.pool.Exec(ctx, "UPDATE falocal_requests SET cancel_requested = true WHERE status = 'IN_PROGRESS' AND NOT cancel_requested AND "+orphan, gone); err != nil {
+		return err
+	}
 	recs, err := q.finishWhere(ctx, "status = 'IN_PROGRESS' AND lease_until < now() AND cancel_requested", cancelled(), 0, nil)
 	if err != nil {
 		return err
