@@ -356,7 +356,7 @@ func TestQueue(t *testing.T) {
 		dsn := pg.NewDatabase(t)
 		var finished atomic.Int32
 		api := open(t, dsn, "api", 0, nil, func(o *Options) {
-			o.Lease = 600 * time.Millisecond
+			o.Lease = 1500 * time.Millisecond
 			o.OnFinish = func(queue.Record) { finished.Add(1) }
 		})
 		submit(t, api, queue.Record{ID: "d1", StartDeadline: time.Now().Add(300 * time.Millisecond)})
@@ -407,7 +407,7 @@ func TestQueue(t *testing.T) {
 	t.Run("WorkerDies", func(t *testing.T) {
 		t.Parallel()
 		dsn := pg.NewDatabase(t)
-		short := func(o *Options) { o.Lease = 600 * time.Millisecond }
+		short := func(o *Options) { o.Lease = 1500 * time.Millisecond }
 		api := open(t, dsn, "api", 0, nil, short)
 		started := make(chan string, 1)
 		w1 := open(t, dsn, "w1", 1, blocking(started), short)
@@ -441,7 +441,7 @@ func TestQueue(t *testing.T) {
 		// is dropped unrun, its running one interrupted.
 		t.Parallel()
 		dsn := pg.NewDatabase(t)
-		short := func(o *Options) { o.Lease = 600 * time.Millisecond }
+		short := func(o *Options) { o.Lease = 1500 * time.Millisecond }
 		api1 := open(t, dsn, "api1", 0, nil, short)
 		api2 := open(t, dsn, "api2", 0, nil, short)
 		started := make(chan string, 1)
@@ -491,7 +491,7 @@ func TestQueue(t *testing.T) {
 	t.Run("FencedCompletion", func(t *testing.T) {
 		t.Parallel()
 		dsn := pg.NewDatabase(t)
-		short := func(o *Options) { o.Lease = 600 * time.Millisecond }
+		short := func(o *Options) { o.Lease = 1500 * time.Millisecond }
 		api := open(t, dsn, "api", 0, nil, short)
 		release := make(chan struct{})
 		started := make(chan string, 1)
@@ -562,7 +562,7 @@ func TestQueue(t *testing.T) {
 		hook := func(mark bool) func(o *Options) {
 			return func(o *Options) {
 				name := o.Node
-				o.Lease = 600 * time.Millisecond
+				o.Lease = 1500 * time.Millisecond
 				o.webhookClaim = time.Second
 				o.OnComplete = func(r queue.Record) {
 					mu.Lock()

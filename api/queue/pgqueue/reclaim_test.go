@@ -39,7 +39,7 @@ func TestReclaimedBySameNode(t *testing.T) {
 			return queue.Outcome{Output: json.RawMessage(`{"from":"second"}`)}
 		}
 	}
-	w := open(t, dsn, "w", 2, run, func(o *Options) { o.Lease = 900 * time.Millisecond })
+	w := open(t, dsn, "w", 2, run, func(o *Options) { o.Lease = 1500 * time.Millisecond })
 	var once atomic.Bool
 	free := func() {
 		if once.CompareAndSwap(false, true) {
