@@ -63,7 +63,9 @@ func TestRealBatched(t *testing.T) {
 	e.p, e.eps = pipelinetest.Build(t, rembg.New, pipelines.Deps{Store: st, Runtime: rt, Ops: engine.CPUOps(), Residency: res,
 		Config: pipelines.Config{SessionsPerModel: 1, MaxInputBytes: 1 << 24, MaxPixels: 1 << 24,
 			Models: map[string]string{"rembg": "isnet-general-use"},
-			Batch:  engine.BatchConfig{MaxBatch: 4, MaxDelay: time.Second}}})
+			// As -batch isnet-general-use:4 sets it: the manifest turns
+			// ISNet's batching off by default.
+			BatchModels: map[string]engine.BatchConfig{"isnet-general-use": {MaxBatch: 4, MaxDelay: time.Second}}}})
 	if err := e.p.Warm(context.Background(), idRembg); err != nil {
 		t.Fatal(err)
 	}
