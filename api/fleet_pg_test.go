@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -149,6 +150,16 @@ func TestSharedQueue(t *testing.T) {
 				t.Errorf("%s %s while PostgreSQL is down: %d %s", tc.method, tc.path, r.Code, r.Body.String())
 			}
 		}
+		// Not ready, without telling a caller with no key where the
+		// database is.
+		var r *resp
+		waitUntil(t, func() bool {
+			r = a.do(http.MethodGet, "", "/readyz", "")
+			return r.Code == http.StatusServiceUnavailable
+		})
+		if r.body["status"] != "disconnected" || strings.Contains(r.Body.String(), strconv.Itoa(pg.Port)) {
+			t.Errorf("/readyz while PostgreSQL is down: %s", r.Body.String())
+		}
 	})
 
 	select {
@@ -158,4 +169,14 @@ func TestSharedQueue(t *testing.T) {
 	}
 	// The API node ran no endpoint at all.
 	_ = httptest.NewRecorder
+}
+
+// waitUntil polls cond for up to 20 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20 s")
+		}
+	}
 }

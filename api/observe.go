@@ -27,8 +27,11 @@ func (s *Server) readyz(c echo.Context) error {
 	if s.shared != nil {
 		if err := s.shared.Ready(); err != nil {
 			// Requests keep their state in the database; this node takes
-			// no new work until it reaches the database again.
-			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "disconnected", "detail": "the shared queue is unreachable: " + err.Error()})
+			// no new work until it reaches the database again. The error
+			// (hosts, user names) is for the log, not for callers without
+			// a key.
+			s.log.Debug("readyz: the shared queue is unreachable", "err", err)
+			return c.JSON(http.StatusServiceUnavailable, map[string]any{"status": "disconnected", "detail": "the shared queue is unreachable"})
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"status": "ready"})
