@@ -527,7 +527,10 @@ func (q *Queue) reap(ctx context.Context) error {
 		return err
 	}
 	out := errOutcome(503, "the server stopped twice while running this request; it was not retried again", "runner_disconnected")
-	recs, err = q.finishWhere(ctx, "status = 'IN_PROGRESS' AND lease_until < now()", out, 0, nil)
+	// attempts >= 2: a first lease that expired between the statement
+	// above and this one (each has its own now()) is queued again by the
+	// next pass, not failed.
+	recs, err = q.finishWhere(ctx, "status = 'IN_PROGRESS' AND lease_until < now() AND attempts >= 2", out, 0, nil)
 	if err != nil {
 		return err
 	}
