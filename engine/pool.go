@@ -23,6 +23,10 @@ type Pool struct {
 	idle  []Session
 	all   []Session
 	done  bool
+	// largest is, per open session, the most input elements it has run:
+	// on a GPU a run more than twice that is measured (Unit.onDevice),
+	// since ONNX Runtime's arena grows for it.
+	largest map[Session]int64
 
 	name  string       // model, for metrics
 	unit  *Unit        // residency of the model this file belongs to; nil = always resident
@@ -123,11 +127,40 @@ func (p *Pool) Batching() bool { return p.batch != nil && p.dyn.Load() == 1 }
 func (p *Pool) runDirect(ctx context.Context, r Run) ([]*Tensor, error) {
 	var out []*Tensor
 	err := p.with(ctx, r.Hold, func(s Session) error {
-		var err error
-		out, err = s.Run(ctx, r.Inputs, r.OutputShapes)
-		return err
+		run := func() error {
+			var err error
+			out, err = s.Run(ctx, r.Inputs, r.OutputShapes)
+			return err
+		}
+		if p.unit != nil && p.growing(s, r.Inputs) {
+			return p.unit.onDevice(run)
+		}
+		return run()
 	})
 	return out, err
+}
+
+// growing reports whether in is a session's first run, or more than twice
+// the largest it has run, and records it: the runs whose memory is
+// measured on a GPU, few enough that their taking turns costs little.
+func (p *Pool) growing(s Session, in []*Tensor) bool {
+	var n int64
+	for _, t := range in {
+		if t != nil {
+			n += Elements(t.Shape)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.largest == nil {
+		p.largest = map[Session]int64{}
+	}
+	seen, ok := p.largest[s]
+	if ok && n <= 2*seen {
+		return false
+	}
+	p.largest[s] = max(seen, n)
+	return true
 }
 
 // with admits the model, takes a session and calls fn with it. A session
@@ -217,7 +250,18 @@ func (p *Pool) acquire(ctx context.Context) (Session, error) {
 		rss0 = ProcessRSS()
 	}
 	t0 := time.Now()
-	s, err := p.rt.Open(ctx, p.spec)
+	var s Session
+	open := func() error {
+		var err error
+		s, err = p.rt.Open(ctx, p.spec)
+		return err
+	}
+	var err error
+	if p.unit != nil {
+		err = p.unit.onDevice(open)
+	} else {
+		err = open()
+	}
 	if first && p.unit != nil {
 		var grew int64
 		if rss0 > 0 {
@@ -259,6 +303,7 @@ func (p *Pool) unload() {
 	defer p.mu.Unlock()
 	for _, s := range p.idle {
 		s.Close()
+		delete(p.largest, s)
 		for i, a := range p.all {
 			if a == s {
 				p.all = append(p.all[:i], p.all[i+1:]...)

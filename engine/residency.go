@@ -43,6 +43,10 @@ type Residency struct {
 	ticket  uint64
 
 	dev DeviceMemory // nil on the CPU
+	// devMu lets one measured section (a session opening, or a run larger
+	// than its session has done) at a time use the card, so that the drop
+	// in its free memory is that model's (onDevice).
+	devMu sync.Mutex
 
 	m atomic.Pointer[metrics.Metrics] // nil = record nothing (UseMetrics)
 }
@@ -130,8 +134,12 @@ type Unit struct {
 	name     string
 	estimate int64
 	measured int64
-	opts     UnitOptions
-	sem      chan struct{}
+	// onCard is what the model's open sessions took of the card, measured
+	// (onDevice): weights and ONNX Runtime's arena, per session. It starts
+	// again from 0 after an unload; measured keeps its peak.
+	onCard int64
+	opts   UnitOptions
+	sem    chan struct{}
 
 	refs     int
 	resident bool
@@ -422,6 +430,7 @@ func (r *Residency) unloadLocked(u *Unit, reason string) {
 	u.resident = false
 	r.used -= u.counted
 	u.counted = 0
+	u.onCard = 0
 	r.m.Load().Evicted(u.name, reason)
 	r.gaugesLocked()
 	r.signalLocked()
@@ -499,7 +508,8 @@ func (u *Unit) loaded(took time.Duration, grew int64, err error) {
 	u.failed = false
 	// The process's growth measures host memory: on a GPU the model's
 	// weights live on the card (and the growth would count the CUDA
-	// libraries), so the manifest's estimate stands there.
+	// libraries), so there the card's own free memory is measured instead
+	// (onDevice).
 	if grew > 0 && r.dev == nil {
 		u.measured = max(u.measured, grew)
 	}
@@ -510,4 +520,64 @@ func (u *Unit) loaded(took time.Duration, grew int64, err error) {
 	}
 	r.Log.Info("model loaded", "model", u.name, "took", took, "rss_growth", grew, "estimate", u.estimate,
 		"counted", u.counted)
+}
+
+// onDevice runs fn, a session opening or a run of model u, and on a GPU
+// counts the card's free memory it took towards u's need: each ONNX Runtime
+// session holds its own weights on the card, and its arena grows on the
+// first runs (activations), none of which the manifest's estimate or the
+// host's RSS sees. Measured sections take turns (devMu) so that one model's
+// allocations are not counted as another's; runs that are not measured may
+// still allocate meanwhile, which can only make a count larger (an earlier
+// eviction), never smaller. Without a device it only calls fn.
+func (u *Unit) onDevice(fn func() error) error {
+	r := u.r
+	r.mu.Lock()
+	dev := r.dev
+	r.mu.Unlock()
+	if dev == nil {
+		return fn()
+	}
+	r.devMu.Lock()
+	defer r.devMu.Unlock()
+	free0, err0 := deviceFree(dev)
+	err := fn()
+	free1, err1 := deviceFree(dev)
+	if err != nil || err0 != nil || err1 != nil {
+		if err0 != nil || err1 != nil {
+			r.Log.Warn("device memory info", "model", u.name, "err", errors.Join(err0, err1))
+		}
+		return err
+	}
+	if took := free0 - free1; took > 0 {
+		u.tookOnCard(took)
+	}
+	return nil
+}
+
+// deviceFree is the card's free memory, less what the pool holds cached
+// (which Budget counts as free).
+func deviceFree(dev DeviceMemory) (int64, error) {
+	b, err := dev.Budget()
+	if err != nil {
+		return 0, err
+	}
+	return b - dev.Cached(), nil
+}
+
+// tookOnCard adds n bytes the model's sessions took of the card; the sum
+// above the estimate becomes the model's need, counted at once.
+func (u *Unit) tookOnCard(n int64) {
+	r := u.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u.onCard += n
+	u.measured = max(u.measured, u.onCard)
+	if u.resident && u.need() != u.counted {
+		r.used += u.need() - u.counted
+		u.counted = u.need()
+		r.gaugesLocked()
+	}
+	r.Log.Info("model memory on the card", "model", u.name, "took", n, "on_card", u.onCard,
+		"estimate", u.estimate, "counted", u.counted)
 }
