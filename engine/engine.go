@@ -132,6 +132,9 @@ type SessionSpec struct {
 	TensorRTCacheDir string
 	// FP16 lets TensorRT build fp16 engines.
 	FP16 bool
+	// CUDAOptions are extra ONNX Runtime CUDA provider options (its names,
+	// e.g. cudnn_conv_algo_search, prefer_nhwc), passed as given.
+	CUDAOptions map[string]string
 }
 
 // Session is a loaded model. Run may be called from several goroutines.

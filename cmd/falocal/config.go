@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ type Config struct {
 	ORTLibrary     string
 	Providers      string
 	ModelProviders string // per model: name=list;…
+	CUDAOptions    string // key=value,…
 	Threads        int
 	Sessions       int
 	DeviceID       int
@@ -91,6 +93,7 @@ type Config struct {
 	keepAlives     map[string]time.Duration // per model
 	batchModels    map[string]batchSetting
 	modelProviders map[string]providerSetting
+	cudaOptions    map[string]string
 	preload        bool     // anything to preload
 	preloadIDs     []string // the endpoints to preload; none = all
 }
@@ -242,6 +245,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.ORTLibrary, "ort-library", "FALOCAL_ORT_LIBRARY", ortDef, "libonnxruntime to load (default: the pinned CPU build that setup installs; also $ONNXRUNTIME_SHARED_LIBRARY_PATH)")
 	str(&c.Providers, "providers", "FALOCAL_PROVIDERS", "auto", "execution providers in priority order: auto, or a list of tensorrt,cuda,cpu")
 	str(&c.ModelProviders, "model-providers", "FALOCAL_MODEL_PROVIDERS", "", "per-model providers, ';'-separated name=list, e.g. 'isnet-general-use=cuda,cpu; flux-dev=tensorrt:fp32,cuda,cpu' (tensorrt:fp16 or tensorrt:fp32 overrides -fp16 for that model)")
+	str(&c.CUDAOptions, "cuda-options", "FALOCAL_CUDA_OPTIONS", "", "extra ONNX Runtime CUDA provider options, comma-separated key=value, e.g. cudnn_conv_algo_search=HEURISTIC,prefer_nhwc=1 (device_id comes from -device)")
 	integer(&c.Threads, "threads", "FALOCAL_THREADS", 0, "intra-op threads per session (0 = cores / sessions)")
 	integer(&c.Sessions, "sessions", "FALOCAL_SESSIONS", 1, "sessions per model that may run at once")
 	integer(&c.DeviceID, "device", "FALOCAL_DEVICE", 0, "GPU index for CUDA/TensorRT")
@@ -389,6 +393,9 @@ func (c *Config) validate() error {
 	if c.modelProviders, err = parseModelProviders(c.ModelProviders); err != nil {
 		return fmt.Errorf("-model-providers: %w", err)
 	}
+	if c.cudaOptions, err = parseCUDAOptions(c.CUDAOptions); err != nil {
+		return fmt.Errorf("-cuda-options: %w", err)
+	}
 	if c.ModelConcurrency < 0 {
 		return fmt.Errorf("-model-concurrency must not be negative")
 	}
@@ -509,6 +516,32 @@ func parseBatch(s string) (map[string]batchSetting, error) {
 			}
 		}
 		out[parts[0]] = b
+	}
+	return out, nil
+}
+
+// cudaOptionKey is how ONNX Runtime names its provider options.
+var cudaOptionKey = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// parseCUDAOptions reads "key=value,…". ONNX Runtime checks the names and
+// values when a session opens on CUDA; device_id is -device's.
+func parseCUDAOptions(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, item := range list(s) {
+		k, v, ok := strings.Cut(item, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch {
+		case !ok || v == "":
+			return nil, fmt.Errorf("%q: want key=value", item)
+		case !cudaOptionKey.MatchString(k):
+			return nil, fmt.Errorf("%q: %q is not an ONNX Runtime option name", item, k)
+		case k == "device_id":
+			return nil, fmt.Errorf("%q: the GPU is chosen with -device", item)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("%q: %s named twice", item, k)
+		}
+		out[k] = v
 	}
 	return out, nil
 }

@@ -60,6 +60,14 @@ func TestConfig(t *testing.T) {
 		{"per-model providers, no name", nil, []string{"-model-providers", "=cuda"}, "want name=providers", nil},
 		{"per-model providers, empty list", nil, []string{"-model-providers", "a="}, "no providers", nil},
 		{"per-model providers, twice", nil, []string{"-model-providers", "a=cpu;a=cuda"}, "named twice", nil},
+		{"cuda options", map[string]string{"FALOCAL_CUDA_OPTIONS": "cudnn_conv_algo_search=HEURISTIC, prefer_nhwc=1"}, nil, "", func(c *Config) bool {
+			return len(c.cudaOptions) == 2 && c.cudaOptions["cudnn_conv_algo_search"] == "HEURISTIC" && c.cudaOptions["prefer_nhwc"] == "1" &&
+				newSessionPolicy(c, nil).spec("m", "p", nil, nil).CUDAOptions["prefer_nhwc"] == "1"
+		}},
+		{"cuda options, no value", nil, []string{"-cuda-options", "prefer_nhwc"}, "want key=value", nil},
+		{"cuda options, bad name", nil, []string{"-cuda-options", "Prefer-NHWC=1"}, "not an ONNX Runtime option name", nil},
+		{"cuda options, device", nil, []string{"-cuda-options", "device_id=1"}, "-device", nil},
+		{"cuda options, twice", nil, []string{"-cuda-options", "prefer_nhwc=1,prefer_nhwc=0"}, "named twice", nil},
 		{"bad per-model keep-alive", nil, []string{"-keep-alive", "isnet=soon"}, "-keep-alive", nil},
 		{"per-model batch", nil, []string{"-batch", "model=isnet-general-use:4:5ms,realesrgan-x4fast:8"}, "", func(c *Config) bool {
 			return c.batchModels["isnet-general-use"] == batchSetting{4, 5 * time.Millisecond} && c.batchModels["realesrgan-x4fast"] == batchSetting{8, -1}

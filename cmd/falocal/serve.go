@@ -63,7 +63,7 @@ func newSessionPolicy(c *Config, providers []engine.Provider) sessionPolicy {
 		trt = filepath.Join(c.CacheDir, "tensorrt")
 	}
 	return sessionPolicy{providers: providers, threads: c.threads(), deviceID: c.DeviceID, trtCache: trt,
-		fp16: c.FP16, models: c.modelProviders}
+		fp16: c.FP16, cuda: c.cudaOptions, models: c.modelProviders}
 }
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {

@@ -18,6 +18,7 @@ type sessionPolicy struct {
 	deviceID  int
 	trtCache  string
 	fp16      bool
+	cuda      map[string]string // -cuda-options
 	models    map[string]providerSetting
 }
 
@@ -26,7 +27,7 @@ func (p sessionPolicy) spec(model, path string, inputs, outputs []string) engine
 	s := engine.SessionSpec{
 		Path: path, Inputs: inputs, Outputs: outputs,
 		Providers: p.providers, IntraOpThreads: p.threads, DeviceID: p.deviceID,
-		TensorRTCacheDir: p.trtCache, FP16: p.fp16,
+		TensorRTCacheDir: p.trtCache, FP16: p.fp16, CUDAOptions: p.cuda,
 	}
 	if m, ok := p.models[model]; ok {
 		if len(m.Providers) > 0 {

@@ -715,6 +715,10 @@ func TestProviderOptions(t *testing.T) {
 	}{
 		{"cuda", engine.CUDA, engine.SessionSpec{DeviceID: 1, FP16: true, TensorRTCacheDir: "/c"},
 			map[string]string{"device_id": "1"}},
+		{"cuda options", engine.CUDA, engine.SessionSpec{DeviceID: 1, CUDAOptions: map[string]string{"prefer_nhwc": "1", "device_id": "3"}},
+			map[string]string{"device_id": "1", "prefer_nhwc": "1"}},
+		{"tensorrt ignores cuda options", engine.TensorRT, engine.SessionSpec{DeviceID: 2, CUDAOptions: map[string]string{"prefer_nhwc": "1"}},
+			map[string]string{"device_id": "2"}},
 		{"tensorrt", engine.TensorRT, engine.SessionSpec{DeviceID: 2},
 			map[string]string{"device_id": "2"}},
 		{"tensorrt fp16 cache", engine.TensorRT, engine.SessionSpec{FP16: true, TensorRTCacheDir: "/var/cache/trt"},

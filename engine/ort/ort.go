@@ -111,7 +111,12 @@ func providerOptions(p engine.Provider, spec engine.SessionSpec) (map[string]str
 	dev := strconv.Itoa(spec.DeviceID)
 	switch p {
 	case engine.CUDA:
-		return map[string]string{"device_id": dev}, nil
+		opts := map[string]string{}
+		for k, v := range spec.CUDAOptions {
+			opts[k] = v
+		}
+		opts["device_id"] = dev // -device, never an option's
+		return opts, nil
 	case engine.TensorRT:
 		opts := map[string]string{"device_id": dev}
 		if spec.FP16 {
