@@ -90,8 +90,10 @@ func run(args []string, stdout io.Writer) error {
 			clear(data[e.PayloadOff : e.PayloadOff+int64(e.PayloadSize)])
 		}
 	}
-	if _, err := elf.NewFile(bytes.NewReader(data)); err != nil {
-		return fmt.Errorf("pruned image no longer parses as ELF: %w", err)
+	// The same walk over the result must find the same entries: only
+	// payloads changed.
+	if again, _, err := analyze(data, k); err != nil || len(again) != len(entries) {
+		return fmt.Errorf("the pruned image no longer parses the same (%d entries, was %d): %v", len(again), len(entries), err)
 	}
 	return writeFile(*in, *out, data)
 }
