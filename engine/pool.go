@@ -29,6 +29,7 @@ type Pool struct {
 	largest map[Session]int64
 
 	name  string       // model, for metrics
+	role  string       // file of the model, for metrics
 	unit  *Unit        // residency of the model this file belongs to; nil = always resident
 	batch *batcher     // nil = no dynamic batching
 	dyn   atomic.Int32 // whether dim 0 of every input and output is dynamic: 0 unknown, 1 yes, 2 no
@@ -48,6 +49,9 @@ type PoolOptions struct {
 	Batch BatchConfig
 	// Name labels the model in metrics (default: the file path).
 	Name string
+	// Role labels the file of a model with several (encoder, unet) in
+	// metrics (default "model").
+	Role string
 	// Metrics records the pool's batch sizes; nil = those of Unit's
 	// residency (Residency.UseMetrics), or none without a Unit.
 	Metrics *metrics.Metrics
@@ -65,7 +69,11 @@ func NewPoolWith(rt Runtime, spec SessionSpec, o PoolOptions) *Pool {
 	if name == "" {
 		name = spec.Path
 	}
-	p := &Pool{rt: rt, spec: spec, slots: make(chan struct{}, size), unit: o.Unit, name: name}
+	role := o.Role
+	if role == "" {
+		role = "model"
+	}
+	p := &Pool{rt: rt, spec: spec, slots: make(chan struct{}, size), unit: o.Unit, name: name, role: role}
 	for i := 0; i < size; i++ {
 		p.slots <- struct{}{}
 	}
@@ -128,8 +136,12 @@ func (p *Pool) runDirect(ctx context.Context, r Run) ([]*Tensor, error) {
 	var out []*Tensor
 	err := p.with(ctx, r.Hold, func(s Session) error {
 		run := func() error {
+			t0 := time.Now()
 			var err error
 			out, err = s.Run(ctx, r.Inputs, r.OutputShapes)
+			if err == nil {
+				p.m.Ran(p.name, p.role, time.Since(t0))
+			}
 			return err
 		}
 		if p.unit != nil && p.growing(s, r.Inputs) {

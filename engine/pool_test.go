@@ -11,6 +11,7 @@ import (
 
 	"github.com/falocal/falocal/engine"
 	"github.com/falocal/falocal/engine/enginetest"
+	"github.com/falocal/falocal/internal/metrics"
 )
 
 const modelPath = "/models/fake.onnx"
@@ -459,4 +460,51 @@ func TestParseProvidersAndTensors(t *testing.T) {
 	if engine.DType(99).String() != "dtype(99)" {
 		t.Error("unknown dtype string")
 	}
+}
+
+// Every session run is timed under the pool's model and file role; failed
+// runs are not.
+func TestPoolRunSeconds(t *testing.T) {
+	rt := enginetest.New()
+	rt.Add("enc", enginetest.Model{
+		Inputs:  []engine.TensorInfo{{Name: "x", DType: engine.Float32, Shape: []int64{1}}},
+		Outputs: []engine.TensorInfo{{Name: "y", DType: engine.Float32, Shape: []int64{1}}},
+		Fn:      echo, Delay: 3 * time.Millisecond,
+	})
+	m := metrics.New()
+	p := engine.NewPoolWith(rt, engine.SessionSpec{Path: "enc"}, engine.PoolOptions{Name: "whisper-x", Role: "encoder", Metrics: m})
+	defer p.Close()
+	in, _ := engine.NewFloat32([]float32{1}, 1)
+	for range 3 {
+		if _, err := p.Run(context.Background(), []*engine.Tensor{in}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Run(context.Background(), nil); err == nil {
+		t.Fatal("a run with no inputs succeeded")
+	}
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "falocal_model_run_seconds" {
+			continue
+		}
+		for _, mt := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range mt.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			h := mt.GetHistogram()
+			if labels["model"] != "whisper-x" || labels["role"] != "encoder" {
+				t.Errorf("labels %v", labels)
+			}
+			if h.GetSampleCount() != 3 || h.GetSampleSum() < 0.009 {
+				t.Errorf("%d runs, %.4fs in all; want 3 runs of at least 3 ms", h.GetSampleCount(), h.GetSampleSum())
+			}
+			return
+		}
+	}
+	t.Fatal("no falocal_model_run_seconds series")
 }

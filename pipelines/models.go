@@ -116,7 +116,7 @@ func (m *Models) PoolFor(man weights.Manifest, role string, inputs, outputs []st
 	}
 	cfg := m.deps.Config
 	spec := m.deps.sessionSpec(man.Name, path, inputs, outputs)
-	opts := engine.PoolOptions{Size: cfg.SessionsPerModel, Name: man.Name}
+	opts := engine.PoolOptions{Size: cfg.SessionsPerModel, Name: man.Name, Role: role}
 	if opts.Batch, err = cfg.batchFor(man); err != nil {
 		return nil, err
 	}

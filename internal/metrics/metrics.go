@@ -18,6 +18,10 @@ import (
 // Buckets for durations from a millisecond to ten minutes.
 var durationBuckets = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
+// runBuckets are finer: one model run on a GPU can take under a
+// millisecond (a decoder step), and a diffusion step tens of them.
+var runBuckets = []float64{.0005, .001, .002, .005, .01, .02, .035, .05, .075, .1, .15, .2, .35, .5, .75, 1, 2, 5, 10, 30, 60}
+
 // Metrics is one server's registry and series. Record through the methods
 // (nil-safe); the series are exported for tests to read.
 type Metrics struct {
@@ -38,6 +42,10 @@ type Metrics struct {
 	Compute *prometheus.HistogramVec
 	// BatchSize is the number of requests one model run served.
 	BatchSize *prometheus.HistogramVec
+	// ModelRun is the time inside a model file's session per run (one
+	// batch), pre- and post-processing excluded: a request's compute time
+	// less this is the server's own part.
+	ModelRun *prometheus.HistogramVec
 	// ModelLoads counts model loads (a model becoming resident).
 	ModelLoads *prometheus.CounterVec
 	// ModelEvictions counts unloads, by reason.
@@ -96,6 +104,10 @@ func New() *Metrics {
 			Name: "falocal_batch_size", Help: "Requests coalesced into one model run by the dynamic batcher.",
 			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64},
 		}, []string{"model"}),
+		ModelRun: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "falocal_model_run_seconds", Help: "Time inside a model file's session per run (one batch), by model and file role.",
+			Buckets: runBuckets,
+		}, []string{"model", "role"}),
 		ModelLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "falocal_model_loads_total", Help: "Model loads, by model and result (ok, error).",
 		}, []string{"model", "result"}),
@@ -131,7 +143,7 @@ func New() *Metrics {
 			Name: "falocal_fleet_node_resident_endpoints", Help: "Endpoints whose default model each live node holds in memory.",
 		}, []string{"node"}),
 	}
-	m.reg.MustRegister(m.Requests, m.Rejected, m.QueueDepth, m.QueueCapacity, m.QueueWait, m.Compute, m.BatchSize,
+	m.reg.MustRegister(m.Requests, m.Rejected, m.QueueDepth, m.QueueCapacity, m.QueueWait, m.Compute, m.BatchSize, m.ModelRun,
 		m.ModelLoads, m.ModelEvictions, m.LoadDuration, m.MemoryInUse, m.MemoryBudget, m.ModelsLoaded, m.Ready,
 		m.QueueRunning, m.FleetNodes, m.FleetRunning, m.FleetResident,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -243,6 +255,13 @@ func (m *Metrics) SetReady(ok bool) {
 func (m *Metrics) Batch(model string, n int) {
 	if m != nil {
 		m.BatchSize.WithLabelValues(model).Observe(float64(n))
+	}
+}
+
+// Ran records one run of a model file's session.
+func (m *Metrics) Ran(model, role string, d time.Duration) {
+	if m != nil {
+		m.ModelRun.WithLabelValues(model, role).Observe(d.Seconds())
 	}
 }
 
