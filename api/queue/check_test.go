@@ -18,7 +18,7 @@ import (
 // blocked never finishes a request until its ctx ends.
 func blocked(ctx context.Context, r *Record, _ func(string, string), _ func(string)) Outcome {
 	<-ctx.Done()
-	return cancelled()
+	return Cancelled()
 }
 
 // makeDB writes a queue database holding n requests (every one queued, with

@@ -52,6 +52,18 @@ type Outcome struct {
 	ErrorType string          // error: fal error_type
 }
 
+// ErrorOutcome is an error status with fal's body for it.
+func ErrorOutcome(status int, msg, errorType string) Outcome {
+	return Outcome{Status: status, Error: msg, ErrorType: errorType,
+		Body: mustJSON(map[string]string{"detail": msg, "error_type": errorType})}
+}
+
+// ShuttingDown is the outcome of a request the server stopped for good
+// before it could finish, on either queue.
+func ShuttingDown() Outcome {
+	return ErrorOutcome(503, "the server is shutting down", "runner_disconnected")
+}
+
 // Record is one request, as stored.
 type Record struct {
 	ID       string          `json:"id"`
@@ -249,7 +261,7 @@ func (q *Queue) ExpireDeadlines() {
 	}
 	q.mu.Unlock()
 	for _, e := range late {
-		q.finish(e, timedOut(), 0)
+		q.finish(e, TimedOut(), 0)
 	}
 }
 
@@ -547,18 +559,19 @@ func (q *Queue) Cancel(id string) (CancelResult, error) {
 	}
 	heap.Remove(&q.pending, e.idx)
 	q.mu.Unlock()
-	q.finish(e, cancelled(), 0)
+	q.finish(e, Cancelled(), 0)
 	return CancelRequested, nil
 }
 
-func cancelled() Outcome {
-	return Outcome{Status: 499, Error: "Request cancelled by the client.", ErrorType: "client_cancelled",
-		Body: mustJSON(map[string]string{"detail": "Request cancelled by the client.", "error_type": "client_cancelled"})}
+// Cancelled is the outcome of a request its client cancelled.
+func Cancelled() Outcome {
+	return ErrorOutcome(499, "Request cancelled by the client.", "client_cancelled")
 }
 
-func timedOut() Outcome {
-	return Outcome{Status: 504, Error: "Request timed out before it started", ErrorType: "request_timeout",
-		Body: mustJSON(map[string]string{"detail": "Request timed out before it started", "error_type": "request_timeout"})}
+// TimedOut is the outcome of a request whose start deadline passed in the
+// queue.
+func TimedOut() Outcome {
+	return ErrorOutcome(504, "Request timed out before it started", "request_timeout")
 }
 
 func (q *Queue) worker() {
@@ -586,7 +599,7 @@ func (q *Queue) next() (*entry, context.Context) {
 			now := q.opts.Now()
 			if !e.rec.StartDeadline.IsZero() && now.After(e.rec.StartDeadline) {
 				q.mu.Unlock()
-				q.finish(e, timedOut(), 0)
+				q.finish(e, TimedOut(), 0)
 				continue
 			}
 			ctx, cancel := context.WithCancel(q.runCtx)
@@ -658,8 +671,7 @@ func (q *Queue) execute(e *entry, ctx context.Context) {
 			}
 			return
 		}
-		out = Outcome{Status: 503, Error: "the server is shutting down", ErrorType: "runner_disconnected",
-			Body: mustJSON(map[string]string{"detail": "the server is shutting down", "error_type": "runner_disconnected"})}
+		out = ShuttingDown()
 	}
 	q.finish(e, out, elapsed)
 }
@@ -859,8 +871,7 @@ func (q *Queue) Drain() {
 	}
 	q.mu.Unlock()
 	for _, e := range waiting {
-		q.finish(e, Outcome{Status: 503, Error: "the server is shutting down", ErrorType: "runner_disconnected",
-			Body: mustJSON(map[string]string{"detail": "the server is shutting down", "error_type": "runner_disconnected"})}, 0)
+		q.finish(e, ShuttingDown(), 0)
 	}
 }
 

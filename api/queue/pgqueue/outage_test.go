@@ -29,7 +29,7 @@ func TestResultThroughOutage(t *testing.T) {
 			select {
 			case <-finish:
 			case <-ctx.Done():
-				return cancelled()
+				return queue.Cancelled()
 			}
 		}
 		return queue.Outcome{Output: json.RawMessage(`{"ok":true}`)}

@@ -545,7 +545,7 @@ func (q *Queue) Cancel(id string) (queue.CancelResult, error) {
 	ctx, cancel := q.ctx()
 	defer cancel()
 	for try := 0; try < 5; try++ {
-		recs, err := q.finishWhere(ctx, "id = $1 AND status = 'IN_QUEUE'", cancelled(), 0, nil, id)
+		recs, err := q.finishWhere(ctx, "id = $1 AND status = 'IN_QUEUE'", queue.Cancelled(), 0, nil, id)
 		if err != nil {
 			return queue.NotFound, q.dbErr(err)
 		}
@@ -587,23 +587,6 @@ func (q *Queue) cancelLocal(id string) {
 		j.byUser = true
 		j.cancel()
 	}
-}
-
-func cancelled() queue.Outcome {
-	return errOutcome(499, "Request cancelled by the client.", "client_cancelled")
-}
-
-func timedOut() queue.Outcome {
-	return errOutcome(504, "Request timed out before it started", "request_timeout")
-}
-
-func shuttingDown() queue.Outcome {
-	return errOutcome(503, "the server is shutting down", "runner_disconnected")
-}
-
-func errOutcome(status int, msg, typ string) queue.Outcome {
-	b, _ := json.Marshal(map[string]string{"detail": msg, "error_type": typ})
-	return queue.Outcome{Status: status, Error: msg, ErrorType: typ, Body: b}
 }
 
 // finishWhere completes the rows that where selects (its $1… are args) with
@@ -830,7 +813,7 @@ func (q *Queue) Drain() {
 	}
 	ctx, cancel := q.ctx()
 	defer cancel()
-	recs, err := q.finishWhere(ctx, "status = 'IN_QUEUE' AND ephemeral AND accepted_by = $1", shuttingDown(), 0, nil, q.opts.Node)
+	recs, err := q.finishWhere(ctx, "status = 'IN_QUEUE' AND ephemeral AND accepted_by = $1", queue.ShuttingDown(), 0, nil, q.opts.Node)
 	if err != nil {
 		q.log.Warn("queue: answer waiting sync requests", "err", err)
 	}

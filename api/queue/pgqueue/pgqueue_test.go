@@ -83,7 +83,7 @@ func blocking(started chan<- string) queue.Runner {
 			started <- r.ID
 		}
 		<-ctx.Done()
-		return cancelled()
+		return queue.Cancelled()
 	}
 }
 
@@ -221,7 +221,7 @@ func TestQueue(t *testing.T) {
 			case `"panic"`:
 				panic("boom")
 			case `"fail"`:
-				return errOutcome(422, "bad input", "validation")
+				return queue.ErrorOutcome(422, "bad input", "validation")
 			}
 			return queue.Outcome{Output: json.RawMessage(`{}`)}
 		}, nil)
@@ -450,7 +450,7 @@ func TestQueue(t *testing.T) {
 			started <- r.ID
 			<-ctx.Done()
 			interrupted.Store(true)
-			return cancelled()
+			return queue.Cancelled()
 		}, short)
 		submit(t, api1, queue.Record{ID: "running", Ephemeral: true})
 		<-started
@@ -823,7 +823,7 @@ func TestRestart(t *testing.T) {
 		select {
 		case <-time.After(400 * time.Millisecond):
 		case <-ctx.Done():
-			return cancelled()
+			return queue.Cancelled()
 		}
 		logf("INFO", "done")
 		return queue.Outcome{Output: json.RawMessage(`{}`)}

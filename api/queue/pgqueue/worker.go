@@ -190,7 +190,7 @@ func (q *Queue) execute(j *job, rec queue.Record) {
 			})
 			return
 		}
-		out = shuttingDown()
+		out = queue.ShuttingDown()
 	}
 	final := q.logEntry("INFO", fmt.Sprintf("request completed in %.2fs", elapsed))
 	if out.Status != 0 {
@@ -430,7 +430,7 @@ func (q *Queue) failed(err error) {
 
 func (q *Queue) maintain(ctx context.Context, gcNodes, reap bool) error {
 	// Start deadlines, by this node's clock (as the API set them).
-	recs, err := q.finishWhere(ctx, "status = 'IN_QUEUE' AND start_deadline <= $1", timedOut(), 0, nil, q.opts.Now())
+	recs, err := q.finishWhere(ctx, "status = 'IN_QUEUE' AND start_deadline <= $1", queue.TimedOut(), 0, nil, q.opts.Now())
 	if err != nil {
 		return err
 	}
@@ -503,7 +503,7 @@ func (q *Queue) reap(ctx context.Context) error {
 	if _, err := q.pool.Exec(ctx, "UPDATE falocal_requests SET cancel_requested = true WHERE status = 'IN_PROGRESS' AND NOT cancel_requested AND "+orphan, gone); err != nil {
 		return err
 	}
-	recs, err := q.finishWhere(ctx, "status = 'IN_PROGRESS' AND lease_until < now() AND cancel_requested", cancelled(), 0, nil)
+	recs, err := q.finishWhere(ctx, "status = 'IN_PROGRESS' AND lease_until < now() AND cancel_requested", queue.Cancelled(), 0, nil)
 	if err != nil {
 		return err
 	}
@@ -526,7 +526,7 @@ func (q *Queue) reap(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	out := errOutcome(503, "the server stopped twice while running this request; it was not retried again", "runner_disconnected")
+	out := queue.ErrorOutcome(503, "the server stopped twice while running this request; it was not retried again", "runner_disconnected")
 	// attempts >= 2: a first lease that expired between the statement
 	// above and this one (each has its own now()) is queued again by the
 	// next pass, not failed.
