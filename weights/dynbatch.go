@@ -2,10 +2,8 @@ package weights
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/falocal/falocal/weights/onnxpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // DynamicBatch rewrites an ONNX file in place so that dim 0 of every graph
@@ -19,18 +17,12 @@ import (
 // (a constant Reshape target, say): a caller runs the result at batch > 1
 // once before trusting it.
 func DynamicBatch(path string) (bool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false, err
-	}
-	var m onnxpb.ModelProto
-	if err := proto.Unmarshal(b, &m); err != nil {
-		return false, fmt.Errorf("%s: not an ONNX model: %w", path, err)
-	}
-	g := m.GetGraph()
-	if g == nil {
-		return false, fmt.Errorf("%s: no graph", path)
-	}
+	return rewriteONNX(path, func(_ *onnxpb.ModelProto, g *onnxpb.GraphProto) (bool, error) {
+		return dynamicBatch(path, g)
+	})
+}
+
+func dynamicBatch(path string, g *onnxpb.GraphProto) (bool, error) {
 	// Older exports list initialisers among the inputs too; those are
 	// weights, not per-request values.
 	isInit := map[string]bool{}
@@ -67,19 +59,10 @@ func DynamicBatch(path string) (bool, error) {
 			return false, err
 		}
 	}
-	if !changed {
-		return false, nil
+	if changed {
+		dropValueInfo(g)
 	}
-	dropValueInfo(g)
-	nb, err := proto.Marshal(&m)
-	if err != nil {
-		return false, err
-	}
-	tmp := path + ".partial"
-	if err := os.WriteFile(tmp, nb, 0o644); err != nil {
-		return false, err
-	}
-	return true, os.Rename(tmp, path)
+	return changed, nil
 }
 
 // dropValueInfo clears the intermediate shapes of g and of its subgraphs

@@ -1,9 +1,6 @@
 package weights
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/falocal/falocal/weights/onnxpb"
 	"google.golang.org/protobuf/proto"
 )
@@ -16,30 +13,14 @@ import (
 // reports whether anything changed. Weights in external data files are
 // untouched (only the graph is rewritten).
 func Float32IO(path string) (bool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false, err
-	}
-	var m onnxpb.ModelProto
-	if err := proto.Unmarshal(b, &m); err != nil {
-		return false, fmt.Errorf("%s: not an ONNX model: %w", path, err)
-	}
-	g := m.GetGraph()
-	if g == nil {
-		return false, fmt.Errorf("%s: no graph", path)
-	}
-	fp16 := int32(onnxpb.TensorProto_FLOAT16)
-	fp32 := int32(onnxpb.TensorProto_FLOAT)
+	return rewriteONNX(path, func(_ *onnxpb.ModelProto, g *onnxpb.GraphProto) (bool, error) {
+		return float32IO(g), nil
+	})
+}
+
+func float32IO(g *onnxpb.GraphProto) bool {
 	isHalf := func(v *onnxpb.ValueInfoProto) bool {
 		return v.GetType().GetTensorType().GetElemType() == fp16
-	}
-	cast := func(in, out string, to onnxpb.TensorProto_DataType) *onnxpb.NodeProto {
-		typ := onnxpb.AttributeProto_INT
-		return &onnxpb.NodeProto{
-			OpType: proto.String("Cast"), Name: proto.String("falocal_cast_" + out),
-			Input: []string{in}, Output: []string{out},
-			Attribute: []*onnxpb.AttributeProto{{Name: proto.String("to"), Type: &typ, I: proto.Int64(int64(to))}},
-		}
 	}
 	var head, tail []*onnxpb.NodeProto
 	changed := false
@@ -49,7 +30,7 @@ func Float32IO(path string) (bool, error) {
 		}
 		inner := in.GetName() + "__falocal_fp16"
 		renameUses(g, in.GetName(), inner)
-		head = append(head, cast(in.GetName(), inner, onnxpb.TensorProto_FLOAT16))
+		head = append(head, castNode(in.GetName(), inner, onnxpb.TensorProto_FLOAT16))
 		in.GetType().GetTensorType().ElemType = proto.Int32(fp32)
 		changed = true
 	}
@@ -65,23 +46,25 @@ func Float32IO(path string) (bool, error) {
 				vi.Name = proto.String(inner)
 			}
 		}
-		tail = append(tail, cast(inner, out.GetName(), onnxpb.TensorProto_FLOAT))
+		tail = append(tail, castNode(inner, out.GetName(), onnxpb.TensorProto_FLOAT))
 		out.GetType().GetTensorType().ElemType = proto.Int32(fp32)
 		changed = true
 	}
 	if !changed {
-		return false, nil
+		return false
 	}
 	g.Node = append(append(head, g.Node...), tail...)
-	nb, err := proto.Marshal(&m)
-	if err != nil {
-		return false, err
+	return true
+}
+
+// castNode is the Cast node the rewrites put at a graph's edges.
+func castNode(in, out string, to onnxpb.TensorProto_DataType) *onnxpb.NodeProto {
+	typ := onnxpb.AttributeProto_INT
+	return &onnxpb.NodeProto{
+		OpType: proto.String("Cast"), Name: proto.String("falocal_cast_" + out),
+		Input: []string{in}, Output: []string{out},
+		Attribute: []*onnxpb.AttributeProto{{Name: proto.String("to"), Type: &typ, I: proto.Int64(int64(to))}},
 	}
-	tmp := path + ".partial"
-	if err := os.WriteFile(tmp, nb, 0o644); err != nil {
-		return false, err
-	}
-	return true, os.Rename(tmp, path)
 }
 
 // renameUses replaces a value name where nodes read it, in g and in every

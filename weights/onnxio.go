@@ -8,7 +8,44 @@ import (
 	"os"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/falocal/falocal/weights/onnxpb"
 )
+
+// rewriteONNX is how the graph rewrites (DynamicBatch, Float32IO,
+// Float16Compute) change an ONNX file in place: it parses the model, hands
+// its graph to edit, and, when edit reports a change, writes the result
+// beside the file and renames it over. It reports whether anything changed;
+// the file is untouched on error or without change. Weights in external
+// data files are not read (edit sees their TensorProtos only).
+func rewriteONNX(path string, edit func(m *onnxpb.ModelProto, g *onnxpb.GraphProto) (bool, error)) (bool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	var m onnxpb.ModelProto
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return false, fmt.Errorf("%s: not an ONNX model: %w", path, err)
+	}
+	g := m.GetGraph()
+	if g == nil {
+		return false, fmt.Errorf("%s: no graph", path)
+	}
+	changed, err := edit(&m, g)
+	if err != nil || !changed {
+		return false, err
+	}
+	nb, err := proto.Marshal(&m)
+	if err != nil {
+		return false, err
+	}
+	tmp := path + ".partial"
+	if err := os.WriteFile(tmp, nb, 0o644); err != nil {
+		return false, err
+	}
+	return true, os.Rename(tmp, path)
+}
 
 // ONNXIO lists the graph input and output names of an ONNX file (see
 // ONNXSignature).
