@@ -58,6 +58,7 @@ type Config struct {
 	Node           string // name in the fleet
 	WebhookKey     string // "" = <data-dir>/webhook-ed25519.pem
 	RembgModel     string
+	UpscaleModels  string // comma-separated
 	WhisperModel   string
 	WizperModel    string
 	MaxAudio       time.Duration
@@ -284,6 +285,7 @@ func bindFlags(fs *flag.FlagSet, c *Config) {
 	str(&c.Node, "node", "FALOCAL_NODE", "", "this server's name in the fleet view (default: host name and process id)")
 	str(&c.WebhookKey, "webhook-key", "FALOCAL_WEBHOOK_KEY", "", "Ed25519 private key (PEM) that signs fal_webhook posts, created if missing: empty for <data-dir>/webhook-ed25519.pem; every server of a fleet needs the same key")
 	str(&c.RembgModel, "rembg-model", "FALOCAL_REMBG_MODEL", "", "installed model used by imageutils/rembg and BiRefNet 'General Use (Light)' (default: the one whose manifest serves them)")
+	str(&c.UpscaleModels, "upscale-model", "FALOCAL_UPSCALE_MODEL", "", "installed upscalers, comma-separated, that serve the fal-ai/esrgan models their manifests name ahead of others serving the same, e.g. realesrgan-x4plus-fp16 (default: the first installed by name)")
 	str(&c.WhisperModel, "whisper-model", "FALOCAL_WHISPER_MODEL", "", "installed Whisper model used by fal-ai/whisper (default: the first installed)")
 	str(&c.WizperModel, "wizper-model", "FALOCAL_WIZPER_MODEL", "", "installed Whisper model used by fal-ai/wizper (default: the whisper model)")
 	dur(&c.MaxAudio, "max-audio-duration", "FALOCAL_MAX_AUDIO_DURATION", 4*time.Hour, "longest audio input (longer inputs get a 413)")

@@ -381,6 +381,9 @@ func checkModels(c *Config) []finding {
 	for model := range c.modelProviders {
 		named = append(named, struct{ flag, model string }{"-model-providers", model})
 	}
+	for _, model := range list(c.UpscaleModels) {
+		named = append(named, struct{ flag, model string }{"-upscale-model", model})
+	}
 	for _, n := range named {
 		if n.model == "" || slices.Contains(names, n.model) {
 			continue

@@ -116,6 +116,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		pcfg.Models["rembg"] = c.RembgModel
 		pcfg.Models["birefnet:General Use (Light)"] = c.RembgModel
 	}
+	if err := pinUpscalers(pcfg.Models, list(c.UpscaleModels), installed, log); err != nil {
+		return err
+	}
 	pcfg.Batch = engine.BatchConfig{MaxBatch: c.BatchMax, MaxDelay: c.BatchDelay}
 	pcfg.BatchModels = map[string]engine.BatchConfig{}
 	for name, b := range c.batchModels {
@@ -421,4 +424,29 @@ func openFiles(ctx context.Context, c *Config, log *slog.Logger) (*files.Store, 
 	}
 	log.Info("files on S3-compatible storage", "bucket", sc.String())
 	return fstore, nil
+}
+
+// pinUpscalers makes each named upscaler serve the fal model names its
+// manifest lists (an fp16 build beside its fp32 sibling, say). One that is
+// not installed is warned about, as the other model flags' are refused on
+// first use; one that is no upscaler is an error.
+func pinUpscalers(pins map[string]string, names []string, installed []weights.Manifest, log *slog.Logger) error {
+	for _, name := range names {
+		i := slices.IndexFunc(installed, func(m weights.Manifest) bool { return m.Name == name })
+		if i < 0 {
+			log.Warn("-upscale-model names a model that is not installed", "model", name)
+			continue
+		}
+		m := installed[i]
+		if m.Pipeline != "upscale" || len(m.Serves) == 0 {
+			return fmt.Errorf("-upscale-model: %s is not an upscaler (pipeline %s)", name, m.Pipeline)
+		}
+		for _, key := range m.Serves {
+			if prev, ok := pins[key]; ok {
+				return fmt.Errorf("-upscale-model: %s and %s both serve %s", prev, name, strings.TrimPrefix(key, "esrgan:"))
+			}
+			pins[key] = name
+		}
+	}
+	return nil
 }
