@@ -79,7 +79,7 @@ def maybe_compile(m, a):
 def sdxl(a, T, r):
     dev, f16 = a.device, torch.float16
     parts = M.sdxl_parts(a.size, dev, parts=("unet", "vae"))
-    unet, vae = parts["unet"], parts["vae"]
+    unet, vae = parts.pop("unet"), parts.pop("vae")
     c = unet.config
     lat = a.image // 8
     r["unet_params"] = sum(p.numel() for p in unet.parameters())
@@ -108,7 +108,7 @@ def sdxl(a, T, r):
 def flux(a, T, r):
     dev, f16 = a.device, torch.float16
     parts = M.flux_parts(a.size, dev, a.flux_double, a.flux_single, parts=("transformer", "vae"))
-    tr, vae = parts["transformer"], parts["vae"]
+    tr, vae = parts.pop("transformer"), parts.pop("vae")
     c = tr.config
     r["transformer_params"] = sum(p.numel() for p in tr.parameters())
     r["flux_double"], r["flux_single"] = c.num_layers, c.num_single_layers

@@ -38,11 +38,11 @@ def ratio(a, b):
     return round(a / b, 3) if a and b else None
 
 
-def fmt(x, nd=1):
+def fmt(x):
     if x is None:
         return "–"
     if isinstance(x, float):
-        return f"{x:.{nd}f}"
+        return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
     return str(x)
 
 
@@ -77,17 +77,13 @@ def main():
                                  pk.get("full_depth_step_ms_extrapolated"), ratio(ours * pk["full_depth_factor"],
                                                                                   pk.get("full_depth_step_ms_extrapolated")), "≤ 1.2"))
                 rows.append((m, f"request overhead, {bsz} image(s), % of model time", run.get("overhead_pct"), None, None, "≤ 5"))
-                tm0 = run.get("timings") or {}
-                if tm0.get("inference"):
-                    glue = tm0["inference"] - sum(tm0.get(k, 0) for k in ("text", "denoise", "vae"))
-                    rows.append((m, f"in-pipeline time outside text/denoise/vae, {bsz} image(s), ms", round(1e3 * glue, 1), None, None, ""))
                 tm = run.get("timings") or {}
                 if bsz == 1 and tm.get("vae"):
                     rows.append((m, "VAE decode 1 image, ms (ours: timings.vae)", round(1e3 * tm["vae"], 1),
                                  (p or {}).get("vae_decode", {}).get("median_ms"), None, ""))
         if m == "whisper" and h:
             wb = h.get("batch_size")
-            rows.append((m, f"10 min audio, batch {wb}: real-time factor (wall)", h.get("rtf_wall"), None, None, "≥ PyTorch"))
+            rows.append((m, f"{h.get('audio_s', 0) / 60:.0f} min audio, batch {wb}: real-time factor (wall)", h.get("rtf_wall"), None, None, "≥ PyTorch"))
             enc = (p or {}).get(f"encode_b{wb}", {}).get("median_ms")
             dec = (p or {}).get(f"decode100_b{wb}", {}).get("per_step_ms")
             if enc and dec and h.get("window_tokens"):
