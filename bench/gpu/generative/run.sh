@@ -12,9 +12,11 @@
 #   OUT               output folder (default bench/gpu/generative/out)
 #   GEN_MODELS        "sdxl whisper flux" (order = priority)
 #   GEN_SIZE          full | tiny                 GEN_DEVICE   cuda | cpu (torch)
-#   GEN_PROVIDERS     cuda,cpu                    FALOCAL_BIN  bench/gpu/stage/bin/falocal
-#   GEN_ENV_SCRIPT    bench/gpu/stage/env.sh (sourced if present: FALOCAL_ORT_LIBRARY, LD_LIBRARY_PATH)
-#   FALOCAL_ORT_LIBRARY   the ONNX Runtime library the server loads
+#   GEN_PROVIDERS     cuda,cpu
+#   STAGE             the unpacked stage (default: $FERRY_WORK/STAGE's path as bench/gpu/ferry.sh writes it,
+#                     else bench/gpu/stage);  FALOCAL_BIN  $STAGE/bin/falocal
+#   FALOCAL_ORT_LIBRARY   default $STAGE/ort/libonnxruntime.so.1.30.0 (its dir and the image's nvidia/*/lib
+#                     dirs go on LD_LIBRARY_PATH);  GEN_ENV_SCRIPT  optional script sourced first
 #   GEN_WORK          scratch (exports, data dir): /tmp/gen-work
 #   GEN_IMAGE 1024  GEN_BATCHES 1,4  GEN_SDXL_STEPS 30  GEN_FLUX_STEPS 28
 #   GEN_FLUX_DOUBLE / GEN_FLUX_SINGLE  FLUX depth (default 19/38 when GEN_FLUX_FULL=1, else 4/8)
@@ -30,8 +32,14 @@ GEN_MODELS=${GEN_MODELS:-"sdxl whisper flux"}
 GEN_SIZE=${GEN_SIZE:-full}
 GEN_DEVICE=${GEN_DEVICE:-cuda}
 GEN_PROVIDERS=${GEN_PROVIDERS:-cuda,cpu}
-FALOCAL_BIN=${FALOCAL_BIN:-$root/bench/gpu/stage/bin/falocal}
-GEN_ENV_SCRIPT=${GEN_ENV_SCRIPT:-$root/bench/gpu/stage/env.sh}
+# the stage (server + ONNX Runtime's GPU build) as bench/gpu/ferry.sh unpacks it, found as bench/gpu/images.sh does
+if [ -z "${STAGE:-}" ]; then
+  fw=${FERRY_WORK:-/root/falocal-gpu}
+  [ -f "$fw/STAGE" ] || fw=${TMPDIR:-/tmp}/falocal-gpu
+  if [ -f "$fw/STAGE" ]; then STAGE=$(cat "$fw/STAGE"); else STAGE=$root/bench/gpu/stage; fi
+fi
+FALOCAL_BIN=${FALOCAL_BIN:-$STAGE/bin/falocal}
+GEN_ENV_SCRIPT=${GEN_ENV_SCRIPT:-}
 GEN_WORK=${GEN_WORK:-/tmp/gen-work}
 GEN_BUDGET_S=${GEN_BUDGET_S:-540}
 GEN_IMAGE=${GEN_IMAGE:-1024}
@@ -46,8 +54,29 @@ GEN_WHISPER_BATCH=${GEN_WHISPER_BATCH:-16}
 GEN_PEER_ITERS=${GEN_PEER_ITERS:-10}
 PY=${GEN_PYTHON:-python3}
 PORT=${GEN_PORT:-8791}
-[ -f "$GEN_ENV_SCRIPT" ] && . "$GEN_ENV_SCRIPT"
+[ -n "$GEN_ENV_SCRIPT" ] && [ -f "$GEN_ENV_SCRIPT" ] && . "$GEN_ENV_SCRIPT"
+if [ -z "${FALOCAL_ORT_LIBRARY:-}" ] && [ -f "$STAGE/ort/libonnxruntime.so.1.30.0" ]; then
+  FALOCAL_ORT_LIBRARY=$STAGE/ort/libonnxruntime.so.1.30.0
+fi
 export FALOCAL_ORT_LIBRARY=${FALOCAL_ORT_LIBRARY:-}
+if [ -n "$FALOCAL_ORT_LIBRARY" ] && [ "$GEN_DEVICE" = cuda ]; then
+  # the CUDA libraries of the image's nvidia pip packages, beside ONNX Runtime's (as bench/gpu/images.sh)
+  cudalibs=$(${GEN_PYTHON:-python3} - <<'PY' 2>/dev/null
+import os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit
+dirs = []
+for base in list(nvidia.__path__):
+    for d, _, files in os.walk(base):
+        if any(f.startswith("lib") and ".so" in f for f in files) and d not in dirs:
+            dirs.append(d)
+print(":".join(dirs))
+PY
+)
+  export LD_LIBRARY_PATH=$(dirname "$FALOCAL_ORT_LIBRARY")${cudalibs:+:$cudalibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 export PYTHONUNBUFFERED=1
 
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$OUT/run.log"; }
