@@ -58,6 +58,20 @@ class Timer:
             torch.cuda.synchronize()
 
 
+class Record(dict):
+    """The results so far, rewritten to the output file after every measurement (a run stopped by run.sh's
+    time guard keeps what it measured)."""
+
+    def __init__(self, path, **kw):
+        super().__init__(**kw)
+        self.path = path
+
+    def __setitem__(self, k, v):
+        super().__setitem__(k, v)
+        with open(self.path, "w") as f:
+            json.dump(self, f, indent=1)
+
+
 def reset_peak(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -242,8 +256,8 @@ def main():
     a.batches = [int(x) for x in a.batches.split(",")]
     torch.backends.cuda.matmul.allow_tf32 = True
     T = Timer(a.device)
-    r = {"model": a.model, "size": a.size, "device": a.device, "torch": torch.__version__, "dtype": "float16",
-         "attention": "sdpa", "compiled": a.compile}
+    r = Record(a.out, model=a.model, size=a.size, device=a.device, torch=torch.__version__, dtype="float16",
+               attention="sdpa", compiled=a.compile)
     if a.device == "cuda":
         r["gpu"] = torch.cuda.get_device_name()
     t0 = time.time()

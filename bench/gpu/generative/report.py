@@ -57,6 +57,8 @@ def main():
         h = load(os.path.join(out, f"http-{m}.json"))
         p = load(os.path.join(out, f"peer-{m}.json"))
         sk = load(os.path.join(out, f"skipped-{m}.json"))
+        if not (b or h or p or sk):
+            continue
         mem, memkind = peak_mib(out, m)
         res["models"][m] = {"build": b and b.get("build"), "http": h, "peer": p, "skipped": sk,
                             "server_peak_mib": mem, "server_peak_kind": memkind}

@@ -21,6 +21,7 @@
 #   GEN_IMAGE 1024  GEN_BATCHES 1,4  GEN_SDXL_STEPS 30  GEN_FLUX_STEPS 28
 #   GEN_FLUX_DOUBLE / GEN_FLUX_SINGLE  FLUX depth (default 19/38 when GEN_FLUX_FULL=1, else 4/8)
 #   GEN_AUDIO_S 600  GEN_WHISPER_BATCH 16  GEN_PEER_ITERS 10  GEN_PYTHON python3  GEN_PORT 8791
+#   GEN_IMPORT_CHECK  false (true: the import loads every diffusion component and generates at two small sizes)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -84,7 +85,9 @@ left() { echo $(( GEN_BUDGET_S - ($(date +%s) - T0) )); }
 step() {  # step NAME cmd...: runs, times, records rc into $OUT/steps.jsonl
   local name=$1; shift
   local s=$(date +%s%N)
-  "$@" >> "$OUT/$name.log" 2>&1
+  # no step runs past the budget: the report still gets written within the call's limit
+  local lim=$(left); [ "$lim" -lt 15 ] && lim=15
+  timeout -k 5 "$lim" "$@" >> "$OUT/$name.log" 2>&1
   local rc=$?
   local ms=$(( ($(date +%s%N) - s) / 1000000 ))
   printf '{"step":"%s","rc":%d,"seconds":%d.%03d}\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000)) >> "$OUT/steps.jsonl"
@@ -98,7 +101,8 @@ step() {  # step NAME cmd...: runs, times, records rc into $OUT/steps.jsonl
   date -u +%Y-%m-%dT%H:%M:%SZ
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   $PY -c 'import sys,torch;print("python",sys.version.split()[0],"torch",torch.__version__,"cuda",torch.version.cuda)' 2>&1
-  echo "falocal $FALOCAL_BIN ort ${FALOCAL_ORT_LIBRARY:-default} providers $GEN_PROVIDERS size $GEN_SIZE"
+  echo "falocal $FALOCAL_BIN ort ${FALOCAL_ORT_LIBRARY:-default} providers $GEN_PROVIDERS size $GEN_SIZE precision float16"
+  echo "flux blocks ${GEN_FLUX_DOUBLE}+${GEN_FLUX_SINGLE} (real 19+38); text encoders: real widths, 2 layers; image ${GEN_IMAGE}; audio ${GEN_AUDIO_S} s at batch ${GEN_WHISPER_BATCH}"
 } > "$OUT/env.txt"
 site=$GEN_WORK/site
 mkdir -p "$site"
@@ -131,8 +135,8 @@ start_server() {  # start_server MODEL
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/gpumem-$m.csv" 2>/dev/null &
     SAMPLER_PID=$!
   fi
-  "$FALOCAL_BIN" -data-dir "$DATA" -listen 127.0.0.1:$PORT -providers "$GEN_PROVIDERS" -max-diffusion-work -1 \
-    -request-timeout 30m -keep-alive 30m ${WHISPER_MODEL:+-whisper-model $WHISPER_MODEL} \
+  "$FALOCAL_BIN" serve -data-dir "$DATA" -cache-dir "$GEN_WORK/cache" -listen 127.0.0.1:$PORT \
+    -providers "$GEN_PROVIDERS" -max-diffusion-work -1 -request-timeout 30m -keep-alive -1 ${WHISPER_MODEL:+-whisper-model $WHISPER_MODEL} \
     ${FALOCAL_ORT_LIBRARY:+-ort-library $FALOCAL_ORT_LIBRARY} > "$OUT/server-$m.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
@@ -171,11 +175,11 @@ for m in $GEN_MODELS; do
   step "build-$m" $PY "$here/build.py" --model $m --size "$GEN_SIZE" --device "$GEN_DEVICE" --out "$src" "${extra[@]}" || continue
   grep '^{"build"' "$OUT/build-$m.log" | tail -1 > "$OUT/build-$m.json"
   case $m in
-    sdxl) imp=(-pipeline diffusion -serves fast-sdxl -check=false) ;;
-    flux) imp=(-pipeline diffusion -serves flux/dev -check=false) ;;
+    sdxl) imp=(-pipeline diffusion -serves fast-sdxl -check=${GEN_IMPORT_CHECK:-false}) ;;
+    flux) imp=(-pipeline diffusion -serves flux/dev -check=${GEN_IMPORT_CHECK:-false}) ;;
     whisper) imp=(-pipeline whisper) ;;
   esac
-  step "import-$m" "$FALOCAL_BIN" weights import -data-dir "$DATA" -providers "$GEN_PROVIDERS" \
+  step "import-$m" "$FALOCAL_BIN" weights import -data-dir "$DATA" -cache-dir "$GEN_WORK/cache" -providers "$GEN_PROVIDERS" \
     ${FALOCAL_ORT_LIBRARY:+-ort-library $FALOCAL_ORT_LIBRARY} -name "$m-bench" -dir "$src" -dtype fp16 "${imp[@]}" || continue
   rm -rf "$src"
   http=(--image "$GEN_IMAGE" --batches "$GEN_BATCHES")
@@ -196,7 +200,7 @@ for m in $GEN_MODELS; do
   stop_server $m
   unset WHISPER_MODEL
   # the store's copy is not needed any more (disk)
-  "$FALOCAL_BIN" weights remove -data-dir "$DATA" "$m-bench" >/dev/null 2>&1
+  "$FALOCAL_BIN" weights remove -data-dir "$DATA" -cache-dir "$GEN_WORK/cache" "$m-bench" >/dev/null 2>&1
   peer=(--image "$GEN_IMAGE" --batches "$GEN_BATCHES" --iters "$GEN_PEER_ITERS" --whisper-batch "$GEN_WHISPER_BATCH")
   [ "$m" = flux ] && peer+=(--flux-double "$GEN_FLUX_DOUBLE" --flux-single "$GEN_FLUX_SINGLE")
   step "peer-$m" $PY "$here/peer.py" --model $m --size "$GEN_SIZE" --device "$GEN_DEVICE" --out "$OUT/peer-$m.json" "${peer[@]}"
