@@ -85,7 +85,7 @@ def main():
                                  (p or {}).get("vae_decode", {}).get("median_ms"), None, ""))
         if m == "whisper" and h:
             wb = h.get("batch_size")
-            rows.append((m, f"{h.get('audio_s', 0) / 60:.0f} min audio, batch {wb}: real-time factor (wall)", h.get("rtf_wall"), None, None, "≥ PyTorch"))
+            rows.append((m, f"{h.get('audio_s', 0) / 60:.1f} min audio, batch {wb}: real-time factor (wall)", h.get("rtf_wall"), None, None, "≥ PyTorch"))
             enc = (p or {}).get(f"encode_b{wb}", {}).get("median_ms")
             dec = (p or {}).get(f"decode100_b{wb}", {}).get("per_step_ms")
             if enc and dec and h.get("window_tokens"):

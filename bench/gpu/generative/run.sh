@@ -140,7 +140,11 @@ start_server() {  # start_server MODEL
     ${FALOCAL_ORT_LIBRARY:+-ort-library $FALOCAL_ORT_LIBRARY} > "$OUT/server-$m.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 300); do
-    curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
+    if command -v curl >/dev/null; then
+      curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
+    else
+      $PY -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/healthz', timeout=2)" 2>/dev/null && return 0
+    fi
     kill -0 $SERVER_PID 2>/dev/null || return 1
     sleep 0.2
   done
