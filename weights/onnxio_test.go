@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/falocal/falocal/weights/onnxpb"
@@ -70,11 +71,16 @@ func TestAddDirMaterialize(t *testing.T) {
 	os.Symlink("../config.json", filepath.Join(src, "unet", "config.json"))
 	os.Symlink("nowhere", filepath.Join(src, "dangling"))
 	files["unet/config.json"] = "{}"
+	// a linked folder counts as the folder, under the link's name
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "model.onnx"), []byte("vae"), 0o644)
+	os.Symlink(other, filepath.Join(src, "vae_decoder"))
+	files["vae_decoder/model.onnx"] = "vae"
 	fs, err := s.AddDir(src, "fp32")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fs) != 5 {
+	if len(fs) != 6 {
 		t.Fatalf("%d files", len(fs))
 	}
 	m := Manifest{Name: "w", Pipeline: "whisper", Files: fs}
@@ -101,6 +107,13 @@ func TestAddDirMaterialize(t *testing.T) {
 	}
 	if _, err := s.AddDir(t.TempDir(), "fp32"); err == nil {
 		t.Fatal("imported an empty directory")
+	}
+	// a link back up the tree is refused, not followed for ever
+	loop := t.TempDir()
+	os.WriteFile(filepath.Join(loop, "a.onnx"), []byte("a"), 0o644)
+	os.Symlink(loop, filepath.Join(loop, "again"))
+	if _, err := s.AddDir(loop, "fp32"); err == nil || !strings.Contains(err.Error(), "leads back") {
+		t.Fatalf("a link cycle: %v", err)
 	}
 	for _, bad := range []string{"../x", "/etc/passwd", "a//b", "a/./b", ""} {
 		if safeRel(bad) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -310,31 +311,7 @@ func (s *Store) AddDirWith(dir, dtype string, prepare func(name, path string) er
 	}
 	defer os.RemoveAll(tmp)
 	var files []File
-	err = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if strings.HasPrefix(e.Name(), ".") && p != dir {
-			if e.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if e.Type()&os.ModeSymlink != 0 {
-			// a file linked in (test data shares identical files this way)
-			// counts as the file it points to
-			st, err := os.Stat(p)
-			if err != nil || !st.Mode().IsRegular() {
-				return nil
-			}
-		} else if !e.Type().IsRegular() {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		name := filepath.ToSlash(rel)
+	add := func(p, name string) error {
 		cp := filepath.Join(tmp, fmt.Sprint(len(files)))
 		if err := copyFile(p, cp); err != nil {
 			return err
@@ -350,8 +327,51 @@ func (s *Store) AddDirWith(dir, dtype string, prepare func(name, path string) er
 		}
 		files = append(files, f)
 		return nil
-	})
-	if err != nil {
+	}
+	// Links count as what they point to: a linked file as the file (test
+	// data shares identical files this way), a linked folder as the folder
+	// (a component linked in from another export), once on any path.
+	seen := map[string]bool{}
+	var walk func(root, prefix string) error
+	walk = func(root, prefix string) error {
+		real, err := filepath.EvalSymlinks(root)
+		if err != nil {
+			return err
+		}
+		if seen[real] {
+			return fmt.Errorf("%s: a link leads back into a folder already imported", root)
+		}
+		seen[real] = true
+		return filepath.WalkDir(real, func(p string, e os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(e.Name(), ".") && p != real {
+				if e.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			rel, err := filepath.Rel(real, p)
+			if err != nil {
+				return err
+			}
+			name := path.Join(prefix, filepath.ToSlash(rel))
+			if e.Type()&os.ModeSymlink != 0 {
+				st, err := os.Stat(p)
+				switch {
+				case err != nil || (!st.IsDir() && !st.Mode().IsRegular()):
+					return nil // dangling, or no file
+				case st.IsDir():
+					return walk(p, name)
+				}
+			} else if !e.Type().IsRegular() {
+				return nil
+			}
+			return add(p, name)
+		})
+	}
+	if err := walk(dir, ""); err != nil {
 		return nil, err
 	}
 	if len(files) == 0 {
