@@ -55,6 +55,33 @@ def run(base, endpoint, body):
     return {"wall_s": wall, "logs": st.get("logs") or [], "result": res, "request_id": rid}
 
 
+def model_runs(base):
+    """falocal_model_run_seconds per (model, role): {key: [sum_s, count]}."""
+    runs = {}
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except Exception:  # noqa: BLE001
+        return runs
+    for l in text.splitlines():
+        m = re.match(r'falocal_model_run_seconds_(sum|count)\{model="([^"]*)",role="([^"]*)"\} (\S+)', l)
+        if m:
+            v = runs.setdefault(m.group(2) + "/" + m.group(3), [0.0, 0])
+            v[0 if m.group(1) == "sum" else 1] = float(m.group(4))
+    return runs
+
+
+def runs_between(before, after):
+    """What one request ran inside the models: per model file, runs and mean ms, and the total seconds."""
+    out, total = {}, 0.0
+    for k, (s1, n1) in after.items():
+        s0, n0 = before.get(k, [0.0, 0])
+        if n1 > n0:
+            out[k] = {"runs": int(n1 - n0), "mean_ms": round(1e3 * (s1 - s0) / (n1 - n0), 3)}
+            total += s1 - s0
+    return out, total
+
+
 def step_stats(logs):
     t = [ts(l["timestamp"]) for l in logs if re.match(r"step \d+/\d+", l["message"])]
     d = [b - a for a, b in zip(t, t[1:])]
@@ -72,10 +99,18 @@ def diffusion(a, endpoint):
     out["warmup"] = {"wall_s": round(w["wall_s"], 3), "timings": w["result"].get("timings")}
     for b in a.batches:
         body = dict(body, num_inference_steps=a.steps, num_images=b)
+        before = model_runs(a.base)
         r = run(a.base, endpoint, body)
+        ran, in_models = runs_between(before, model_runs(a.base))
         tm = r["result"].get("timings") or {}
         inf = tm.get("inference")
         rec = {"images": b, "wall_s": round(r["wall_s"], 3), "timings": tm, **step_stats(r["logs"])}
+        # falocal_model_run_seconds: the time inside the model files per run (a denoising step is one run of
+        # unet/transformer), and the server's own share of the wall time beside them
+        rec["model_runs"] = ran
+        if in_models > 0:
+            rec["in_models_s"] = round(in_models, 3)
+            rec["outside_models_pct"] = round(100 * (r["wall_s"] - in_models) / in_models, 2)
         if inf:
             rec["overhead_s"] = round(r["wall_s"] - inf, 3)
             rec["overhead_pct"] = round(100 * (r["wall_s"] - inf) / inf, 2)
@@ -102,8 +137,13 @@ def whisper(a):
         warm = "data:audio/wav;base64," + base64.b64encode(f.read()).decode()
     w = run(a.base, "fal-ai/whisper", {"audio_url": warm, "batch_size": a.whisper_batch, "language": "en"})
     out["warmup_wall_s"] = round(w["wall_s"], 3)
+    before = model_runs(a.base)
     r = run(a.base, "fal-ai/whisper", {"audio_url": uri, "batch_size": a.whisper_batch, "language": "en",
                                         "chunk_level": "segment"})
+    out["model_runs"], in_models = runs_between(before, model_runs(a.base))
+    if in_models > 0:
+        out["in_models_s"] = round(in_models, 3)
+        out["outside_models_pct"] = round(100 * (r["wall_s"] - in_models) / in_models, 2)
     logs = r["logs"]
     wins = []
     prev = None
@@ -136,6 +176,7 @@ def metrics(base):
     except Exception as e:  # noqa: BLE001
         return {"error": str(e)}
     keep = ("falocal_compute_seconds_sum", "falocal_compute_seconds_count", "falocal_queue_wait_seconds_sum",
+            "falocal_model_run_seconds_sum", "falocal_model_run_seconds_count",
             "falocal_model_load_seconds_sum", "falocal_memory_in_use_bytes", "falocal_batch_size_sum")
     return [l for l in text.splitlines() if l.startswith(keep)]
 
