@@ -326,11 +326,11 @@ run_config() {
 			-concurrency "$conc" -requests "$requests" -warmup 2
 		bench "$label" x4fast -endpoints esrgan -esrgan-model RealESRGAN_x4_v3 -esrgan-crop "$crop" \
 			-concurrency "$conc" -requests "$requests" -warmup 2
-		on_card "$label" >/dev/null || true
+		if [[ $prov != cpu ]]; then on_card "$label" >/dev/null || true; fi
 	fi
 	curl -fsS "$url/metrics" >"$work/logs/metrics-$label.txt" 2>/dev/null
 	stop_server
-	note "$label: $((SECONDS - t0)) s"
+	note "$label: $((SECONDS - t0)) s; models loaded: $(grep -o 'msg="model loaded" model=[^ ]*' "$work/logs/server-$label.log" | sed 's/.*model=//' | sort -u | tr '\n' ' ')"
 }
 
 # ---------------------------------------------------------------- 3. the peer
@@ -501,7 +501,9 @@ if peer.get("models"):
         for dt in ("fp16", "fp32"):
             for b, v in sorted((pm.get(dt) or {}).get("batches", {}).items(), key=lambda x: int(x[0])):
                 L.append(f"| {m} | {dt} | {b} | {v['images_per_s']:.2f} | {v['median_ms']:.1f} | {(pm.get(dt) or {}).get('check', '')} |")
-if corr:
+if corr.get("error"):
+    L += ["", f"correctness: {corr['error']}"]
+elif corr:
     L += ["", "| correctness vs cpu | value | limit | ok |", "|---|---:|---:|---|"]
     for k, r in corr.items():
         if not isinstance(r, dict):
