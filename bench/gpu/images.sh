@@ -364,8 +364,12 @@ run_peer() {
 	if (($(left) < 40)); then note "peer: skipped (time guard)"; status=1; return 0; fi
 	echo "== peer (onnx2torch)"
 	if ! "$py" -c 'import onnx2torch' 2>/dev/null; then
-		"$py" -m pip install --no-index --no-deps --quiet --target "$work/py" "$STAGE"/wheels/*.whl 2>&1 | tail -2
-		export PYTHONPATH=$work/py${PYTHONPATH:+:$PYTHONPATH}
+		# A pure-python wheel imports from the zip itself when pip is missing.
+		if "$py" -m pip install --no-index --no-deps --quiet --target "$work/py" "$STAGE"/wheels/*.whl 2>&1 | tail -2; then
+			export PYTHONPATH=$work/py${PYTHONPATH:+:$PYTHONPATH}
+		fi
+		"$py" -c 'import onnx2torch' 2>/dev/null ||
+			export PYTHONPATH=$(ls "$STAGE"/wheels/onnx2torch-*.whl | head -1)${PYTHONPATH:+:$PYTHONPATH}
 	fi
 	local m args=()
 	for m in ${IMAGES_PEER_MODELS:-isnet-general-use realesrgan-x4plus realesrgan-x4fast}; do
