@@ -429,7 +429,7 @@ cmd_unpack() {
 		[[ -d $p ]] || continue
 		idx=$p/index
 		[[ -f $idx ]] || die "$p has no index"
-		if [[ -f $work/parts/index ]] && ! cmp -s "$idx" "$work/parts/index"; then
+		if [[ -f $work/parts/index && "$(cat "$idx")" != "$(cat "$work/parts/index")" ]]; then
 			echo "ferry.sh: a new pack (index differs): dropping the parts of the old one"
 			rm -f "$work"/parts/*
 		fi
