@@ -319,6 +319,10 @@ run_config() {
 	*) dd=$data32 ;;
 	esac
 	[[ -n $dd ]] || { note "skipped $label: models not staged"; return 0; }
+	if [[ $prov != cpu && -n ${cuda_broken:-} ]]; then
+		note "skipped $label: an earlier CUDA config was not on the card"
+		return 0
+	fi
 	if [[ $prov != cpu && -n ${IMAGES_CUDA_OPTIONS:-} ]]; then
 		extra+=(-cuda-options "$IMAGES_CUDA_OPTIONS")
 	fi
@@ -336,8 +340,16 @@ run_config() {
 	if [[ $label != *-b8 ]]; then
 		fetch_outputs "$label"
 	fi
-	if [[ $prov != cpu ]]; then
-		on_card "$label" || status=1
+	if [[ $prov != cpu ]] && ! on_card "$label"; then
+		# Timing the CPU under a CUDA label would only cost device time,
+		# and the next CUDA configs would fail the same way.
+		status=1
+		cuda_broken=1
+		rm -rf "$work/outs/$label" # its outputs came from the CPU
+		http_get "$url/metrics" >"$work/logs/metrics-$label.txt"
+		stop_server
+		note "$label: not timed (not on the card)"
+		return 0
 	fi
 	if [[ $label == cpu ]]; then
 		bench "$label" rembg -endpoints rembg -concurrency "$conc" -requests "$cpu_requests" -warmup 0
@@ -351,7 +363,9 @@ run_config() {
 			-concurrency "$conc" -requests "$requests" -warmup 2
 		bench "$label" x4fast -endpoints esrgan -esrgan-model RealESRGAN_x4_v3 -esrgan-crop "$crop" \
 			-concurrency "$conc" -requests "$requests" -warmup 2
-		if [[ $prov != cpu ]]; then on_card "$label" >/dev/null || true; fi
+		if [[ $prov != cpu ]] && command -v nvidia-smi >/dev/null; then
+			nvidia-smi --query-compute-apps=pid,used_memory --format=csv >>"$work/logs/compute-apps-$label.txt" 2>&1
+		fi
 	fi
 	http_get "$url/metrics" >"$work/logs/metrics-$label.txt"
 	stop_server
