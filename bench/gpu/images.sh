@@ -577,8 +577,11 @@ if peer.get("models"):
     L += ["", "| peer (PyTorch) | dtype | batch | images/s | ms/batch (median) | check |", "|---|---|---:|---:|---:|---|"]
     for m, pm in peer["models"].items():
         for dt in ("fp16", "fp32"):
-            for b, v in sorted((pm.get(dt) or {}).get("batches", {}).items(), key=lambda x: int(x[0])):
-                L.append(f"| {m} | {dt} | {b} | {v['images_per_s']:.2f} | {v['median_ms']:.1f} | {(pm.get(dt) or {}).get('check', '')} |")
+            bs = sorted((pm.get(dt) or {}).get("batches", {}).items(), key=lambda x: int(x[0]))
+            for b, v in bs:
+                L.append(f"| {m} | {dt} | {b} ({v.get('layout', '')}) | {v['images_per_s']:.2f} | {v['median_ms']:.1f} | {(pm.get(dt) or {}).get('check', '')} |")
+            if not bs and pm.get(dt):
+                L.append(f"| {m} | {dt} | - | - | - | {pm[dt].get('check', '')} {pm[dt].get('check_detail', '')} |")
 if corr.get("error"):
     L += ["", f"correctness: {corr['error']}"]
 elif corr:
