@@ -11,8 +11,9 @@
 #      1024² inputs), esrgan RealESRGAN_x4plus (512² crops → 2048²) and
 #      RealESRGAN_x4_v3 (x4fast, 512² crops);
 #      configs, in this order (IMAGES_CONFIGS): cuda (batching off), cpu
-#      (the 16 cores, few requests), peer (step 3), cuda-fp16 (the -fp16
-#      models, staged or derived by ferry.sh unpack), cuda-b8 and
+#      (the 16 cores, few requests), peer (step 3), cuda-fp32 (ISNet's fp32
+#      build, rembg only), cuda-fp16 (the -fp16 models; both staged or
+#      derived by ferry.sh unpack), cuda-b8 and
 #      cuda-fp16-b8 (-batch <model>:8:5ms);
 #   2. correctness: each CUDA config's outputs against the cpu config's
 #      (mask IoU at alpha ≥ 128, mean |Δ| of upscales);
@@ -29,8 +30,8 @@
 #
 # Env: STAGE (default: the path in $FERRY_WORK/STAGE, else bench/gpu/stage),
 # FALOCAL_BIN, FALBENCH_BIN (default $STAGE/bin/*), PROVIDERS (default
-# cuda,cpu), IMAGES_CONFIGS (default "cuda cpu peer cuda-fp16 cuda-b8
-# cuda-fp16-b8"), IMAGES_REQUESTS (per GPU level, default 24),
+# cuda,cpu), IMAGES_CONFIGS (default "cuda cpu peer cuda-fp32 cuda-fp16
+# cuda-b8 cuda-fp16-b8"), IMAGES_REQUESTS (per GPU level, default 24),
 # IMAGES_CPU_REQUESTS (default 16: falbench sends at least 2× the clients),
 # IMAGES_CONC (default 1,8), IMAGES_SIZE (rembg input side, default 1024),
 # IMAGES_CROP (esrgan crop, default 512), IMAGES_CPU_X4PLUS_CONC (default 1:
@@ -153,6 +154,10 @@ mkdata() { # mkdata NAME MODEL... -> prints the dir, or nothing if a model is mi
 }
 data32=$(mkdata fp32 isnet-general-use realesrgan-x4plus realesrgan-x4fast)
 data16=$(mkdata fp16 isnet-general-use-fp16 realesrgan-x4plus-fp16 realesrgan-x4fast-fp16 || true)
+# The published ISNet computes in fp16 but for its Resize nodes; its fp32
+# build (Float32Compute) is the fp32 reference of the issue's tolerances.
+data32i=$(mkdata fp32i isnet-general-use-fp32 realesrgan-x4plus realesrgan-x4fast || true)
+[[ -n $data32i ]] || note "fp32 ISNet: isnet-general-use-fp32 is not staged: cuda-fp32 is skipped"
 [[ -n $data16 ]] || note "fp16: not every -fp16 model is staged: the fp16 configs are skipped"
 
 # ---------------------------------------------------------------- servers
@@ -306,7 +311,7 @@ bench() {
 requests=${IMAGES_REQUESTS:-24}
 cpu_requests=${IMAGES_CPU_REQUESTS:-16}
 conc=${IMAGES_CONC:-1,8}
-configs=${IMAGES_CONFIGS:-cuda cpu peer cuda-fp16 cuda-b8 cuda-fp16-b8}
+configs=${IMAGES_CONFIGS:-cuda cpu peer cuda-fp32 cuda-fp16 cuda-b8 cuda-fp16-b8}
 [[ -n ${IMAGES_CPU_ONLY:-} ]] && configs=${IMAGES_CONFIGS:-cpu}
 
 run_config() {
@@ -316,6 +321,7 @@ run_config() {
 	esac
 	case $label in
 	*fp16*) dd=$data16 rembg=isnet-general-use-fp16 suffix=-fp16 ;;
+	*fp32*) dd=$data32i rembg=isnet-general-use-fp32 ;;
 	*) dd=$data32 ;;
 	esac
 	[[ -n $dd ]] || { note "skipped $label: models not staged"; return 0; }
@@ -359,10 +365,13 @@ run_config() {
 			-images "astronaut-$size.png" -concurrency "${IMAGES_CPU_X4PLUS_CONC:-1}" -requests 2 -warmup 0
 	else
 		bench "$label" rembg -endpoints rembg -concurrency "$conc" -requests "$requests" -warmup 2
-		bench "$label" x4plus -endpoints esrgan -esrgan-model RealESRGAN_x4plus -esrgan-crop "$crop" \
-			-concurrency "$conc" -requests "$requests" -warmup 2
-		bench "$label" x4fast -endpoints esrgan -esrgan-model RealESRGAN_x4_v3 -esrgan-crop "$crop" \
-			-concurrency "$conc" -requests "$requests" -warmup 2
+		# cuda-fp32 differs from cuda only in its ISNet: the upscalers are timed once
+		if [[ $label != cuda-fp32 ]]; then
+			bench "$label" x4plus -endpoints esrgan -esrgan-model RealESRGAN_x4plus -esrgan-crop "$crop" \
+				-concurrency "$conc" -requests "$requests" -warmup 2
+			bench "$label" x4fast -endpoints esrgan -esrgan-model RealESRGAN_x4_v3 -esrgan-crop "$crop" \
+				-concurrency "$conc" -requests "$requests" -warmup 2
+		fi
 		if [[ $prov != cpu ]] && command -v nvidia-smi >/dev/null; then
 			nvidia-smi --query-compute-apps=pid,used_memory --format=csv >>"$work/logs/compute-apps-$label.txt" 2>&1
 		fi
