@@ -32,6 +32,9 @@ var docCommands = []struct {
 	{"weights export", func() error {
 		return weightsCmd(context.Background(), []string{"export", "-h"}, io.Discard, io.Discard)
 	}},
+	{"weights convert", func() error {
+		return weightsCmd(context.Background(), []string{"convert", "-h"}, io.Discard, io.Discard)
+	}},
 	{"bundle create", func() error {
 		return bundleCmd(context.Background(), []string{"create", "-h"}, io.Discard, io.Discard)
 	}},

@@ -21,12 +21,16 @@ import (
 
 func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: falocal weights list|verify|install|remove|import|export [flags] [names]")
+		return fmt.Errorf("usage: falocal weights list|verify|install|remove|import|export|convert [flags] [names]")
 	}
 	sub, args := args[0], args[1:]
 	var imp importArgs
-	var exportDir string
+	var exportDir, precision, convName string
 	c, fs, err := parse("weights "+sub, args, stderr, func(fs *flag.FlagSet) {
+		if sub == "convert" {
+			fs.StringVar(&precision, "precision", "fp16", "what the copy computes in: fp16 (for GPUs' tensor cores) or fp32")
+			fs.StringVar(&convName, "name", "", "the copy's name (default: NAME-fp16 or NAME-fp32)")
+		}
 		if sub == "import" {
 			imp.bind(fs)
 		}
@@ -38,7 +42,7 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	names := fs.Args()
-	if sub == "export" && len(names) > 0 { // the name may come before the flags
+	if (sub == "export" || sub == "convert") && len(names) > 0 { // the name may come before the flags
 		if err := fs.Parse(names[1:]); err != nil {
 			return err
 		}
@@ -128,6 +132,16 @@ func weightsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		fmt.Fprintf(stdout, "exported %s: %d files into %s\n", names[0], n, exportDir)
+		return nil
+	case "convert":
+		if len(names) != 1 {
+			return fmt.Errorf("usage: falocal weights convert [-precision fp16|fp32] [-name NEW] NAME")
+		}
+		m, err := store.Convert(names[0], precision, convName)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "converted %s: %s computes in %s (%s)\n", names[0], m.Name, precision, m.Files[0].SHA256)
 		return nil
 	case "import":
 		m, err := imp.run(ctx, c, log, store)

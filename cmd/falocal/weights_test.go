@@ -12,6 +12,7 @@ import (
 	"github.com/falocal/falocal/internal/testenv"
 	"github.com/falocal/falocal/pipelines/diffusion/diffusiontest"
 	"github.com/falocal/falocal/weights"
+	"github.com/falocal/falocal/weights/onnxgraph"
 	"github.com/falocal/falocal/weights/onnxpb"
 )
 
@@ -289,4 +290,52 @@ func TestWeightsImportKokoro(t *testing.T) {
 		return
 	}
 	t.Fatalf("no .onnx in %+v", m.Files)
+}
+
+// TestWeightsConvert: an installed model gets an fp16 sibling beside it,
+// flags after the name too; what cannot convert exits non-zero.
+func TestWeightsConvert(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(t.TempDir(), "up.onnx")
+	if err := os.WriteFile(file, tinyUpscaler(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"weights", "import", "-data-dir", dir, "-name", "up", "-pipeline", "upscale", "-file", file,
+		"-serves", "esrgan:Up"}, &out, &errb); code != 0 {
+		t.Fatalf("import: %s", errb.String())
+	}
+	if code := run([]string{"weights", "convert", "-data-dir", dir, "up", "-name", "up-half"}, &out, &errb); code != 0 {
+		t.Fatalf("convert: %s", errb.String())
+	}
+	s, _ := weights.Open(dir)
+	m, err := s.Get("up-half")
+	if err != nil || m.Files[0].DType != "fp16" || m.Pipeline != "upscale" || m.Serves[0] != "esrgan:Up" {
+		t.Fatalf("%+v %v", m, err)
+	}
+	errb.Reset()
+	if code := run([]string{"weights", "convert", "-data-dir", dir, "-precision", "fp32", "up"}, &out, &errb); code == 0 ||
+		!strings.Contains(errb.String(), "fp32 already") {
+		t.Errorf("fp32 of an fp32 model: exit %d: %s", code, errb.String())
+	}
+}
+
+// tinyUpscaler is a float32 ONNX graph of one 3×3 convolution, 3 → 3
+// channels, at opset 17.
+func tinyUpscaler(t *testing.T) []byte {
+	t.Helper()
+	g := onnxgraph.New("up")
+	g.Input("input", onnxpb.TensorProto_FLOAT, 1, 3, 8, 8)
+	w := make([]float32, 3*3*3*3)
+	for i := range w {
+		w[i] = float32(i%7)/10 - 0.3
+	}
+	g.OpTo("Conv", []string{"input", "w"}, []string{"output"}, onnxgraph.AttrInts("pads", 1, 1, 1, 1))
+	g.Output("output", onnxpb.TensorProto_FLOAT)
+	b, err := onnxgraph.Marshal(g.Model([]*onnxpb.TensorProto{
+		onnxgraph.Tensor("w", onnxpb.TensorProto_FLOAT, []int64{3, 3, 3, 3}, onnxgraph.F32Bytes(w))}, "test", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
