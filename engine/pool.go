@@ -144,19 +144,26 @@ func (p *Pool) runDirect(ctx context.Context, r Run) ([]*Tensor, error) {
 			}
 			return err
 		}
-		if p.unit != nil && p.growing(s, r.Inputs) {
-			return p.unit.onDevice(run)
+		if p.unit != nil {
+			if n, grows := p.growing(s, r.Inputs); grows {
+				measured, err := p.unit.onDevice(run)
+				if err == nil && measured {
+					p.ran(s, n)
+				}
+				return err
+			}
 		}
 		return run()
 	})
 	return out, err
 }
 
-// growing reports whether in is a session's first run, or more than twice
-// the largest it has run, and records it: the runs whose memory is
-// measured on a GPU, few enough that their taking turns costs little.
-func (p *Pool) growing(s Session, in []*Tensor) bool {
-	var n int64
+// growing reports whether in (n elements) is a session's first run, or
+// more than twice the largest it has run: the runs whose memory is
+// measured on a GPU, few enough that their taking turns costs little. ran
+// records one once it was measured, so that a run that failed, or whose
+// measurement did not count, is measured again next time.
+func (p *Pool) growing(s Session, in []*Tensor) (n int64, grows bool) {
 	for _, t := range in {
 		if t != nil {
 			n += Elements(t.Shape)
@@ -164,15 +171,17 @@ func (p *Pool) growing(s Session, in []*Tensor) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	seen, ok := p.largest[s]
+	return n, !ok || n > 2*seen
+}
+
+func (p *Pool) ran(s Session, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.largest == nil {
 		p.largest = map[Session]int64{}
 	}
-	seen, ok := p.largest[s]
-	if ok && n <= 2*seen {
-		return false
-	}
-	p.largest[s] = max(seen, n)
-	return true
+	p.largest[s] = max(p.largest[s], n)
 }
 
 // with admits the model, takes a session and calls fn with it. A session
@@ -270,7 +279,7 @@ func (p *Pool) acquire(ctx context.Context) (Session, error) {
 	}
 	var err error
 	if p.unit != nil {
-		err = p.unit.onDevice(open)
+		_, err = p.unit.onDevice(open)
 	} else {
 		err = open()
 	}

@@ -47,6 +47,9 @@ type Residency struct {
 	// than its session has done) at a time use the card, so that the drop
 	// in its free memory is that model's (onDevice).
 	devMu sync.Mutex
+	// freed counts the times memory went back to the card (unloads, pool
+	// trims): a measured section during which it moved is not counted.
+	freed atomic.Uint64
 
 	m atomic.Pointer[metrics.Metrics] // nil = record nothing (UseMetrics)
 }
@@ -105,6 +108,7 @@ func (r *Residency) room(dev DeviceMemory, model string, need int64) {
 		return
 	}
 	n, err := dev.TrimTo(max(cached-short, 0))
+	r.freed.Add(1)
 	r.Log.Info("trimmed the device pool for a model", "model", model, "need", need, "released", n, "err", err)
 }
 
@@ -304,10 +308,15 @@ func (u *Unit) admit(ctx context.Context, h *Hold) (release func(), err error) {
 			}
 			need := u.need()
 			if r.Budget > 0 && need > r.Budget {
-				r.dequeueLocked(ticket)
-				r.mu.Unlock()
-				u.unsem()
-				return nil, &NoMemoryError{Model: u.name, Need: need, Budget: r.Budget, Device: r.Device}
+				if u.estimate > r.Budget {
+					r.dequeueLocked(ticket)
+					r.mu.Unlock()
+					u.unsem()
+					return nil, &NoMemoryError{Model: u.name, Need: u.estimate, Budget: r.Budget, Device: r.Device}
+				}
+				// Measured above the whole budget (a large input grew its
+				// arena once): it ran, so it runs again, alone.
+				need = r.Budget
 			}
 			if r.Budget <= 0 || r.used+need <= r.Budget {
 				loadNeed = need
@@ -431,6 +440,7 @@ func (r *Residency) unloadLocked(u *Unit, reason string) {
 	r.used -= u.counted
 	u.counted = 0
 	u.onCard = 0
+	r.freed.Add(1)
 	r.m.Load().Evicted(u.name, reason)
 	r.gaugesLocked()
 	r.signalLocked()
@@ -481,7 +491,9 @@ func (u *Unit) reclaim() int {
 	dev := r.dev
 	r.mu.Unlock()
 	if dev != nil && dev.Cached() > 0 {
-		if released, err := dev.TrimTo(0); released > 0 {
+		released, err := dev.TrimTo(0)
+		r.freed.Add(1)
+		if released > 0 {
 			n++
 		} else if err != nil {
 			r.Log.Warn("trimming the device pool", "err", err)
@@ -528,31 +540,40 @@ func (u *Unit) loaded(took time.Duration, grew int64, err error) {
 // first runs (activations), none of which the manifest's estimate or the
 // host's RSS sees. Measured sections take turns (devMu) so that one model's
 // allocations are not counted as another's; runs that are not measured may
-// still allocate meanwhile, which can only make a count larger (an earlier
-// eviction), never smaller. Without a device it only calls fn.
-func (u *Unit) onDevice(fn func() error) error {
+// still allocate meanwhile, which can only make a count larger. Memory that
+// goes back to the card meanwhile (an unload, a pool trim) would make it
+// smaller: such a section is not counted, and measured reports false (the
+// caller measures a run again next time). Without a device it only calls fn
+// and reports true.
+func (u *Unit) onDevice(fn func() error) (measured bool, err error) {
 	r := u.r
 	r.mu.Lock()
 	dev := r.dev
 	r.mu.Unlock()
 	if dev == nil {
-		return fn()
+		return true, fn()
 	}
 	r.devMu.Lock()
 	defer r.devMu.Unlock()
+	gen := r.freed.Load()
 	free0, err0 := deviceFree(dev)
-	err := fn()
+	err = fn()
 	free1, err1 := deviceFree(dev)
-	if err != nil || err0 != nil || err1 != nil {
-		if err0 != nil || err1 != nil {
-			r.Log.Warn("device memory info", "model", u.name, "err", errors.Join(err0, err1))
-		}
-		return err
+	if err != nil {
+		return false, err
+	}
+	if err0 != nil || err1 != nil {
+		r.Log.Warn("device memory info", "model", u.name, "err", errors.Join(err0, err1))
+		return false, nil
+	}
+	if r.freed.Load() != gen {
+		r.Log.Debug("memory went back to the card while measuring: not counted", "model", u.name)
+		return false, nil
 	}
 	if took := free0 - free1; took > 0 {
 		u.tookOnCard(took)
 	}
-	return nil
+	return true, nil
 }
 
 // deviceFree is the card's free memory, less what the pool holds cached

@@ -195,3 +195,64 @@ func TestResidencyEstimateAloneOverrunsTheCard(t *testing.T) {
 		t.Fatalf("the card never ran out (peak %d MiB): the fake does not model the problem", dev.peak/mib)
 	}
 }
+
+// A model measured above the whole budget (one large input grew its arena)
+// is still admitted, alone, rather than refused for good.
+func TestResidencyMeasuredAboveBudget(t *testing.T) {
+	const mib = 1 << 20
+	dev := &card{size: 4000 * mib}
+	fake := enginetest.New()
+	rt := &cardRuntime{Runtime: fake, card: dev, weights: 150 * mib, arena: 100 * mib}
+	res := engine.NewResidency(550*mib, -1, "cuda:0", nil)
+	res.UseDevice(dev)
+	pools := map[string]*engine.Pool{}
+	for _, name := range []string{"a", "b"} {
+		fake.Add(name, enginetest.Model{
+			Inputs:  []engine.TensorInfo{{Name: "x", DType: engine.Float32, Shape: []int64{-1}}},
+			Outputs: []engine.TensorInfo{{Name: "y", DType: engine.Float32, Shape: []int64{-1}}},
+			Fn:      echo,
+		})
+		pools[name] = engine.NewPoolWith(rt, engine.SessionSpec{Path: name}, engine.PoolOptions{Size: 1, Unit: res.Unit(name, 100*mib, engine.UnitOptions{}), Name: name})
+	}
+	run := func(name string, elems int64) {
+		t.Helper()
+		in, _ := engine.NewFloat32(make([]float32, elems), elems)
+		if _, err := pools[name].Run(context.Background(), []*engine.Tensor{in}); err != nil {
+			t.Fatalf("%s ×%d: %v", name, elems, err)
+		}
+	}
+	run("a", 1)
+	run("a", 5) // 150 + 500 MiB measured: above the 550 MiB budget
+	if got := res.Used() / mib; got != 650 {
+		t.Fatalf("%d MiB counted, want 650", got)
+	}
+	run("b", 1) // a is evicted for it
+	run("a", 1) // measured above the budget, admitted alone again
+	if got := fmt.Sprint(res.Resident()); got != "[a]" {
+		t.Errorf("resident %s, want [a]", got)
+	}
+}
+
+// Memory that goes back to the card during a measured section would make
+// the model's count smaller: such a section is not counted.
+func TestResidencyMeasureIgnoresFrees(t *testing.T) {
+	const mib = 1 << 20
+	dev := &card{size: 1000 * mib}
+	res := engine.NewResidency(0, -1, "cuda:0", nil)
+	res.UseDevice(dev)
+	u := res.Unit("a", 100*mib, engine.UnitOptions{})
+	dev.take(300 * mib) // another model's
+	measured, err := engine.Measure(u, func() error {
+		dev.take(200 * mib) // a's own
+		dev.give(300 * mib) // the other model unloaded meanwhile
+		engine.Freed(res)
+		return nil
+	})
+	if err != nil || measured {
+		t.Fatalf("measured %v, %v; want not counted", measured, err)
+	}
+	measured, err = engine.Measure(u, func() error { return dev.take(50 * mib) })
+	if err != nil || !measured {
+		t.Fatalf("measured %v, %v", measured, err)
+	}
+}
