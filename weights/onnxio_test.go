@@ -108,12 +108,26 @@ func TestAddDirMaterialize(t *testing.T) {
 	if _, err := s.AddDir(t.TempDir(), "fp32"); err == nil {
 		t.Fatal("imported an empty directory")
 	}
-	// a link back up the tree is refused, not followed for ever
+	// a link back to the folder, or above it, is refused before it is
+	// followed; two links to one folder outside import it under both names
 	loop := t.TempDir()
-	os.WriteFile(filepath.Join(loop, "a.onnx"), []byte("a"), 0o644)
-	os.Symlink(loop, filepath.Join(loop, "again"))
-	if _, err := s.AddDir(loop, "fp32"); err == nil || !strings.Contains(err.Error(), "leads back") {
-		t.Fatalf("a link cycle: %v", err)
+	os.MkdirAll(filepath.Join(loop, "sub", "deep"), 0o755)
+	os.WriteFile(filepath.Join(loop, "sub", "deep", "a.onnx"), []byte("a"), 0o644)
+	for _, link := range []struct{ at, to string }{{"again", "."}, {"sub/deep/up", "../.."}, {"sub/deep/parent", ".."}} {
+		p := filepath.Join(loop, link.at)
+		os.Symlink(link.to, p)
+		if _, err := s.AddDir(loop, "fp32"); err == nil || !strings.Contains(err.Error(), "leads back") {
+			t.Fatalf("a link %s -> %s: %v", link.at, link.to, err)
+		}
+		os.Remove(p)
+	}
+	shared := t.TempDir()
+	os.WriteFile(filepath.Join(shared, "vocab.json"), []byte("{}"), 0o644)
+	diamond := t.TempDir()
+	os.Symlink(shared, filepath.Join(diamond, "tokenizer"))
+	os.Symlink(shared, filepath.Join(diamond, "tokenizer_2"))
+	if fs, err := s.AddDir(diamond, "fp32"); err != nil || len(fs) != 2 || fs[0].Name == fs[1].Name {
+		t.Fatalf("two links to one folder: %v %v", fs, err)
 	}
 	for _, bad := range []string{"../x", "/etc/passwd", "a//b", "a/./b", ""} {
 		if safeRel(bad) {
@@ -173,5 +187,36 @@ func TestONNXSignature(t *testing.T) {
 	}
 	if len(out) != 1 || out[0].Elem != 10 || !slices.Equal(out[0].Dims, []int64{-1, 4, 64, -1}) {
 		t.Errorf("outputs %+v", out)
+	}
+}
+
+// A rewrite whose rename fails leaves no .partial file beside the model.
+func TestRewriteONNXFailureLeavesNoPartial(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "m.onnx")
+	b, err := proto.Marshal(&onnxpb.ModelProto{Graph: &onnxpb.GraphProto{Name: proto.String("g")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := rewriteONNX(p, func(m *onnxpb.ModelProto, g *onnxpb.GraphProto) (bool, error) {
+		// The model's path becomes a non-empty directory: the rename
+		// over it fails.
+		if err := os.Remove(p); err != nil {
+			return false, err
+		}
+		if err := os.MkdirAll(filepath.Join(p, "d"), 0o755); err != nil {
+			return false, err
+		}
+		g.Name = proto.String("h")
+		return true, nil
+	})
+	if err == nil || changed {
+		t.Fatalf("changed %v, err %v; want the rename's error", changed, err)
+	}
+	if _, err := os.Stat(p + ".partial"); !os.IsNotExist(err) {
+		t.Errorf("%s.partial left behind (stat: %v)", p, err)
 	}
 }

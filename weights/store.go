@@ -330,18 +330,27 @@ func (s *Store) AddDirWith(dir, dtype string, prepare func(name, path string) er
 	}
 	// Links count as what they point to: a linked file as the file (test
 	// data shares identical files this way), a linked folder as the folder
-	// (a component linked in from another export), once on any path.
-	seen := map[string]bool{}
+	// (a component linked in from another export), under the link's name
+	// (two links to one folder import it twice, which the content-addressed
+	// blobs make free). A link to a folder being walked, or one above it,
+	// would never end: it is refused before it is followed.
+	var walking []string // real paths of the folders being walked, outermost first
 	var walk func(root, prefix string) error
 	walk = func(root, prefix string) error {
 		real, err := filepath.EvalSymlinks(root)
 		if err != nil {
 			return err
 		}
-		if seen[real] {
-			return fmt.Errorf("%s: a link leads back into a folder already imported", root)
+		if real, err = filepath.Abs(real); err != nil {
+			return err
 		}
-		seen[real] = true
+		for _, w := range walking {
+			if w == real || strings.HasPrefix(w, strings.TrimSuffix(real, string(filepath.Separator))+string(filepath.Separator)) {
+				return fmt.Errorf("%s: a link leads back into a folder being imported (%s)", root, real)
+			}
+		}
+		walking = append(walking, real)
+		defer func() { walking = walking[:len(walking)-1] }()
 		return filepath.WalkDir(real, func(p string, e os.DirEntry, err error) error {
 			if err != nil {
 				return err
