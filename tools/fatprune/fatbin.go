@@ -154,7 +154,7 @@ func parseSection(name string, sec []byte, base int64, firstContainer int) (entr
 
 // keepSet says which entries survive.
 type keepSet struct {
-	SM      map[uint32]bool // ELF cubins: sm_NN
+	SM      map[uint32]bool // the cards to run on: sm_NN
 	Compute map[uint32]bool // PTX: compute_NN
 	// PTXJIT keeps every PTX entry whose arch is at most the highest kept
 	// sm_NN: the driver can JIT it for a card of that arch.
@@ -171,14 +171,41 @@ func (k keepSet) maxSM() uint32 {
 	return m
 }
 
+// cubinRuns says whether an ELF cubin built for sm_cubin loads on a card
+// of sm_card: the same major version and a minor no higher (an sm_80 cubin
+// runs on sm_86, not on sm_90 or sm_75). Arch numbers are major*10+minor:
+// 75, 86, 90, 120.
+func cubinRuns(cubin, card uint32) bool {
+	return cubin/10 == card/10 && cubin%10 <= card%10
+}
+
+// runsOn says whether the driver could load e on an sm_card card: a cubin
+// of a compatible arch (cubinRuns), or PTX of an arch no higher, which it
+// JITs.
+func runsOn(e entry, card uint32) bool {
+	if e.Kind == kindPTX {
+		return e.Arch <= card
+	}
+	return cubinRuns(e.Arch, card)
+}
+
+// keeps says whether e's payload survives. A cubin survives when it runs
+// on a kept sm_NN (cubinRuns: -keep sm_86 keeps sm_80 and sm_86 cubins,
+// since a container may hold only the sm_80 one and the driver picks it on
+// an sm_86 card); PTX when -keep names its compute_NN or -ptx-jit covers it.
 func (k keepSet) keeps(e entry) bool {
 	if e.Kind == kindPTX {
 		return k.Compute[e.Arch] || (k.PTXJIT && len(k.SM) > 0 && e.Arch <= k.maxSM())
 	}
-	return k.SM[e.Arch]
+	for card := range k.SM {
+		if cubinRuns(e.Arch, card) {
+			return true
+		}
+	}
+	return false
 }
 
-// parseKeep reads -keep: a comma-separated list of sm_NN (cubins) and
+// parseKeep reads -keep: a comma-separated list of sm_NN (cards to run on) and
 // compute_NN (PTX). An arch-specific suffix (sm_90a) names the same arch
 // number as sm_90: the entry header does not tell them apart.
 func parseKeep(s string, ptxJIT bool) (keepSet, error) {
@@ -237,6 +264,10 @@ type report struct {
 	KeptEntries    int
 	ZeroedEntries  int
 	EmptyContainer int // containers left with no entry kept
+	// LostContainer counts the containers that, for some kept sm_NN card,
+	// had an entry it could load (runsOn) and keep none: code that loaded on
+	// a kept card before pruning and would not after.
+	LostContainer int
 }
 
 func summarize(entries []entry, containers int, padding int64, k keepSet) report {
@@ -244,6 +275,11 @@ func summarize(entries []entry, containers int, padding int64, k keepSet) report
 	byKey := map[string]*row{}
 	keptIn := map[int]bool{}
 	seen := map[int]bool{}
+	type onCard struct {
+		c    int
+		card uint32
+	}
+	ranBefore, runsAfter := map[onCard]bool{}, map[onCard]bool{}
 	for _, e := range entries {
 		key := e.kindName() + "/" + e.archName()
 		rw := byKey[key]
@@ -257,6 +293,14 @@ func summarize(entries []entry, containers int, padding int64, k keepSet) report
 		}
 		rw.Bytes += e.PayloadSize
 		seen[e.Container] = true
+		for card := range k.SM {
+			if runsOn(e, card) {
+				ranBefore[onCard{e.Container, card}] = true
+				if k.keeps(e) {
+					runsAfter[onCard{e.Container, card}] = true
+				}
+			}
+		}
 		if k.keeps(e) {
 			r.KeptBytes += e.PayloadSize
 			r.KeptEntries++
@@ -266,6 +310,13 @@ func summarize(entries []entry, containers int, padding int64, k keepSet) report
 			r.ZeroedEntries++
 		}
 	}
+	lost := map[int]bool{}
+	for oc := range ranBefore {
+		if !runsAfter[oc] {
+			lost[oc.c] = true
+		}
+	}
+	r.LostContainer = len(lost)
 	for c := range seen {
 		if !keptIn[c] {
 			r.EmptyContainer++

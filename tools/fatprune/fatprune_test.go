@@ -210,7 +210,12 @@ func TestPrune(t *testing.T) {
 		{"sm_90 and its PTX", []string{"-keep", "sm_90,compute_90"}, []string{"a90", "b90", "r90", "p90"}},
 		{"PTX for JIT", []string{"-keep", "sm_90", "-ptx-jit"}, []string{"a90", "b90", "r90", "p90", "q75"}},
 		{"PTX only", []string{"-keep", "compute_75"}, []string{"q75"}},
-		{"two archs", []string{"-keep", " sm_75 , sm_120 "}, []string{"a75", "a120", "c120"}},
+		{"two archs", []string{"-keep", " sm_75 , sm_120 ", "-allow-empty"}, []string{"a75", "a120", "c120"}},
+		{"two archs and their PTX", []string{"-keep", "sm_75,sm_120", "-ptx-jit"}, []string{"a75", "a120", "c120", "p90", "q75", "q120"}},
+		{"sm_86 keeps sm_80 cubins", []string{"-keep", "sm_86", "-ptx-jit"}, []string{"a80", "r86", "q75"}},
+		{"sm_89 keeps sm_80 and sm_86", []string{"-keep", "sm_89", "-ptx-jit"}, []string{"a80", "r86", "q75"}},
+		{"sm_80 keeps no sm_86", []string{"-keep", "sm_80", "-ptx-jit"}, []string{"a80", "q75"}},
+		{"sm_121 keeps sm_120", []string{"-keep", "sm_121", "-ptx-jit"}, []string{"a120", "c120", "p90", "q75", "q120"}},
 		{"everything", []string{"-keep", "sm_75,sm_80,sm_86,sm_90,sm_120,compute_75,compute_90,compute_120"}, all},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -368,5 +373,95 @@ func TestParseKeep(t *testing.T) {
 		if _, err := parseKeep(bad, false); err == nil {
 			t.Errorf("parseKeep(%q) accepted", bad)
 		}
+	}
+}
+
+// TestLostContainers: -keep must not strip a container of the only entries
+// a kept card could load. Container 0 is the case a reviewer found: an
+// sm_80 cubin and compute_80 PTX, which an sm_86 card loads (the cubin) and
+// an sm_90 card JITs (the PTX); container 1 holds sm_120 code only;
+// container 2 sm_86 and sm_90 cubins; container 3 an sm_80 cubin only.
+func TestLostContainers(t *testing.T) {
+	all := []string{"x80", "y80", "x120", "x86", "x90", "z80"}
+	build := func(t *testing.T) ([]byte, map[string]built) {
+		fat := map[string]built{}
+		nv := buildFatbin(t, [][]tEntry{
+			{{"x80", kindELF, 80, 64, fl64Linux | flZstd, 90}, {"y80", kindPTX, 80, 64, fl64Linux | flOld, 40}},
+			{{"x120", kindELF, 120, 112, fl64Linux | flZstd, 30}},
+			{{"x86", kindELF, 86, 64, fl64Linux | flZstd, 50}, {"x90", kindELF, 90, 64, fl64Linux | flZstd, 60}},
+			{{"z80", kindELF, 80, 64, fl64Linux | flZstd, 20}},
+		}, 0, fat)
+		lib, offs := buildELF(t, []tSection{{".nv_fatbin", nv}})
+		for k, v := range fat {
+			fat[k] = built{off: offs[".nv_fatbin"] + v.off, n: v.n}
+		}
+		return lib, fat
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		keep []string // labels kept when it writes
+		err  string   // or what the refusal says
+		lost string   // a line the report must hold
+	}{
+		{"sm_86 keeps the sm_80 cubins", []string{"-keep", "sm_86"}, []string{"x80", "x86", "z80"}, "", ""},
+		{"sm_89 as well", []string{"-keep", "sm_89"}, []string{"x80", "x86", "z80"}, "", ""},
+		{"sm_90 would lose the PTX", []string{"-keep", "sm_90"}, nil, "leaves 1 containers with no entry", ""},
+		{"sm_90 with -ptx-jit", []string{"-keep", "sm_90", "-ptx-jit"}, []string{"y80", "x90"}, "", ""},
+		{"sm_90 with compute_80", []string{"-keep", "sm_90,compute_80"}, []string{"y80", "x90"}, "", ""},
+		{"sm_90 with -allow-empty", []string{"-keep", "sm_90", "-allow-empty"}, []string{"x90"}, "", "lost: 1 containers"},
+		{"sm_120 would lose the PTX", []string{"-keep", "sm_120"}, nil, "leaves 1 containers", ""},
+		{"sm_120 with -ptx-jit", []string{"-keep", "sm_120", "-ptx-jit"}, []string{"y80", "x120"}, "", ""},
+		{"sm_86,sm_120: sm_120 would lose the PTX", []string{"-keep", "sm_86,sm_120"}, nil, "leaves 1 containers", ""},
+		{"sm_86,sm_120 with -ptx-jit", []string{"-keep", "sm_86,sm_120", "-ptx-jit"}, []string{"x80", "y80", "x86", "x120", "z80"}, "", ""},
+		{"sm_75 runs nothing here", []string{"-keep", "sm_75"}, nil, "keeps none", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lib, payload := build(t)
+			in, out := writeLib(t, lib)
+			var stdout bytes.Buffer
+			err := run(append(tc.args, "-in", in, "-out", out), &stdout)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one saying %q", err, tc.err)
+				}
+				if ents, _ := os.ReadDir(filepath.Dir(in)); len(ents) != 1 {
+					t.Errorf("a refused run left %d files beside the input", len(ents))
+				}
+				// -check reports the same without refusing.
+				stdout.Reset()
+				if err := run(append(tc.args, "-check", "-in", in), &stdout); err != nil {
+					t.Fatalf("-check: %v", err)
+				}
+				if strings.Contains(tc.err, "leaves") && !strings.Contains(stdout.String(), "lost: 1 containers") {
+					t.Errorf("-check does not report the lost container:\n%s", stdout.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.lost != "" && !strings.Contains(stdout.String(), tc.lost) {
+				t.Errorf("report lacks %q:\n%s", tc.lost, stdout.String())
+			}
+			if tc.lost == "" && strings.Contains(stdout.String(), "lost:") {
+				t.Errorf("report says something is lost:\n%s", stdout.String())
+			}
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := map[string]bool{}
+			for _, l := range tc.keep {
+				kept[l] = true
+			}
+			for _, l := range all {
+				b := payload[l]
+				zero := bytes.Equal(got[b.off:b.off+b.n], make([]byte, b.n))
+				if kept[l] == zero {
+					t.Errorf("%s: zeroed %v, want %v", l, zero, !kept[l])
+				}
+			}
+		})
 	}
 }

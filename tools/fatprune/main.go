@@ -12,13 +12,21 @@
 // runs compress to almost nothing. The CUDA driver picks one entry per
 // container for the card it runs on and never reads the others.
 //
-// -keep lists sm_NN (ELF cubins for that arch; sm_90a is the same arch
-// number as sm_90 in the entry header) and compute_NN (PTX for that virtual
-// arch). PTX is dropped unless named, or unless -ptx-jit keeps every PTX
-// entry whose arch is at most the highest kept sm_NN (the driver could JIT
-// it for such a card). A file fatprune cannot parse in full (unknown magic
-// or entry kind, an entry running past its container, stray bytes) is
-// refused and nothing is written; so is a -keep that keeps no entry at all.
+// -keep lists sm_NN (the cards to run on; sm_90a is the same arch number as
+// sm_90 in the entry header) and compute_NN (PTX for that virtual arch). A
+// kept sm_XY keeps every ELF cubin that loads on such a card: the same
+// major X and a minor no higher than Y (-keep sm_86 keeps sm_80 and sm_86
+// cubins, not sm_89 or sm_90 ones; -keep sm_90 keeps sm_90 only). PTX is
+// dropped unless named, or unless -ptx-jit keeps every PTX entry whose arch
+// is at most the highest kept sm_NN (the driver could JIT it for such a
+// card). A file fatprune cannot parse in full (unknown magic or entry kind,
+// an entry running past its container, stray bytes) is refused and nothing
+// is written; so is a -keep that keeps no entry at all, and so, unless
+// -allow-empty, is one that leaves a container with no entry some kept
+// sm_NN card can load when it had one for that card before (a cubin that
+// runs there, or PTX the driver could JIT). Containers with nothing for a
+// kept card to begin with (code built for sm_120 only, kept sm_90) are only
+// counted.
 package main
 
 import (
@@ -51,6 +59,7 @@ func run(args []string, stdout io.Writer) error {
 	out := fs.String("out", "", "where to write the pruned library (required unless -check)")
 	check := fs.Bool("check", false, "list the entries and what -keep would do; write nothing")
 	verbose := fs.Bool("v", false, "with -check: one line per entry")
+	allowEmpty := fs.Bool("allow-empty", false, "write even when a container loses every entry some kept sm_NN card could load")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,6 +93,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if rep.KeptEntries == 0 {
 		return fmt.Errorf("%s: -keep %s keeps none of its %d entries; refusing to write", *in, *keep, len(entries))
+	}
+	if rep.LostContainer > 0 && !*allowEmpty {
+		return fmt.Errorf("%s: -keep %s leaves %d containers with no entry a kept sm_NN card can load, which had one for it before (add -ptx-jit or compute_NN for their PTX, or -allow-empty); refusing to write", *in, *keep, rep.LostContainer)
 	}
 	for _, e := range entries {
 		if !k.keeps(e) {
@@ -169,6 +181,9 @@ func printReport(w io.Writer, r report, listOnly bool) {
 	fmt.Fprintf(w, "kept   %d entries, %d bytes\nzeroed %d entries, %d bytes\n", r.KeptEntries, r.KeptBytes, r.ZeroedEntries, r.ZeroedBytes)
 	if r.EmptyContainer > 0 {
 		fmt.Fprintf(w, "note: %d containers keep no entry: the code in them cannot load on a kept arch\n", r.EmptyContainer)
+	}
+	if r.LostContainer > 0 {
+		fmt.Fprintf(w, "lost: %d containers had an entry a kept sm_NN card could load and keep none for it\n", r.LostContainer)
 	}
 }
 
