@@ -394,6 +394,10 @@ func checkModels(c *Config) []finding {
 		}
 		out = append(out, failed("model "+n.model, n.flag+" names it, but it is not installed", fix))
 	}
+	// serve refuses to start on these
+	if err := pinUpscalers(map[string]string{}, list(c.UpscaleModels), all, slog.New(slog.DiscardHandler)); err != nil {
+		out = append(out, failed("upscale models", err.Error(), "name installed upscalers, each serving its own fal models, in -upscale-model"))
+	}
 	var missing []string
 	for _, r := range weights.Catalog() {
 		if r.Default && !slices.Contains(names, r.Name) {

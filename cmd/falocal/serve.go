@@ -431,7 +431,8 @@ func openFiles(ctx context.Context, c *Config, log *slog.Logger) (*files.Store, 
 // not installed is warned about, as the other model flags' are refused on
 // first use; one that is no upscaler is an error.
 func pinUpscalers(pins map[string]string, names []string, installed []weights.Manifest, log *slog.Logger) error {
-	for _, name := range names {
+	slices.Sort(names)
+	for _, name := range slices.Compact(names) {
 		i := slices.IndexFunc(installed, func(m weights.Manifest) bool { return m.Name == name })
 		if i < 0 {
 			log.Warn("-upscale-model names a model that is not installed", "model", name)

@@ -28,6 +28,7 @@ func TestPinUpscalers(t *testing.T) {
 		{"realesrgan-x4plus-anime-fp16", "map[]", false}, // not installed: a warning
 		{"isnet-general-use", "not an upscaler", true},
 		{"realesrgan-x4plus,realesrgan-x4plus-fp16", "both serve RealESRGAN_x4plus", true},
+		{"realesrgan-x4plus-fp16,realesrgan-x4plus-fp16", "map[esrgan:RealESRGAN_x4plus:realesrgan-x4plus-fp16]", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.names, func(t *testing.T) {
