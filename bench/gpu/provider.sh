@@ -11,9 +11,10 @@
 #
 # From the pinned PyPI wheel onnxruntime-gpu 1.30.0 (cp312, manylinux_2_28
 # x86_64), fetched once with pip into ~/.cache/falocal/wheels and checked
-# against its SHA-256. The CUDA provider's fatbins keep only the archs in
-# PROVIDER_KEEP (default sm_90: H100/H200) and the payload of every other
-# entry is zeroed by tools/fatprune, offsets and size unchanged; the files
+# against its SHA-256. The CUDA provider's fatbins keep only the code that
+# runs on the archs in PROVIDER_KEEP (default sm_90: H100/H200; see
+# tools/fatprune for the rule) and the payload of every other entry is
+# zeroed by tools/fatprune, offsets and size unchanged; the files
 # are staged uncompressed and the script prints what they cost xz -9e (what
 # the device scripts carry with) and zstd -19 --long=27.
 #
