@@ -133,6 +133,9 @@ func float16Compute(g *onnxpb.GraphProto) (bool, error) {
 				return false, fmt.Errorf("%w: node %s has a subgraph", ErrFloat16, n.GetName())
 			}
 		}
+		if err := checkArity(n); err != nil {
+			return false, err
+		}
 	}
 	for _, t := range g.Initializer {
 		if t.GetDataLocation() == onnxpb.TensorProto_EXTERNAL {
@@ -181,6 +184,9 @@ func float16Compute(g *onnxpb.GraphProto) (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		if c {
+			setInputElem(g, t.GetName(), fp16)
+		}
 		changed = changed || c
 	}
 	for _, n := range g.Node {
@@ -193,6 +199,7 @@ func float16Compute(g *onnxpb.GraphProto) (bool, error) {
 		}
 		changed = changed || c
 	}
+	retargeted := map[*onnxpb.NodeProto]bool{} // Casts to float32 made Casts to float16
 	for _, n := range g.Node {
 		if n.GetOpType() == "Cast" {
 			to, err := castTo(n)
@@ -201,6 +208,7 @@ func float16Compute(g *onnxpb.GraphProto) (bool, error) {
 			}
 			if to == fp32 {
 				setCastTo(n, fp16)
+				retargeted[n] = true
 				changed = true
 			}
 		}
@@ -286,6 +294,9 @@ func float16Compute(g *onnxpb.GraphProto) (bool, error) {
 			types[n.Output[0]] = i64
 		case "Cast":
 			to, _ := castTo(n)
+			if retargeted[n] && isInteger(types[n.Input[0]]) {
+				return false, fmt.Errorf("%w: node %s casts %s %s to float: integer values cast to float: shape arithmetic would lose precision in float16", ErrFloat16, n.GetName(), elemName(types[n.Input[0]]), n.Input[0])
+			}
 			if types[n.Input[0]] == to && !isOutput[n.Output[0]] {
 				alias[n.Output[0]] = n.Input[0]
 				continue // dropped
@@ -385,6 +396,45 @@ func topoSort(nodes []*onnxpb.NodeProto) ([]*onnxpb.NodeProto, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkArity refuses a Constant, Cast or Shape node without the inputs
+// and outputs the converters index (ONNX: a Constant has no input and one
+// output, a Cast and a Shape one of each).
+func checkArity(n *onnxpb.NodeProto) error {
+	ins := -1
+	switch n.GetOpType() {
+	case "Constant":
+		ins = 0
+	case "Cast", "Shape":
+		ins = 1
+	default:
+		return nil
+	}
+	if len(n.Input) != ins || len(n.Output) != 1 || n.Output[0] == "" || (ins == 1 && n.Input[0] == "") {
+		return fmt.Errorf("%w: node %s (%s) has %d inputs and %d outputs, want %d and 1", ErrFloat16, n.GetName(), n.GetOpType(), len(n.Input), len(n.Output), ins)
+	}
+	return nil
+}
+
+// setInputElem sets the element type of the graph input named name, if
+// any (an older export lists its initialisers among the inputs too).
+func setInputElem(g *onnxpb.GraphProto, name string, elem int32) {
+	for _, in := range g.Input {
+		if tt := in.GetType().GetTensorType(); in.GetName() == name && tt != nil {
+			tt.ElemType = proto.Int32(elem)
+		}
+	}
+}
+
+// isInteger reports whether an ONNX element type is an integer type.
+func isInteger(e int32) bool {
+	switch onnxpb.TensorProto_DataType(e) {
+	case onnxpb.TensorProto_UINT8, onnxpb.TensorProto_INT8, onnxpb.TensorProto_UINT16, onnxpb.TensorProto_INT16,
+		onnxpb.TensorProto_INT32, onnxpb.TensorProto_INT64, onnxpb.TensorProto_UINT32, onnxpb.TensorProto_UINT64:
+		return true
+	}
+	return false
 }
 
 func elemName(t int32) string {

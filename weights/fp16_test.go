@@ -263,6 +263,35 @@ func TestFloat16ComputeRefuses(t *testing.T) {
 			g.Output("x", onnxpb.TensorProto_FLOAT)
 			return nil
 		}},
+		{"integer shape arithmetic in float", func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			// Shape → Cast(float) → Mul(k) → Cast(int64) → Reshape: in
+			// float16 that arithmetic is exact only up to 2048.
+			sf := g.Op("Cast", []string{g.Op("Shape", []string{"x"})}, castAttr(onnxpb.TensorProto_FLOAT))
+			s := g.Op("Cast", []string{g.Op("Mul", []string{sf, "k"})}, castAttr(onnxpb.TensorProto_INT64))
+			g.OpTo("Reshape", []string{"x", s}, []string{"y"})
+			return []*onnxpb.TensorProto{f32Tensor("k", []int64{4}, []float32{1, 1, 1, 1})}
+		}},
+		{"Cast without input", func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			c := g.Op("Cast", nil, castAttr(onnxpb.TensorProto_FLOAT))
+			g.OpTo("Add", []string{"x", c}, []string{"y"})
+			return nil
+		}},
+		{"Cast without output", func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			g.OpTo("Cast", []string{"x"}, nil, castAttr(onnxpb.TensorProto_FLOAT))
+			g.OpTo("Relu", []string{"x"}, []string{"y"})
+			return nil
+		}},
+		{"Constant without output", func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			g.OpTo("Constant", nil, nil, &onnxpb.AttributeProto{Name: proto.String("value"), Type: onnxpb.AttributeProto_TENSOR.Enum(),
+				T: f32Tensor("", nil, []float32{0.5})})
+			g.OpTo("Relu", []string{"x"}, []string{"y"})
+			return nil
+		}},
+		{"Shape without output", func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			g.OpTo("Shape", []string{"x"}, nil)
+			g.OpTo("Relu", []string{"x"}, []string{"y"})
+			return nil
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g := onnxgraph.New("t")
@@ -283,5 +312,45 @@ func TestFloat16ComputeRefuses(t *testing.T) {
 				t.Error("the refused file was changed")
 			}
 		})
+	}
+}
+
+// An older export lists its initialisers among the graph inputs too: the
+// converted weights are declared float16 there as well.
+func TestFloat16ComputeInitialiserInputs(t *testing.T) {
+	g := onnxgraph.New("t")
+	g.Input("x", onnxpb.TensorProto_FLOAT, 1, 3, 8, 8)
+	g.Input("w", onnxpb.TensorProto_FLOAT, 4, 3, 3, 3)
+	g.Input("scales", onnxpb.TensorProto_FLOAT, 4)
+	r := g.Op("Resize", []string{g.Op("Conv", []string{"x", "w"}), "", "scales"}, onnxgraph.AttrString("mode", "nearest"))
+	g.OpTo("Relu", []string{r}, []string{"y"})
+	g.Output("y", onnxpb.TensorProto_FLOAT)
+	b, err := onnxgraph.Marshal(g.Model([]*onnxpb.TensorProto{
+		f32Tensor("w", []int64{4, 3, 3, 3}, wave(4*3*3*3, 0.4, 0)), f32Tensor("scales", []int64{4}, []float32{1, 1, 2, 2}),
+	}, "test", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "m.onnx")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := Float16Compute(p); err != nil || !changed {
+		t.Fatalf("changed %v, %v", changed, err)
+	}
+	m := readFP16Model(t, p)
+	inits := map[string]int32{}
+	for _, x := range m.Graph.Initializer {
+		inits[x.GetName()] = x.GetDataType()
+	}
+	want := map[string]int32{"x": fp32, "w": fp16, "scales": fp32}
+	for _, in := range m.Graph.Input {
+		e := in.GetType().GetTensorType().GetElemType()
+		if e != want[in.GetName()] {
+			t.Errorf("input %s declared %s, want %s", in.GetName(), elemName(e), elemName(want[in.GetName()]))
+		}
+		if d, ok := inits[in.GetName()]; ok && d != e {
+			t.Errorf("initialiser %s is %s but its input says %s", in.GetName(), elemName(d), elemName(e))
+		}
 	}
 }

@@ -101,6 +101,9 @@ func float32Compute(g *onnxpb.GraphProto) (bool, error) {
 				return false, fmt.Errorf("%w: node %s has a subgraph", ErrFloat32, n.GetName())
 			}
 		}
+		if err := checkArity(n); err != nil {
+			return false, err
+		}
 		if n.GetOpType() == "Constant" {
 			if _, err := constantType(n); err != nil {
 				return false, err
@@ -138,6 +141,9 @@ func float32Compute(g *onnxpb.GraphProto) (bool, error) {
 		c, err := tensorToF32(t)
 		if err != nil {
 			return false, err
+		}
+		if c {
+			setInputElem(g, t.GetName(), fp32)
 		}
 		changed = changed || c
 	}

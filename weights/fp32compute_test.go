@@ -357,6 +357,26 @@ func TestFloat32ComputeRefuses(t *testing.T) {
 				ExternalData: []*onnxpb.StringStringEntryProto{{Key: proto.String("location"), Value: proto.String("w.bin")}}}
 			return []*onnxpb.TensorProto{t}
 		}},
+		{"Cast without input", io{"x": f32}, io{"y": f32}, func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			c := g.Op("Cast", nil, castAttr(f32))
+			g.OpTo("Add", []string{g.Op("Mul", []string{"x", "w"}), c}, []string{"y"})
+			return w()
+		}},
+		{"Cast without output", io{"x": f32}, io{"y": f32}, func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			g.OpTo("Cast", []string{"x"}, nil, castAttr(f16))
+			g.OpTo("Mul", []string{"x", "w"}, []string{"y"})
+			return w()
+		}},
+		{"Constant without output", io{"x": f32}, io{"y": f32}, func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			g.OpTo("Constant", nil, nil, f16Const(nil, 0.5))
+			g.OpTo("Mul", []string{"x", "w"}, []string{"y"})
+			return w()
+		}},
+		{"Shape without output", io{"x": f32}, io{"y": f32}, func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			g.OpTo("Shape", []string{"x"}, nil)
+			g.OpTo("Mul", []string{"x", "w"}, []string{"y"})
+			return w()
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, b := writeGraph(t, c.in, c.out, c.build)
@@ -369,5 +389,26 @@ func TestFloat32ComputeRefuses(t *testing.T) {
 				t.Error("the refused file was changed")
 			}
 		})
+	}
+}
+
+// An older export lists its initialisers among the graph inputs too: the
+// converted weights are declared float32 there as well.
+func TestFloat32ComputeInitialiserInputs(t *testing.T) {
+	f32, f16 := onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_FLOAT16
+	p, _ := writeGraph(t, map[string]onnxpb.TensorProto_DataType{"x": f32}, map[string]onnxpb.TensorProto_DataType{"y": f32},
+		func(g *onnxgraph.Graph) []*onnxpb.TensorProto {
+			g.Input("w", f16, 1)
+			g.OpTo("Cast", []string{g.Op("Mul", []string{g.Op("Cast", []string{"x"}, castAttr(f16)), "w"})}, []string{"y"}, castAttr(f32))
+			return []*onnxpb.TensorProto{f16Tensor("w", []int64{1}, []float32{2})}
+		})
+	if changed, err := Float32Compute(p); err != nil || !changed {
+		t.Fatalf("changed %v, %v", changed, err)
+	}
+	m := readFP16Model(t, p)
+	for _, in := range m.Graph.Input {
+		if e := in.GetType().GetTensorType().GetElemType(); e != fp32 {
+			t.Errorf("input %s declared %s, want float32", in.GetName(), elemName(e))
+		}
 	}
 }

@@ -42,9 +42,14 @@ func rewriteONNX(path string, edit func(m *onnxpb.ModelProto, g *onnxpb.GraphPro
 	}
 	tmp := path + ".partial"
 	if err := os.WriteFile(tmp, nb, 0o644); err != nil {
+		os.Remove(tmp)
 		return false, err
 	}
-	return true, os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return false, err
+	}
+	return true, nil
 }
 
 // ONNXIO lists the graph input and output names of an ONNX file (see
