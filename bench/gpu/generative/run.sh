@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device driver of issue 21: SDXL, FLUX.1-dev and Whisper large-v3 with random weights and the real
+# The device driver of the generative benchmark: SDXL, FLUX.1-dev and Whisper large-v3 with random weights and the real
 # configurations, through falocal's HTTP API and in PyTorch, in one run.  For each model, in order:
 #   1. build.py: build the modules on the GPU (fp16, seeded) and export ONNX fp16 with external data
 #   2. falocal weights import into a temporary data dir (never the real store); the export is deleted
