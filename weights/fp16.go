@@ -303,41 +303,8 @@ func float16Compute(g *onnxpb.GraphProto) (bool, error) {
 			}
 			types[n.Output[0]] = to
 		default:
-			r := float16Ops[op]
-			var idx []int
-			switch {
-			case r.allIn:
-				for i := range n.Input {
-					idx = append(idx, i)
-				}
-			case r.same != nil:
-				idx = r.same
-			default:
-				idx = []int{0}
-			}
-			t := int32(0)
-			for _, i := range idx {
-				if i >= len(n.Input) || n.Input[i] == "" {
-					continue
-				}
-				if x := types[n.Input[i]]; t == 0 {
-					t = x
-				} else if x != t {
-					return false, fmt.Errorf("%w: node %s (%s) mixes %s and %s inputs after the rewrite", ErrFloat16, n.GetName(), op, elemName(t), elemName(x))
-				}
-			}
-			for _, i := range r.fp32In {
-				if i < len(n.Input) && n.Input[i] != "" && types[n.Input[i]] != fp32 {
-					return false, fmt.Errorf("%w: node %s (%s): input %d is %s, ONNX wants float32", ErrFloat16, n.GetName(), op, i, elemName(types[n.Input[i]]))
-				}
-			}
-			outs := max(r.outs, 1)
-			for j, o := range n.Output {
-				if j < outs {
-					types[o] = t
-				} else {
-					types[o] = i64 // MaxPool's Indices
-				}
+			if err := typeOp(n, op, types, ErrFloat16); err != nil {
+				return false, err
 			}
 		}
 		kept = append(kept, n)
@@ -542,4 +509,47 @@ func constantType(n *onnxpb.NodeProto) (int32, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: Constant %s: unsupported form", ErrFloat16, n.GetName())
+}
+
+// typeOp types the outputs of n, an op of float16Ops, from its inputs' types
+// after a rewrite: the inputs the op requires alike must agree, and those
+// ONNX wants in float32 must be. Errors wrap kind.
+func typeOp(n *onnxpb.NodeProto, op string, types map[string]int32, kind error) error {
+	r := float16Ops[op]
+	var idx []int
+	switch {
+	case r.allIn:
+		for i := range n.Input {
+			idx = append(idx, i)
+		}
+	case r.same != nil:
+		idx = r.same
+	default:
+		idx = []int{0}
+	}
+	t := int32(0)
+	for _, i := range idx {
+		if i >= len(n.Input) || n.Input[i] == "" {
+			continue
+		}
+		if x := types[n.Input[i]]; t == 0 {
+			t = x
+		} else if x != t {
+			return fmt.Errorf("%w: node %s (%s) mixes %s and %s inputs after the rewrite", kind, n.GetName(), op, elemName(t), elemName(x))
+		}
+	}
+	for _, i := range r.fp32In {
+		if i < len(n.Input) && n.Input[i] != "" && types[n.Input[i]] != fp32 {
+			return fmt.Errorf("%w: node %s (%s): input %d is %s, ONNX wants float32", kind, n.GetName(), op, i, elemName(types[n.Input[i]]))
+		}
+	}
+	outs := max(r.outs, 1)
+	for j, o := range n.Output {
+		if j < outs {
+			types[o] = t
+		} else {
+			types[o] = i64 // MaxPool's Indices
+		}
+	}
+	return nil
 }

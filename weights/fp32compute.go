@@ -221,41 +221,8 @@ func float32Compute(g *onnxpb.GraphProto) (bool, error) {
 			}
 			types[n.Output[0]] = to
 		default:
-			r := float16Ops[op]
-			var idx []int
-			switch {
-			case r.allIn:
-				for i := range n.Input {
-					idx = append(idx, i)
-				}
-			case r.same != nil:
-				idx = r.same
-			default:
-				idx = []int{0}
-			}
-			t := int32(0)
-			for _, i := range idx {
-				if i >= len(n.Input) || n.Input[i] == "" {
-					continue
-				}
-				if x := types[n.Input[i]]; t == 0 {
-					t = x
-				} else if x != t {
-					return false, fmt.Errorf("%w: node %s (%s) mixes %s and %s inputs after the rewrite", ErrFloat32, n.GetName(), op, elemName(t), elemName(x))
-				}
-			}
-			for _, i := range r.fp32In {
-				if i < len(n.Input) && n.Input[i] != "" && types[n.Input[i]] != fp32 {
-					return false, fmt.Errorf("%w: node %s (%s): input %d is %s, ONNX wants float32", ErrFloat32, n.GetName(), op, i, elemName(types[n.Input[i]]))
-				}
-			}
-			outs := max(r.outs, 1)
-			for j, o := range n.Output {
-				if j < outs {
-					types[o] = t
-				} else {
-					types[o] = i64 // MaxPool's Indices
-				}
+			if err := typeOp(n, op, types, ErrFloat32); err != nil {
+				return false, err
 			}
 		}
 		for _, o := range n.Output {
